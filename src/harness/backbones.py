@@ -1,0 +1,128 @@
+"""The backbones a study can use, their preprocessing, and where each may be cut for fine-tuning.
+
+A backbone is cut at a *boundary* layer: everything below it is the frozen part (whose output can be
+computed once and cached), the boundary and everything above it is trained. Boundaries are the layers
+where such a cut leaves no skip connection crossing it: VGG16's conv layers, MobileNetV2's block inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the harness needs to know about one keras.applications architecture."""
+
+    name: str
+    application: str  # attribute of keras.applications
+    module: str  # keras.applications submodule holding preprocess_input
+    boundaries: tuple[str, ...]  # valid `unfreeze_at` values, in network order
+    min_image_size: int
+
+
+_VGG16_CONVS = tuple(
+    f"block{block}_conv{i}" for block, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)
+)
+_MOBILENETV2_BLOCKS = (
+    "Conv1",
+    "expanded_conv_depthwise",
+    *(f"block_{i}_expand" for i in range(1, 17)),
+    "Conv_1",
+)
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "vgg16": BackboneSpec("vgg16", "VGG16", "vgg16", _VGG16_CONVS, 32),
+    "mobilenetv2": BackboneSpec("mobilenetv2", "MobileNetV2", "mobilenet_v2", _MOBILENETV2_BLOCKS, 32),
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The spec of a backbone by config name, or a HarnessError listing the known names."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise HarnessError(f"backbone={name!r} is not known; choose one of {sorted(BACKBONES)}") from None
+
+
+def check_boundary(name: str, layer: str) -> None:
+    """Raise unless `layer` is a valid `unfreeze_at` of backbone `name`, listing the valid ones."""
+    spec = get_spec(name)
+    if layer not in spec.boundaries:
+        owners = [b for b, s in BACKBONES.items() if layer in s.boundaries]
+        hint = f" ({layer!r} is a {owners[0]} layer)" if owners else ""
+        raise HarnessError(
+            f"unfreeze_at={layer!r} is not a layer of backbone {name}{hint}. "
+            f"Valid {name} boundaries, bottom to top: {', '.join(spec.boundaries)}"
+        )
+
+
+def boundary_index(name: str, layer: str) -> int:
+    """Position of a boundary in network order (for sorting report rows and figure axes)."""
+    return get_spec(name).boundaries.index(layer)
+
+
+def check_weights(weights: str | None) -> None:
+    """`imagenet`, null, or an existing file; anything else is an error before the model is built."""
+    if weights is None or weights == "imagenet":
+        return
+    if not Path(str(weights)).expanduser().is_file():
+        raise HarnessError(
+            f"backbone.weights={weights!r}: no such file. Use 'imagenet' (Keras download), "
+            "a path to a weights file, or null (random init)."
+        )
+
+
+def preprocess_fn(name: str) -> Callable:
+    """The backbone's own keras.applications preprocess_input."""
+    import keras
+
+    return getattr(keras.applications, get_spec(name).module).preprocess_input
+
+
+def build(name: str, weights: str | None, image_size: int):
+    """The convolutional base (include_top=False), with ImageNet, file or random weights."""
+    import keras
+
+    spec = get_spec(name)
+    check_weights(weights)
+    resolved = str(Path(weights).expanduser()) if weights not in (None, "imagenet") else weights
+    constructor = getattr(keras.applications, spec.application)
+    try:
+        return constructor(include_top=False, weights=resolved, input_shape=(image_size, image_size, 3))
+    except (ValueError, OSError) as exc:
+        if resolved in (None, "imagenet"):
+            raise
+        raise HarnessError(
+            f"backbone.weights={weights!r} does not fit backbone {name} (include_top=False): {exc}"
+        ) from exc
+
+
+def split_at(base, layer: str):
+    """Cut a built backbone at `layer`: (lower, upper) functional models sharing the base's weights.
+
+    `lower` maps images to the boundary's input and is None when the cut is at the first layer.
+    """
+    import keras
+
+    boundary = base.get_layer(layer)
+    if boundary.input is base.input:
+        return None, base
+    lower = keras.Model(base.input, boundary.input, name=f"{base.name}_below_{layer}")
+    upper = keras.Model(boundary.input, base.output, name=f"{base.name}_from_{layer}")
+    return lower, upper
+
+
+def set_trainable(model, trainable: bool) -> None:
+    """Set `trainable` on the model and on every one of its layers.
+
+    A functional model cut at an intermediate tensor (see `split_at`) does not pass its own
+    `trainable` flag down to its layers in Keras 3, so each layer is set explicitly.
+    """
+    model.trainable = trainable
+    for layer in model.layers:
+        layer.trainable = trainable

@@ -1,0 +1,281 @@
+"""Image folders in the seeds' layout: discovery, validation, stratified subsampling and tf.data input.
+
+A data folder holds `train/`, `validation/` and optionally `test/`, each with one subfolder per class.
+Everything that can be wrong with it is found here, by reading file names and a few bytes per file,
+before any model is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+REQUIRED_SPLITS = ("train", "validation")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+BAD_FILE_POLICIES = ("skip", "stop")
+DATA_SOURCES = ("folder", "download", "synthetic")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The files of one split and their integer labels (index into the class names)."""
+
+    files: tuple[Path, ...]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return np.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """A scanned data folder: class names, the splits present, and the unreadable files left out."""
+
+    root: Path
+    class_names: tuple[str, ...]
+    splits: Mapping[str, Split]
+    bad_files: tuple[Path, ...] = field(default=())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self.splits
+
+
+def image_problem(path: Path) -> str | None:
+    """Why this file cannot be an image, from its first and last bytes; None when it looks whole.
+
+    Cheap enough to run on every file of every job: catches zero-byte files, text saved as `.jpg`
+    and truncated JPEG/PNG files (missing end marker), which would otherwise crash training mid-epoch.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        fh.seek(max(0, size - 64))
+        tail = fh.read()
+    if head.startswith(b"\xff\xd8\xff"):
+        return None if b"\xff\xd9" in tail else "truncated JPEG (no end-of-image marker)"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None if b"IEND" in tail else "truncated PNG (no IEND chunk)"
+    if head.startswith((b"GIF87a", b"GIF89a", b"BM")):
+        return None
+    return "not a JPEG, PNG, GIF or BMP image"
+
+
+def _list_images(class_dir: Path) -> list[Path]:
+    return sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def scan_folder(path: str | Path, on_bad_file: str = "skip") -> ImageFolder:
+    """Read a folder in the seeds' layout and check it, raising HarnessError with the first problem."""
+    if on_bad_file not in BAD_FILE_POLICIES:
+        raise HarnessError(f"data.on_bad_file={on_bad_file!r} is not allowed; use one of {list(BAD_FILE_POLICIES)}")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise HarnessError(
+            f"data.path={str(path)!r} is not a folder. Expected train/, validation/ and optionally test/, "
+            "each with one subfolder per class."
+        )
+    root = root.resolve()
+    missing = [s for s in REQUIRED_SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise HarnessError(
+            f"data.path={str(root)!r} has no {' or '.join(f'{m}/' for m in missing)} folder; "
+            f"required splits are {list(REQUIRED_SPLITS)} (test/ is optional)."
+        )
+
+    class_names: tuple[str, ...] | None = None
+    splits: dict[str, Split] = {}
+    bad: list[tuple[Path, str]] = []
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            log.info("data: no %s/ split in %s; test metrics will be reported as absent", split, root)
+            continue
+        names = tuple(sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")))
+        if len(names) < 2:
+            raise HarnessError(f"{split_dir} has {len(names)} class folder(s) {list(names)}; a classifier needs >= 2")
+        if class_names is None:
+            class_names = names
+        elif names != class_names:
+            raise HarnessError(
+                f"class folders differ between splits: train has {list(class_names)}, {split} has {list(names)}"
+            )
+        files: list[Path] = []
+        labels: list[int] = []
+        for label, name in enumerate(names):
+            candidates = _list_images(split_dir / name)
+            good = []
+            for f in candidates:
+                problem = image_problem(f)
+                if problem is None:
+                    good.append(f)
+                else:
+                    bad.append((f, problem))
+            if not good:
+                raise HarnessError(
+                    f"class folder {split_dir / name} has no readable images "
+                    f"(looked for {', '.join(IMAGE_SUFFIXES)}; {len(candidates)} candidate file(s))"
+                )
+            files.extend(good)
+            labels.extend([label] * len(good))
+        splits[split] = Split(tuple(files), np.asarray(labels, dtype=np.int32))
+
+    if bad:
+        listing = "\n".join(f"  {p}: {why}" for p, why in bad)
+        if on_bad_file == "stop":
+            raise HarnessError(
+                f"{len(bad)} unreadable image file(s) in {root} (data.on_bad_file=stop):\n{listing}\n"
+                "Remove them, or set data.on_bad_file=skip to leave them out."
+            )
+        log.warning("data: skipped %d unreadable file(s) (data.on_bad_file=skip):\n%s", len(bad), listing)
+    assert class_names is not None
+    return ImageFolder(root, class_names, splits, tuple(p for p, _ in bad))
+
+
+def check_fraction(fraction: float, train: Split, class_names: tuple[str, ...]) -> None:
+    """Raise if `fraction` would leave some class of the training split without an image."""
+    for label, count in enumerate(train.class_counts(len(class_names))):
+        if round(count * fraction) < 1:
+            raise HarnessError(
+                f"data_fraction={fraction} leaves class {class_names[label]!r} with no training image "
+                f"(it has {count}); use data_fraction >= {1 / count:.4g}"
+            )
+
+
+def subsample(split: Split, fraction: float, seed: int, class_names: tuple[str, ...]) -> Split:
+    """A stratified, seeded subsample: round(n_c * fraction) files of each class, in file order."""
+    if fraction == 1.0:
+        return split
+    check_fraction(fraction, split, class_names)
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for label in range(len(class_names)):
+        idx = np.flatnonzero(split.labels == label)
+        keep.extend(rng.choice(idx, size=round(len(idx) * fraction), replace=False).tolist())
+    keep.sort()
+    return Split(tuple(split.files[i] for i in keep), split.labels[keep])
+
+
+def files_hash(split: Split, root: Path) -> str:
+    """Identity of a file selection: sha256 of the sorted relative paths with their labels."""
+    pairs = zip(split.files, split.labels, strict=True)
+    lines = sorted(f"{f.relative_to(root).as_posix()}\t{label}" for f, label in pairs)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def load_images(files: tuple[Path, ...], image_size: int) -> np.ndarray:
+    """Decode and resize every file once, in parallel, into a uint8 array (N, size, size, 3)."""
+    import tensorflow as tf
+
+    def decode(path: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    ds = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+    batches = [b.numpy() for b in ds]
+    if not batches:
+        return np.zeros((0, image_size, image_size, 3), np.uint8)
+    return np.concatenate(batches)
+
+
+# --- data sources -------------------------------------------------------------------------------
+
+
+def _write_synthetic(root: Path, images_per_class: Mapping[str, int], seed: int) -> None:
+    """Two visually separable classes (bright disks, dark squares) on noise, as JPEGs."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for split, n in images_per_class.items():
+        for cls in ("disks", "squares"):
+            out = root / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for i in range(int(n)):
+                size = int(rng.integers(64, 97))
+                noise = rng.integers(60, 140, size=(size, size, 3), dtype=np.uint8)
+                img = Image.fromarray(noise)
+                draw = ImageDraw.Draw(img)
+                r = int(rng.integers(size // 6, size // 3))
+                cx, cy = (int(v) for v in rng.integers(r, size - r, size=2))
+                box = (cx - r, cy - r, cx + r, cy + r)
+                if cls == "disks":
+                    draw.ellipse(box, fill=tuple(int(v) for v in rng.integers(190, 256, 3)))
+                else:
+                    draw.rectangle(box, fill=tuple(int(v) for v in rng.integers(0, 50, 3)))
+                img.save(out / f"{cls}.{i}.jpg", quality=90)
+
+
+def ensure_synthetic(path: str | Path, images_per_class: Mapping[str, int], seed: int = 0) -> Path:
+    """Generate the offline quickstart dataset once; concurrent jobs race safely via an atomic rename."""
+    import os
+    import shutil
+    import tempfile
+
+    key = hashlib.sha256(repr(sorted(dict(images_per_class).items())).encode()).hexdigest()[:8]
+    target = Path(path).expanduser() / key
+    if (target / "train").is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        _write_synthetic(tmp, images_per_class, seed)
+        os.rename(tmp, target)
+    except OSError:
+        if not (target / "train").is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def download_archive(url: str) -> Path:
+    """Fetch and extract a zip archive through Keras' cache; return the folder holding train/."""
+    import keras
+
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        archive = Path(keras.utils.get_file(name, origin=url, extract=False))
+    except Exception as exc:  # noqa: BLE001 - any network failure means the same thing to the user
+        raise HarnessError(f"could not download {url} ({exc}); use data=folder data.path=... offline") from exc
+    out = archive.with_suffix("")
+    if not out.exists():
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(out)
+    for candidate in [out, *sorted(p for p in out.rglob("*") if p.is_dir())]:
+        if (candidate / "train").is_dir():
+            return candidate
+    raise HarnessError(f"the archive {archive} has no train/ folder")
+
+
+def resolve_data_path(data_cfg: Mapping) -> Path:
+    """The local folder behind a `data` config: as given, generated, or downloaded."""
+    source = data_cfg.get("source", "folder")
+    if source == "folder":
+        return Path(str(data_cfg["path"])).expanduser()
+    if source == "synthetic":
+        return ensure_synthetic(data_cfg["path"], data_cfg["images_per_class"])
+    if source == "download":
+        return download_archive(str(data_cfg["url"]))
+    raise HarnessError(f"data.source={source!r} is not allowed; use one of {list(DATA_SOURCES)}")

@@ -1,0 +1,31 @@
+"""Where the project lives, so default paths work from any working directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The checkout holding pyproject.toml (editable install), else the current directory."""
+    for parent in PACKAGE_DIR.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "conf").is_dir():
+            return parent
+    return Path.cwd().resolve()
+
+
+def conf_dir() -> Path:
+    """The Hydra config tree `conf/` at the project root."""
+    return project_root() / "conf"
+
+
+def register_resolvers() -> None:
+    """`${project_root:}` in configs: default data and store paths that do not depend on the cwd."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+
+
+register_resolvers()

@@ -1,0 +1,311 @@
+"""The three training regimes of a transfer-learning study: scratch, frozen (feature extraction), finetune.
+
+Every regime is the same stack, trained differently:
+
+    image -> [augmentation] -> frozen stage (preprocess + layers below the cut) -> trainable stage -> head
+
+Without augmentation the frozen stage is a pure function of the image, so its output is computed once
+and the trainable part trains on it (the expensive forward pass is not repeated every epoch). With
+augmentation the whole stack runs per batch, since every epoch sees different pixels.
+BatchNorm layers of a pretrained backbone always run in inference mode (`training=False`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from harness import backbones
+
+log = logging.getLogger(__name__)
+
+METRICS = ("loss", "acc", "val_loss", "val_acc")
+PREDICT_BATCH = 64
+
+
+@dataclass
+class Arrays:
+    """Decoded images (uint8) and labels of each split; test may be absent."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    num_classes: int
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.x)
+
+
+@dataclass
+class RegimeResult:
+    """What one regime produced: per-epoch history, test metrics, timing and the trained model."""
+
+    regime: str
+    history: dict[str, list[float]]
+    first_epoch: int
+    test: dict[str, float] | None
+    train_time_s: float
+    model: keras.Model | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@keras.saving.register_keras_serializable(package="harness")
+class BackbonePreprocess(keras.layers.Layer):
+    """The backbone's own preprocess_input as a layer, so saved models carry their preprocessing."""
+
+    def __init__(self, backbone: str, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self._fn = backbones.preprocess_fn(backbone)
+
+    def call(self, inputs):
+        return self._fn(keras.ops.cast(inputs, "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}
+
+
+class InferenceMode(keras.layers.Layer):
+    """Runs a (trainable) model with `training=False` whatever the enclosing call says.
+
+    Keras 3's functional models override a nested model's stored `training=False` with the outer
+    `fit` call's `training=True` (keras/src/models/functional.py, `operation_fn`), which would update
+    BatchNorm moving statistics while fine-tuning. This layer's `call` takes no `training` argument,
+    so nothing is injected, and its weights stay trainable.
+    """
+
+    def __init__(self, inner: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def call(self, inputs):
+        return self.inner(inputs, training=False)
+
+
+def augmentation(cfg) -> keras.Sequential:
+    """The seeds' ImageDataGenerator transforms as Keras layers (active only while training)."""
+    a = cfg.augmentation
+    layers = [
+        keras.layers.RandomRotation(a.rotation_degrees / 360.0, fill_mode="nearest"),
+        keras.layers.RandomTranslation(a.shift, a.shift, fill_mode="nearest"),
+        keras.layers.RandomShear(a.shear, a.shear, fill_mode="nearest"),
+        keras.layers.RandomZoom(a.zoom, fill_mode="nearest"),
+    ]
+    if a.horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal"))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def build_head(feature_shape: Sequence[int], head_cfg, num_classes: int) -> keras.Sequential:
+    """Pooling -> [Dense(units, relu)] -> Dropout -> output; sigmoid for 2 classes, softmax otherwise."""
+    layers: list[keras.layers.Layer] = [keras.Input(tuple(feature_shape))]
+    layers.append(keras.layers.GlobalAveragePooling2D() if head_cfg.pooling == "avg" else keras.layers.Flatten())
+    if head_cfg.units:
+        layers.append(keras.layers.Dense(head_cfg.units, activation="relu"))
+    if head_cfg.dropout:
+        layers.append(keras.layers.Dropout(head_cfg.dropout))
+    binary = num_classes == 2
+    layers.append(keras.layers.Dense(1 if binary else num_classes, activation="sigmoid" if binary else "softmax"))
+    return keras.Sequential(layers, name="head")
+
+
+def compile_for(model: keras.Model, optimizer: str, lr: float, num_classes: int) -> None:
+    """A fresh optimizer at `lr`, the right loss for binary or multi-class, accuracy logged as `acc`."""
+    opt = keras.optimizers.RMSprop(lr) if optimizer == "rmsprop" else keras.optimizers.Adam(lr)
+    if num_classes == 2:
+        loss, metric = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="acc")
+    else:
+        loss, metric = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(name="acc")
+    model.compile(optimizer=opt, loss=loss, metrics=[metric])
+
+
+def targets(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Labels shaped for the loss: (N, 1) float for a sigmoid output, int class ids otherwise."""
+    return y.reshape(-1, 1).astype("float32") if num_classes == 2 else y
+
+
+def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+    """tf.data over in-memory arrays, cast to float32 on the fly; seeded shuffling for training."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def frozen_stage(backbone: str, image_size: int, lower: keras.Model | None) -> keras.Model:
+    """Images -> preprocessing -> the frozen layers (inference mode). Its output can be cached."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = BackbonePreprocess(backbone, name="preprocess")(inputs)
+    if lower is not None:
+        backbones.set_trainable(lower, False)
+        x = lower(x, training=False)
+    return keras.Model(inputs, x, name="frozen_stage")
+
+
+def compute_features(stage: keras.Model, arrays: Arrays) -> dict[str, np.ndarray]:
+    """The frozen stage's output for every image of every split, in one batched predict call."""
+    x = np.concatenate([arrays.x[s] for s in arrays.splits])
+    out = stage.predict(dataset(x, np.zeros(len(x), np.int32), PREDICT_BATCH), verbose=0).astype("float32")
+    bounds = np.cumsum([0, *(len(arrays.x[s]) for s in arrays.splits)])
+    return {s: out[a:b] for s, a, b in zip(arrays.splits, bounds[:-1], bounds[1:], strict=True)}
+
+
+class ProgressLine(keras.callbacks.Callback):
+    """One console line per epoch: regime, epoch k/n, the four metrics, seconds."""
+
+    def __init__(self, regime: str, last_epoch: int):
+        super().__init__()
+        self.regime, self.last_epoch = regime, last_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        values = "  ".join(f"{k} {logs[k]:.4f}" for k in METRICS if k in logs)
+        log.info(
+            "%-8s epoch %3d/%d  %s  (%.1fs)",
+            self.regime,
+            epoch + 1,
+            self.last_epoch,
+            values,
+            time.perf_counter() - self._t0,
+        )
+
+
+@dataclass
+class Trainer:
+    """Fits `trainable` + `head` above a frozen stage, on cached features or on augmented images."""
+
+    num_classes: int
+    batch_size: int
+    seed: int
+    optimizer: str
+    augment: keras.Sequential | None
+    callbacks: Callable[[str, int], list[keras.callbacks.Callback]]
+    features: Callable[[keras.Model, Arrays], dict[str, np.ndarray]] = field(
+        default=lambda stage, arrays: compute_features(stage, arrays)
+    )
+
+    def run(
+        self,
+        regime: str,
+        arrays: Arrays,
+        stage: keras.Model,
+        trainable: keras.Model | None,
+        trainable_training: bool | None,  # False: BatchNorm in inference mode (fine-tuning)
+        head: keras.Model,
+        lr: float,
+        first_epoch: int,
+        epochs: int,
+    ) -> RegimeResult:
+        """Train for `epochs` epochs numbered from `first_epoch`, then evaluate on test if present."""
+        keras.utils.set_random_seed(self.seed)
+        t0 = time.perf_counter()
+        if self.augment is None:
+            inputs = self.features(stage, arrays)
+            x_in = keras.Input(stage.output.shape[1:], name="features")
+            x = x_in
+        else:
+            inputs = arrays.x
+            x_in = keras.Input(stage.input.shape[1:], name="image")
+            x = InferenceMode(stage, name="frozen")(self.augment(x_in))
+        if trainable is not None:
+            x = InferenceMode(trainable, name="trainable")(x) if trainable_training is False else trainable(x)
+        model = keras.Model(x_in, head(x), name=f"{regime}_model")
+        compile_for(model, self.optimizer, lr, self.num_classes)
+
+        def data(split: str, shuffle: bool):
+            y = targets(arrays.y[split], self.num_classes)
+            return dataset(inputs[split], y, self.batch_size, self.seed if shuffle else None)
+
+        last = first_epoch + epochs
+        fit = model.fit(
+            data("train", True),
+            validation_data=data("validation", False),
+            initial_epoch=first_epoch,
+            epochs=last,
+            verbose=0,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            callbacks=[ProgressLine(regime, last), *self.callbacks(regime, first_epoch)],
+        )
+        train_time = time.perf_counter() - t0
+        history = {k: [float(v) for v in fit.history[k]] for k in METRICS}
+        test = None
+        if "test" in inputs:
+            loss, acc = model.evaluate(data("test", False), verbose=0)
+            test = {"test_loss": float(loss), "test_acc": float(acc)}
+        return RegimeResult(regime, history, first_epoch, test, train_time)
+
+
+def full_model(backbone: str, image_size: int, base: keras.Model, head: keras.Model, training=False) -> keras.Model:
+    """Image -> preprocess -> backbone -> head: the deployable classifier (what log_model saves)."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = BackbonePreprocess(backbone, name="preprocess")(inputs)
+    return keras.Model(inputs, head(base(x, training=training)), name=f"{backbone}_classifier")
+
+
+def count_trainable(model: keras.Model) -> int:
+    """Number of trainable weight tensors (the seeds' `len(model.trainable_weights)` check)."""
+    return len(model.trainable_weights)
+
+
+# --- the three regimes ----------------------------------------------------------------------------
+
+
+@dataclass
+class FrozenState:
+    """The trained frozen model, which fine-tuning starts from."""
+
+    base: keras.Model
+    head: keras.Model
+
+
+def train_scratch(cfg, arrays: Arrays, trainer: Trainer) -> RegimeResult:
+    """Random-init backbone, everything trained (BatchNorm in training mode), at head_lr."""
+    name, size = cfg.backbone.name, cfg.backbone.image_size
+    base = backbones.build(name, None, size)
+    head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
+    stage = frozen_stage(name, size, None)
+    result = trainer.run("scratch", arrays, stage, base, None, head, cfg.head_lr, 0, cfg.epochs.scratch)
+    if cfg.log_model:
+        result.model = full_model(name, size, base, head)
+    return result
+
+
+def train_frozen(cfg, arrays: Arrays, trainer: Trainer, base: keras.Model) -> tuple[RegimeResult, FrozenState]:
+    """Feature extraction: the pretrained backbone frozen whole, a new head trained at head_lr."""
+    name, size = cfg.backbone.name, cfg.backbone.image_size
+    stage = frozen_stage(name, size, base)
+    head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
+    result = trainer.run("frozen", arrays, stage, None, None, head, cfg.head_lr, 0, cfg.epochs.head)
+    if cfg.log_model:
+        result.model = full_model(name, size, base, head)  # logged before fine-tuning changes `base`
+    return result, FrozenState(base, head)
+
+
+def finetune_parts(cfg, state: FrozenState) -> tuple[keras.Model, keras.Model]:
+    """Cut the trained frozen model at `unfreeze_at`: (frozen stage below, trainable upper backbone)."""
+    lower, upper = backbones.split_at(state.base, cfg.unfreeze_at)
+    stage = frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower)
+    backbones.set_trainable(upper, True)
+    return stage, upper
+
+
+def train_finetune(cfg, arrays: Arrays, trainer: Trainer, state: FrozenState) -> RegimeResult:
+    """Unfreeze `unfreeze_at` and above, recompile with a fresh optimizer at `lr`, continue the epochs."""
+    stage, upper = finetune_parts(cfg, state)
+    result = trainer.run(
+        "finetune", arrays, stage, upper, False, state.head, cfg.lr, cfg.epochs.head, cfg.epochs.finetune
+    )
+    if cfg.log_model:
+        result.model = full_model(cfg.backbone.name, cfg.backbone.image_size, state.base, state.head)
+    return result

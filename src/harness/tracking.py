@@ -1,0 +1,252 @@
+"""MLflow bookkeeping: the store, one experiment per study, sweep -> job -> regime nested runs.
+
+Layout of a multirun in the store:
+
+    sweep run  (run_kind=sweep, created by the SweepParentRun Hydra callback before any job)
+      job run  (run_kind=job, one per Hydra job: params = flattened resolved config, config artifacts)
+        regime run (run_kind=regime, regime=scratch|frozen|finetune: per-epoch metrics, curves, test metrics)
+
+A single (non -m) run has the same job -> regime structure without the sweep run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from harness.errors import HarnessError
+from harness.paths import project_root
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ENV = "HARNESS_SWEEP_RUN_ID"
+TAG_KEYS = ("backbone", "unfreeze_at", "lr", "data_fraction", "seed")
+VERSIONED = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy", "pandas")
+
+
+def default_tracking_uri() -> str:
+    """SQLite database inside `<project>/mlruns/`, as an absolute URI."""
+    return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """`tracking_uri=` wins, then $MLFLOW_TRACKING_URI, then the project's SQLite store."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts beside a SQLite database (`<db dir>/artifacts`); a server decides its own."""
+    db = _sqlite_path(uri)
+    return (db.parent / "artifacts").as_uri() if db else None
+
+
+def connect(configured_uri: str | None) -> str:
+    """Point MLflow at the store, checking it can be written before any training starts."""
+    import mlflow
+
+    uri = resolve_tracking_uri(configured_uri)
+    db = _sqlite_path(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"tracking_uri={uri!r}: cannot create {db.parent} ({exc})") from exc
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise HarnessError(f"tracking_uri={uri!r}: {db} is not writable")
+    elif urlparse(uri).scheme in ("http", "https"):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(study: str, uri: str) -> str:
+    """The experiment id of `study`, created on first use with artifacts kept beside the store."""
+    import mlflow
+
+    try:
+        experiment = mlflow.get_experiment_by_name(study)
+        if experiment is not None:
+            return experiment.experiment_id
+        return mlflow.create_experiment(study, artifact_location=artifact_location(uri))
+    except Exception as exc:
+        if isinstance(exc, HarnessError):
+            raise
+        raise HarnessError(f"tracking_uri={uri!r}: the MLflow store cannot be used ({exc})") from exc
+
+
+def git_commit() -> str:
+    """HEAD of the project checkout, suffixed `-dirty` when tracked files changed; `unknown` outside git."""
+    root = project_root()
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the versions of the libraries that decide a result."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def run_tags(cfg: DictConfig, cfg_hash: str, commit: str, kind: str, regime: str | None = None) -> dict[str, str]:
+    """The searchable tags of a job or regime run."""
+    tags = {
+        "run_kind": kind,
+        "backbone": str(cfg.backbone.name),
+        "unfreeze_at": str(cfg.unfreeze_at),
+        "lr": str(cfg.lr),
+        "data_fraction": str(cfg.data_fraction),
+        "seed": str(cfg.seed),
+        "config_hash": cfg_hash,
+        "git_commit": commit,
+        "study": str(cfg.study),
+    }
+    if regime is not None:
+        tags["regime"] = regime
+    return tags
+
+
+class SweepParentRun(Callback):
+    """Hydra callback: one parent MLflow run per multirun, created before the first job starts.
+
+    Jobs find it through an environment variable, which Hydra's in-process launcher and the joblib
+    launcher's worker processes both inherit.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import mlflow
+
+        from harness.paths import register_resolvers
+
+        register_resolvers()
+        uri = connect(config.get("tracking_uri"))
+        experiment_id = ensure_experiment(str(config.study), uri)
+        overrides = list(config.hydra.overrides.task)
+        run = mlflow.MlflowClient().create_run(
+            experiment_id,
+            run_name=f"sweep {' '.join(overrides)}"[:250],
+            tags={"run_kind": "sweep", "sweep_overrides": " ".join(overrides), "git_commit": git_commit()},
+        )
+        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        log.info("sweep: MLflow parent run %s in study %r (%s)", run.info.run_id, config.study, uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import mlflow
+
+        run_id = os.environ.pop(PARENT_RUN_ENV, None)
+        if run_id is None:
+            return
+        client = mlflow.MlflowClient()
+        experiment_id = client.get_run(run_id).info.experiment_id
+        children = client.search_runs(
+            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=10000
+        )
+        statuses = [c.info.status for c in children]
+        failed = statuses.count("FAILED")
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        log.info("sweep: %d job(s): %d finished, %d failed", len(statuses), statuses.count("FINISHED"), failed)
+
+
+@contextmanager
+def job_run(cfg: DictConfig, cfg_hash: str, overrides: list[str], name: str) -> Iterator[Any]:
+    """An MLflow run for one Hydra job, under the sweep run when there is one; FAILED on exception."""
+    import mlflow
+
+    from harness.config import flatten, to_container
+
+    uri = connect(cfg.get("tracking_uri"))
+    experiment_id = ensure_experiment(str(cfg.study), uri)
+    commit = git_commit()
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=name,
+        parent_run_id=os.environ.get(PARENT_RUN_ENV),
+        tags=run_tags(cfg, cfg_hash, commit, "job"),
+    ) as run:
+        resolved = to_container(cfg)
+        mlflow.log_params(flatten(resolved))
+        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+        mlflow.log_text("\n".join(overrides) + "\n", "overrides.txt")
+        mlflow.log_dict({"versions": library_versions(), "argv": sys.argv, "git_commit": commit}, "environment.json")
+        mlflow.set_tags({f"version.{k}": v for k, v in library_versions().items()})
+        yield run
+
+
+@contextmanager
+def regime_run(cfg: DictConfig, cfg_hash: str, regime: str) -> Iterator[Any]:
+    """A run nested under the active job run for one regime; params repeated so the UI can compare."""
+    import mlflow
+
+    from harness.config import flatten, to_container
+
+    parent = mlflow.active_run()
+    with mlflow.start_run(
+        experiment_id=parent.info.experiment_id,  # nested runs otherwise land in the default experiment
+        run_name=regime,
+        nested=True,
+        tags=run_tags(cfg, cfg_hash, parent.data.tags.get("git_commit", "unknown"), "regime", regime),
+    ) as run:
+        mlflow.log_params(flatten(to_container(cfg)))
+        yield run
+
+
+def epoch_logger():
+    """A Keras callback logging loss/acc/val_loss/val_acc per epoch to the active run (step = epoch)."""
+    import keras
+    import mlflow
+
+    class MlflowEpochMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "acc", "val_loss", "val_acc")}
+            mlflow.log_metrics(metrics, step=epoch)
+
+    return MlflowEpochMetrics()
+
+
+def log_result_metrics(values: Mapping[str, float]) -> None:
+    """Final metrics of the active run."""
+    import mlflow
+
+    mlflow.log_metrics(dict(values))
+
+
+def log_json(data: Mapping[str, Any], name: str) -> None:
+    import mlflow
+
+    mlflow.log_text(json.dumps(data, indent=2, default=str), name)

@@ -1,0 +1,102 @@
+"""`python -m harness` end to end: real Hydra multiruns on real photographs into a real MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import run_cli, small_mobilenet
+
+pytestmark = pytest.mark.slow
+
+
+def runs(store: str, study: str):
+    mlflow.set_tracking_uri(store)
+    return mlflow.search_runs(experiment_names=[study], max_results=1000)
+
+
+def test_multirun_records_sweep_job_regime_tree(tmp_path, store, cats_dogs, mobilenet_weights):
+    boundaries = ["block_15_expand", "block_16_expand"]
+    proc = run_cli(
+        "-m",
+        f"unfreeze_at={','.join(boundaries)}",
+        *small_mobilenet(mobilenet_weights, store, "study=e2e"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-4000:]
+    assert "frozen   done: test_acc" in proc.log and "finetune epoch   2/2" in proc.log
+
+    df = runs(store, "e2e")
+    sweep = df[df["tags.run_kind"] == "sweep"]
+    jobs = df[df["tags.run_kind"] == "job"]
+    regimes = df[df["tags.run_kind"] == "regime"]
+    assert len(sweep) == 1 and len(jobs) == 2 and len(regimes) == 6
+    assert set(df["status"]) == {"FINISHED"}
+    sweep_id = sweep.run_id.iloc[0]
+    assert set(jobs["tags.mlflow.parentRunId"]) == {sweep_id}
+    assert set(regimes["tags.mlflow.parentRunId"]) == set(jobs.run_id)
+    assert sorted(jobs["tags.unfreeze_at"]) == boundaries
+    assert jobs["tags.config_hash"].nunique() == 2
+
+    for tag in ("regime", "backbone", "unfreeze_at", "lr", "data_fraction", "seed", "config_hash", "git_commit"):
+        assert regimes[f"tags.{tag}"].notna().all(), tag
+    assert set(regimes["tags.backbone"]) == {"mobilenetv2"}
+    assert set(regimes["tags.data_fraction"]) == {"0.1"}
+    assert regimes["params.data_fraction"].notna().all() and regimes["params.backbone.weights"].notna().all()
+    assert jobs["params.data.train_files_hash"].nunique() == 1  # same seed, same subsample
+    assert set(jobs["params.data.n_train"]) == {"200"}
+
+    client = mlflow.MlflowClient()
+    for _, run in regimes.iterrows():
+        regime = run["tags.regime"]
+        first = 1 if regime == "finetune" else 0  # fine-tuning continues after the head phase
+        for metric in ("loss", "acc", "val_loss", "val_acc"):
+            history = client.get_metric_history(run.run_id, metric)
+            assert [m.step for m in history] == [first], (regime, metric)
+        assert 0 <= run["metrics.test_acc"] <= 1 and run["metrics.train_time_s"] > 0
+        assert [a.path for a in client.list_artifacts(run.run_id)] == ["curves.png"]
+        curves = Path(client.download_artifacts(run.run_id, "curves.png", str(tmp_path / run.run_id)))
+        assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for job_id in jobs.run_id:
+        names = {a.path for a in client.list_artifacts(job_id)}
+        assert {"config.yaml", "overrides.txt", "environment.json"} <= names
+
+    by_regime = regimes.groupby("tags.regime")["metrics.test_acc"].mean()
+    assert by_regime["frozen"] > 0.8, by_regime  # real ImageNet features separate cats from dogs
+    assert by_regime["frozen"] > by_regime["scratch"] + 0.2, by_regime
+
+
+def test_vgg16_runs_from_scratch_weights(tmp_path, store, cats_dogs):
+    proc = run_cli(
+        "backbone.weights=null",
+        "backbone.image_size=48",
+        "data_fraction=0.05",
+        "epochs.scratch=1",
+        "epochs.head=1",
+        "epochs.finetune=1",
+        "study=vgg",
+        f"tracking_uri={store}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-4000:]
+    df = runs(store, "vgg")
+    regimes = df[df["tags.run_kind"] == "regime"]
+    assert sorted(regimes["tags.regime"]) == ["finetune", "frozen", "scratch"]
+    assert set(regimes["tags.unfreeze_at"]) == {"block5_conv1"}
+    assert set(df["status"]) == {"FINISHED"}
+
+
+def test_unknown_layer_stops_before_anything_is_recorded(tmp_path, store):
+    proc = run_cli("unfreeze_at=block6_conv1", f"tracking_uri={store}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unfreeze_at='block6_conv1' is not a layer of backbone vgg16" in proc.log
+    assert "block5_conv3" in proc.log  # lists the valid names
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_quickstart_runs_offline(tmp_path, store):
+    proc = run_cli("+experiment=quickstart", f"tracking_uri={store}", "regimes=[frozen,finetune]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.log[-4000:]
+    df = runs(store, "quickstart")
+    assert sorted(df["tags.run_kind"]) == ["job", "regime", "regime"]

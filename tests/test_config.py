@@ -1,0 +1,88 @@
+"""Config composition (Hydra compose API on the real conf/ tree), validation and identity."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from harness.config import config_hash, problems, validate
+from harness.errors import HarnessError
+from harness.paths import conf_dir
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_defaults_compose_to_the_seeds_study():
+    cfg = make()
+    assert cfg.backbone.name == "vgg16"
+    assert cfg.unfreeze_at == "block5_conv1"
+    assert cfg.backbone.image_size == 150
+    assert list(cfg.regimes) == ["scratch", "frozen", "finetune"]
+    assert cfg.lr == 1e-5
+    assert problems(cfg) == []
+
+
+def test_backbone_sets_its_own_default_boundary_and_size():
+    cfg = make("backbone=mobilenetv2")
+    assert cfg.unfreeze_at == "block_11_expand"
+    assert cfg.backbone.image_size == 160
+    assert make("backbone=mobilenetv2", "unfreeze_at=block_16_expand").unfreeze_at == "block_16_expand"
+
+
+def test_quickstart_experiment_needs_no_network():
+    cfg = make("+experiment=quickstart")
+    assert cfg.data.source == "synthetic"
+    assert cfg.backbone.weights is None
+    assert problems(cfg) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("unfreeze_at=block9_conv1", "unfreeze_at='block9_conv1' is not a layer of backbone vgg16"),
+        ("lr=0", "lr=0 must be a number > 0"),
+        ("head_lr=-1e-3", "head_lr=-0.001 must be a number > 0"),
+        ("lr=fast", "lr='fast' must be a number > 0"),
+        ("data_fraction=0", "data_fraction=0 must be a number in (0, 1]"),
+        ("data_fraction=1.5", "data_fraction=1.5 must be a number in (0, 1]"),
+        ("regimes=[frozen,transfer]", "['transfer'] not allowed"),
+        ("regimes=[finetune]", "fine-tuning starts from the trained frozen model"),
+        ("regimes=[]", "empty"),
+        ("optimizer=sgd", "optimizer='sgd' is not allowed"),
+        ("epochs.head=0", "epochs.head=0 must be an integer >= 1"),
+        ("batch_size=0", "batch_size=0 must be an integer >= 1"),
+        ("backbone.weights=/no/such/file.h5", "backbone.weights='/no/such/file.h5': no such file"),
+        ("data.on_bad_file=ignore", "data.on_bad_file='ignore' is not allowed"),
+    ],
+)
+def test_each_bad_value_is_named_with_what_is_allowed(override, needle):
+    cfg = make(override)
+    with pytest.raises(HarnessError) as info:
+        validate(cfg)
+    assert needle in str(info.value)
+
+
+def test_vgg16_layer_with_mobilenet_says_whose_layer_it_is():
+    found = problems(make("backbone=mobilenetv2", "unfreeze_at=block5_conv1"))
+    assert len(found) == 1
+    assert "is a vgg16 layer" in found[0]
+    assert "block_16_expand" in found[0]  # lists the valid MobileNetV2 boundaries
+
+
+def test_unknown_backbone_is_reported_alone():
+    cfg = make()
+    with open_dict(cfg):
+        cfg.backbone.name = "resnet"
+    assert problems(cfg) == ["backbone='resnet' is not known; choose one of ['mobilenetv2', 'vgg16']"]
+
+
+def test_config_hash_ignores_where_results_go_but_not_what_is_computed():
+    base = config_hash(make())
+    assert config_hash(make("study=other", "tracking_uri=sqlite:////tmp/x.db", "log_model=true")) == base
+    assert config_hash(make("seed=1")) != base
+    assert config_hash(make("unfreeze_at=block4_conv1")) != base
+    assert config_hash(make()) == base

@@ -1,0 +1,75 @@
+"""What each regime trains: the seeds' trainable-weight checks, extended, and BatchNorm left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+from harness import backbones, data, regimes
+from harness.paths import conf_dir
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_vgg16_trainable_weights_30_to_4_and_block5_to_10():
+    cfg = make("head=flatten", "backbone.image_size=64")
+    base = backbones.build("vgg16", None, 64)
+    head = regimes.build_head(base.output.shape[1:], cfg.head, 2)
+    full = regimes.full_model("vgg16", 64, base, head)
+    assert regimes.count_trainable(full) == 30  # Chollet: 13 convs x 2 + 2 dense x 2
+
+    regimes.frozen_stage("vgg16", 64, base)  # freezes the whole base, as the frozen regime does
+    assert regimes.count_trainable(regimes.full_model("vgg16", 64, base, head)) == 4
+
+    stage, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head))
+    trained = {w.path for w in upper.trainable_weights} | {w.path for w in head.trainable_weights}
+    assert len(trained) == 10
+    assert {p.split("/")[0] for p in trained} == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
+    assert regimes.count_trainable(stage) == 0
+
+
+def test_block4_boundary_unfreezes_six_convs():
+    cfg = make("unfreeze_at=block4_conv1", "backbone.image_size=64")
+    base = backbones.build("vgg16", None, 64)
+    head = regimes.build_head(base.output.shape[1:], cfg.head, 2)
+    regimes.frozen_stage("vgg16", 64, base)
+    _, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head))
+    assert regimes.count_trainable(upper) == 12
+
+
+def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(cats_dogs, mobilenet_weights):
+    cfg = make(
+        "backbone=mobilenetv2",
+        f"backbone.weights={mobilenet_weights}",
+        "backbone.image_size=96",
+        "unfreeze_at=block_14_expand",
+        "epochs.head=1",
+        "epochs.finetune=1",
+        "lr=1e-3",
+        "batch_size=16",
+    )
+    folder = data.scan_folder(cats_dogs)
+    pick = {s: data.subsample(folder.splits[s], 0.02, 0, folder.class_names) for s in ("train", "validation")}
+    arrays = regimes.Arrays(
+        {s: data.load_images(v.files, 96) for s, v in pick.items()}, {s: v.labels for s, v in pick.items()}, 2
+    )
+    trainer = regimes.Trainer(2, 16, 0, "rmsprop", None, lambda regime, first: [])
+    base = backbones.build("mobilenetv2", str(mobilenet_weights), 96)
+    _, state = regimes.train_frozen(cfg, arrays, trainer, base)
+
+    bn = [layer for layer in base.layers if layer.__class__.__name__ == "BatchNormalization"]
+    upper_bn = [layer for layer in bn if layer.name.startswith(("block_14", "block_15", "block_16", "Conv_1"))]
+    moving = {layer.name: [w.copy() for w in layer.get_weights()[2:]] for layer in bn}
+    gamma = {layer.name: layer.get_weights()[0].copy() for layer in upper_bn}
+    conv_before = base.get_layer("block_15_project").get_weights()[0].copy()
+
+    regimes.train_finetune(cfg, arrays, trainer, state)
+
+    for layer in bn:
+        for before, after in zip(moving[layer.name], layer.get_weights()[2:], strict=True):
+            np.testing.assert_array_equal(before, after, err_msg=f"{layer.name} moving statistics changed")
+    assert not np.array_equal(conv_before, base.get_layer("block_15_project").get_weights()[0])  # it did train
+    assert any(not np.array_equal(gamma[n], base.get_layer(n).get_weights()[0]) for n in gamma)
