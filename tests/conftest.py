@@ -61,3 +61,31 @@ def small_mobilenet(weights: Path, store: str, *extra: str) -> list[str]:
         f"tracking_uri={store}",
         *extra,
     ]
+
+
+def copy_small(src: Path, dst: Path, per_class: dict[str, int] | None = None) -> Path:
+    """A small real copy of a data folder (first N files of each class), safe to damage in a test."""
+    per_class = per_class or {"train": 20, "validation": 10, "test": 10}
+    for split, n in per_class.items():
+        for class_dir in sorted(p for p in (src / split).iterdir() if p.is_dir()):
+            out = dst / split / class_dir.name
+            out.mkdir(parents=True)
+            for f in sorted(class_dir.iterdir())[:n]:
+                (out / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def tiny_frozen(weights: Path, store: str, data_path: Path, *extra: str) -> list[str]:
+    """Overrides for the cheapest real job: frozen MobileNetV2 at 64 px on a small real folder."""
+    return [
+        "backbone=mobilenetv2",
+        f"backbone.weights={weights}",
+        "backbone.image_size=64",
+        "regimes=[frozen]",
+        "epochs.head=2",
+        "head_lr=1e-3",
+        "data=folder",
+        f"data.path={data_path}",
+        f"tracking_uri={store}",
+        *extra,
+    ]

@@ -7,6 +7,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.errors import HarnessError
@@ -17,17 +18,27 @@ log = logging.getLogger("harness")
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Run one job of the study; bad input prints one message and exits with status 2."""
-    from harness import job
+    """Run one job. Bad input: one message, exit 2. In a multirun a failed job is recorded and the
+    sweep goes on; the sweep callback exits non-zero at the end if any job failed."""
+    from harness import job, sweep
 
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
-    name = " ".join(overrides) or "defaults"
+    in_sweep = hc.mode == RunMode.MULTIRUN
     try:
-        job.run(cfg, overrides, name)
+        results = job.run(cfg, overrides, " ".join(overrides) or "defaults")
     except HarnessError as exc:
         log.error("%s", exc)
-        sys.exit(2)
+        sweep.record("failed", str(exc))
+        if not in_sweep:
+            sys.exit(2)
+    except Exception as exc:
+        log.exception("job [%s] failed", " ".join(overrides))
+        sweep.record("failed", f"{type(exc).__name__}: {exc}")
+        if not in_sweep:
+            sys.exit(1)
+    else:
+        sweep.record("skipped" if results is None else "finished")
 
 
 if __name__ == "__main__":

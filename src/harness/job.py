@@ -6,7 +6,9 @@ runs before the first MLflow run is opened or any image is decoded, so bad input
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -29,10 +31,30 @@ class Prepared:
     pretrained: object | None  # the built pretrained backbone (frozen/finetune), None for scratch only
 
 
+@functools.lru_cache(maxsize=8)
+def _scan(path: str, on_bad_file: str) -> data.ImageFolder:
+    return data.scan_folder(path, on_bad_file)
+
+
+@functools.lru_cache(maxsize=8)
+def _check_weights_fit(name: str, weights: str, image_size: int) -> None:
+    backbones.build(name, weights, image_size)
+
+
+def check(cfg: DictConfig) -> None:
+    """Every check of `prepare` without keeping anything: what a sweep runs on each job before starting."""
+    validate(cfg)
+    folder = _scan(str(data.resolve_data_path(cfg.data)), cfg.data.get("on_bad_file", "skip"))
+    data.check_fraction(cfg.data_fraction, folder.splits["train"], folder.class_names)
+    weights = cfg.backbone.weights
+    if {"frozen", "finetune"} & set(cfg.regimes) and weights not in (None, "imagenet"):
+        _check_weights_fit(cfg.backbone.name, str(weights), cfg.backbone.image_size)
+
+
 def prepare(cfg: DictConfig) -> Prepared:
     """Validate config, data and weights; raises HarnessError before any expensive work."""
     validate(cfg)
-    folder = data.scan_folder(data.resolve_data_path(cfg.data), cfg.data.get("on_bad_file", "skip"))
+    folder = _scan(str(data.resolve_data_path(cfg.data)), cfg.data.get("on_bad_file", "skip"))
     train = data.subsample(folder.splits["train"], cfg.data_fraction, cfg.seed, folder.class_names)
     pretrained = None
     if {"frozen", "finetune"} & set(cfg.regimes):
@@ -40,18 +62,43 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(cfg, config_hash(cfg), folder, train, pretrained)
 
 
-def configure_runtime(cfg: DictConfig) -> None:
+def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
+    """The dry-run listing: each job, its config hash, and whether the study already has it."""
+    uri = tracking.connect(jobs[0][1].get("tracking_uri")) if jobs else None
+    for i, (overrides, cfg) in enumerate(jobs):
+        cfg_hash = config_hash(cfg)
+        experiment = tracking.find_experiment(str(cfg.study)) if uri else None
+        done = experiment is not None and tracking.finished_job(experiment, cfg_hash)
+        action = f"skip (FINISHED as run {done})" if done and not cfg.force else "run"
+        print(f"job {i}: [{' '.join(overrides)}] config_hash={cfg_hash} regimes={list(cfg.regimes)} -> {action}")
+
+
+def configure_runtime(cfg: DictConfig) -> int | None:
     """Deterministic ops (same config + seed = same numbers on CPU) and the job's thread budget."""
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
-    threads = cfg.get("threads")
+    threads = cfg.get("threads") or default_threads()
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(int(threads))
             tf.config.threading.set_inter_op_parallelism_threads(int(threads))
         except RuntimeError:
             pass  # already initialised by an earlier job in this process: the first setting stands
+    return threads
+
+
+def default_threads() -> int | None:
+    """Cores divided among the jobs Hydra's joblib launcher runs at once; None (all) otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    if not n_jobs or n_jobs == 1:
+        return None
+    parallel = os.cpu_count() if n_jobs < 0 else n_jobs
+    return max(1, (os.cpu_count() or 1) // parallel)
 
 
 def load_arrays(job: Prepared) -> regimes.Arrays:
@@ -112,15 +159,22 @@ def log_regime(
     log.info("%-8s done: %s  best val_acc %.4f  (%.1fs)", result.regime, test, best, result.train_time_s)
 
 
-def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult]:
-    """Run one job end to end; returns the results by regime."""
-    job = prepare(cfg)
+def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | None:
+    """Run one job end to end; returns the results by regime, or None when skipped as already done."""
+    validate(cfg)
     uri = tracking.connect(cfg.get("tracking_uri"))
-    tracking.ensure_experiment(str(cfg.study), uri)
-    configure_runtime(cfg)
-    arrays = load_arrays(job)
+    experiment_id = tracking.ensure_experiment(str(cfg.study), uri)
+    if tracking.PARENT_RUN_ENV not in os.environ:
+        tracking.reap_dead_runs(experiment_id)  # a sweep's callback already did it for the whole sweep
+    cfg_hash = config_hash(cfg)
+    done = tracking.finished_job(experiment_id, cfg_hash)
+    if done and not cfg.get("force", False):
+        log.info("skip: config_hash %s already FINISHED as run %s (force=true re-runs it)", cfg_hash, done)
+        return None
+    job = prepare(cfg)
+    threads = configure_runtime(cfg)
     trainer = regimes.Trainer(
-        num_classes=arrays.num_classes,
+        num_classes=job.folder.num_classes,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         optimizer=cfg.optimizer,
@@ -132,6 +186,8 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         import mlflow
 
         mlflow.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
+        mlflow.set_tag("threads", str(threads or "all"))
+        arrays = load_arrays(job)
         if "scratch" in cfg.regimes:
             with tracking.regime_run(cfg, job.cfg_hash, "scratch"):
                 results["scratch"] = regimes.train_scratch(cfg, arrays, trainer)

@@ -271,6 +271,7 @@ class FrozenState:
 
 def train_scratch(cfg, arrays: Arrays, trainer: Trainer) -> RegimeResult:
     """Random-init backbone, everything trained (BatchNorm in training mode), at head_lr."""
+    keras.utils.set_random_seed(cfg.seed)  # before any layer exists: initial weights follow the seed
     name, size = cfg.backbone.name, cfg.backbone.image_size
     base = backbones.build(name, None, size)
     head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
@@ -283,6 +284,7 @@ def train_scratch(cfg, arrays: Arrays, trainer: Trainer) -> RegimeResult:
 
 def train_frozen(cfg, arrays: Arrays, trainer: Trainer, base: keras.Model) -> tuple[RegimeResult, FrozenState]:
     """Feature extraction: the pretrained backbone frozen whole, a new head trained at head_lr."""
+    keras.utils.set_random_seed(cfg.seed)
     name, size = cfg.backbone.name, cfg.backbone.image_size
     stage = frozen_stage(name, size, base)
     head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)

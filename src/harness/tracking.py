@@ -11,12 +11,15 @@ A single (non -m) run has the same job -> regime structure without the sweep run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -24,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import HarnessError
@@ -53,6 +55,17 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :])
 
 
+def _use_wal(db: Path) -> None:
+    """Write-ahead logging: parallel jobs can read while one writes, fewer 'database is locked' errors.
+
+    The mode is stored in the database file, so this costs one PRAGMA per job.
+    """
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
 def artifact_location(uri: str) -> str | None:
     """Artifacts beside a SQLite database (`<db dir>/artifacts`); a server decides its own."""
     db = _sqlite_path(uri)
@@ -72,11 +85,20 @@ def connect(configured_uri: str | None) -> str:
             raise HarnessError(f"tracking_uri={uri!r}: cannot create {db.parent} ({exc})") from exc
         if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise HarnessError(f"tracking_uri={uri!r}: {db} is not writable")
+        _use_wal(db)
     elif urlparse(uri).scheme in ("http", "https"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def find_experiment(study: str) -> str | None:
+    """The experiment id of `study`, or None if the store has none."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(study)
+    return experiment.experiment_id if experiment else None
 
 
 def ensure_experiment(study: str, uri: str) -> str:
@@ -124,6 +146,66 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def process_tags() -> dict[str, str]:
+    """Which process owns a run, so a later sweep can tell a dead owner from a live one."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _owner_is_dead(tags: Mapping[str, str]) -> bool:
+    if tags.get("host") != socket.gethostname() or not tags.get("pid", "").isdigit():
+        return False  # another machine's run, or no owner recorded: cannot tell, leave it
+    try:
+        os.kill(int(tags["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap_dead_runs(experiment_id: str) -> int:
+    """Mark KILLED every RUNNING run of this host whose process is gone (kill -9, power loss)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    dead = [
+        run
+        for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=50000)
+        if _owner_is_dead(run.data.tags)
+    ]
+    for run in dead:
+        client.set_tag(run.info.run_id, "killed_reason", f"owner process {run.data.tags['pid']} no longer exists")
+        client.set_terminated(run.info.run_id, "KILLED")
+    if dead:
+        log.warning("tracking: marked %d run(s) left RUNNING by dead processes as KILLED", len(dead))
+    return len(dead)
+
+
+def finished_job(experiment_id: str, cfg_hash: str) -> str | None:
+    """The id of a FINISHED job run with this config hash, if the study already has one."""
+    import mlflow
+
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(f"tags.config_hash = '{cfg_hash}' and tags.run_kind = 'job' and attributes.status = 'FINISHED'"),
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+@contextmanager
+def _record_errors() -> Iterator[None]:
+    """On an exception, tag the active run with it and attach the traceback before MLflow marks it FAILED."""
+    import mlflow
+
+    try:
+        yield
+    except Exception as exc:
+        mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:4000])
+        mlflow.log_text(traceback.format_exc(), "error.txt")
+        raise
+
+
 def run_tags(cfg: DictConfig, cfg_hash: str, commit: str, kind: str, regime: str | None = None) -> dict[str, str]:
     """The searchable tags of a job or regime run."""
     tags = {
@@ -136,56 +218,16 @@ def run_tags(cfg: DictConfig, cfg_hash: str, commit: str, kind: str, regime: str
         "config_hash": cfg_hash,
         "git_commit": commit,
         "study": str(cfg.study),
+        **process_tags(),
     }
     if regime is not None:
         tags["regime"] = regime
     return tags
 
 
-class SweepParentRun(Callback):
-    """Hydra callback: one parent MLflow run per multirun, created before the first job starts.
-
-    Jobs find it through an environment variable, which Hydra's in-process launcher and the joblib
-    launcher's worker processes both inherit.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        import mlflow
-
-        from harness.paths import register_resolvers
-
-        register_resolvers()
-        uri = connect(config.get("tracking_uri"))
-        experiment_id = ensure_experiment(str(config.study), uri)
-        overrides = list(config.hydra.overrides.task)
-        run = mlflow.MlflowClient().create_run(
-            experiment_id,
-            run_name=f"sweep {' '.join(overrides)}"[:250],
-            tags={"run_kind": "sweep", "sweep_overrides": " ".join(overrides), "git_commit": git_commit()},
-        )
-        os.environ[PARENT_RUN_ENV] = run.info.run_id
-        log.info("sweep: MLflow parent run %s in study %r (%s)", run.info.run_id, config.study, uri)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        import mlflow
-
-        run_id = os.environ.pop(PARENT_RUN_ENV, None)
-        if run_id is None:
-            return
-        client = mlflow.MlflowClient()
-        experiment_id = client.get_run(run_id).info.experiment_id
-        children = client.search_runs(
-            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=10000
-        )
-        statuses = [c.info.status for c in children]
-        failed = statuses.count("FAILED")
-        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
-        log.info("sweep: %d job(s): %d finished, %d failed", len(statuses), statuses.count("FINISHED"), failed)
-
-
 @contextmanager
 def job_run(cfg: DictConfig, cfg_hash: str, overrides: list[str], name: str) -> Iterator[Any]:
-    """An MLflow run for one Hydra job, under the sweep run when there is one; FAILED on exception."""
+    """An MLflow run for one Hydra job, under the sweep run when there is one; FAILED (with the error) on exception."""
     import mlflow
 
     from harness.config import flatten, to_container
@@ -205,7 +247,8 @@ def job_run(cfg: DictConfig, cfg_hash: str, overrides: list[str], name: str) -> 
         mlflow.log_text("\n".join(overrides) + "\n", "overrides.txt")
         mlflow.log_dict({"versions": library_versions(), "argv": sys.argv, "git_commit": commit}, "environment.json")
         mlflow.set_tags({f"version.{k}": v for k, v in library_versions().items()})
-        yield run
+        with _record_errors():
+            yield run
 
 
 @contextmanager
@@ -223,7 +266,8 @@ def regime_run(cfg: DictConfig, cfg_hash: str, regime: str) -> Iterator[Any]:
         tags=run_tags(cfg, cfg_hash, parent.data.tags.get("git_commit", "unknown"), "regime", regime),
     ) as run:
         mlflow.log_params(flatten(to_container(cfg)))
-        yield run
+        with _record_errors():
+            yield run
 
 
 def epoch_logger():

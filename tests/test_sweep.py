@@ -1,0 +1,140 @@
+"""Sweeps that survive: SIGKILL and resume, a failing job, parallel jobs on one store, repeatability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import copy_small, run_cli, tiny_frozen
+
+pytestmark = pytest.mark.slow
+
+
+def all_runs(store: str, study: str = "default"):
+    mlflow.set_tracking_uri(store)
+    return mlflow.search_runs(experiment_names=[study], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, cats_dogs) -> Path:
+    return copy_small(cats_dogs, tmp_path_factory.mktemp("data") / "small")
+
+
+def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, small_data, mobilenet_weights):
+    args = ["-m", "seed=0,1,2", *tiny_frozen(mobilenet_weights, store, small_data)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:  # kill as soon as one job is done and the next is mid-way
+            time.sleep(0.5)
+            if not Path(store.removeprefix("sqlite:///")).exists():
+                continue
+            try:
+                jobs = all_runs(store).query("`tags.run_kind` == 'job'")
+            except Exception:  # the store may be mid-creation
+                continue
+            if (jobs.status == "FINISHED").sum() >= 1 and (jobs.status == "RUNNING").sum() >= 1:
+                break
+        else:
+            pytest.fail("the sweep never reached a state with one job done and one running")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = all_runs(store)
+    finished_before = set(before.query("`tags.run_kind` == 'job' and status == 'FINISHED'").run_id)
+    assert "RUNNING" in set(before.status)
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.log[-3000:]
+    assert "marked" in again.log and "as KILLED" in again.log
+    assert again.log.count("skip: config_hash") == len(finished_before)
+    assert f"{3 - len(finished_before)} finished, {len(finished_before)} skipped" in again.log
+
+    after = all_runs(store)
+    assert "RUNNING" not in set(after.status)
+    jobs = after[after["tags.run_kind"] == "job"]
+    finished = jobs[jobs.status == "FINISHED"]
+    assert sorted(finished["tags.seed"]) == ["0", "1", "2"]  # every job done once, none duplicated
+    assert finished["tags.config_hash"].is_unique
+    assert finished_before <= set(finished.run_id)  # the finished ones were kept, not redone
+    assert (jobs.status == "KILLED").sum() >= 1
+
+    forced = run_cli(*args[:2], *tiny_frozen(mobilenet_weights, store, small_data), "force=true", cwd=tmp_path)
+    assert forced.returncode == 0 and "skip:" not in forced.log
+    assert (all_runs(store).query("`tags.run_kind` == 'job' and `tags.seed` == '0'").status == "FINISHED").sum() == 2
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, small_data, mobilenet_weights):
+    broken = copy_small(small_data, tmp_path / "broken")
+    victim = broken / "train" / "cats" / sorted(os.listdir(broken / "train" / "cats"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:200] + os.urandom(3000) + b"\xff\xd9")  # right header and end, corrupt inside
+
+    proc = run_cli(
+        "-m", *tiny_frozen(mobilenet_weights, store, small_data), f"data.path={small_data},{broken}", cwd=tmp_path
+    )
+    assert proc.returncode == 1, proc.log[-3000:]
+    assert "sweep summary: 1 finished, 0 skipped (already FINISHED in the study), 1 failed" in proc.log
+    jobs = all_runs(store).query("`tags.run_kind` == 'job'")
+    failed = jobs[jobs.status == "FAILED"]
+    assert len(failed) == 1 and (jobs.status == "FINISHED").sum() == 1
+    assert victim.name in failed["tags.error"].iloc[0] and "cannot be decoded" in failed["tags.error"].iloc[0]
+    client = mlflow.MlflowClient()
+    assert "error.txt" in {a.path for a in client.list_artifacts(failed.run_id.iloc[0])}
+    sweep = all_runs(store).query("`tags.run_kind` == 'sweep'")
+    assert list(sweep.status) == ["FAILED"]
+
+
+def test_four_parallel_jobs_share_one_sqlite_store(tmp_path, store, small_data, mobilenet_weights):
+    proc = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        "seed=0,1,2,3",
+        *tiny_frozen(mobilenet_weights, store, small_data),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-3000:]
+    assert "database is locked" not in proc.log
+    df = all_runs(store)
+    jobs = df[df["tags.run_kind"] == "job"]
+    assert sorted(jobs["tags.seed"]) == ["0", "1", "2", "3"]
+    assert set(df.status) == {"FINISHED"} and len(df) == 1 + 4 + 4
+    expected = str(max(1, (os.cpu_count() or 1) // 4))
+    assert set(jobs["tags.threads"]) == {expected}  # 4 jobs share the cores instead of oversubscribing
+    assert set(jobs["tags.pid"]).isdisjoint({str(os.getpid())}) and jobs["tags.pid"].nunique() >= 2
+
+
+def test_same_config_and_seed_give_the_same_result(tmp_path, store, small_data, mobilenet_weights):
+    args = tiny_frozen(mobilenet_weights, store, small_data, "data_fraction=0.5", "seed=7")
+    for _ in range(2):
+        proc = run_cli(*args, "force=true", cwd=tmp_path)
+        assert proc.returncode == 0, proc.log[-3000:]
+    df = all_runs(store)
+    jobs = df[df["tags.run_kind"] == "job"]
+    assert jobs["params.data.train_files_hash"].nunique() == 1 and jobs["tags.config_hash"].nunique() == 1
+    client = mlflow.MlflowClient()
+    runs = df[df["tags.run_kind"] == "regime"].run_id.tolist()
+    assert len(runs) == 2
+    for metric in ("loss", "acc", "val_loss", "val_acc"):
+        a, b = ([m.value for m in client.get_metric_history(r, metric)] for r in runs)
+        assert a == b, metric
+    assert (
+        df.loc[df.run_id == runs[0], "metrics.test_acc"].item()
+        == df.loc[df.run_id == runs[1], "metrics.test_acc"].item()
+    )
