@@ -11,7 +11,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
 from conftest import copy_small, run_cli, tiny_frozen
 
 pytestmark = pytest.mark.slow

@@ -113,11 +113,16 @@ def validate(cfg: DictConfig) -> None:
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain Python data, without Hydra's own node."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(data, dict)
-    data.pop("hydra", None)
-    return data
+    """The resolved config as plain Python data, without Hydra's own node.
+
+    The `hydra` node is left out before resolving: in a sweep's launching process it holds values
+    (hydra.job.num) that only exist inside a job.
+    """
+    return {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key != "hydra"
+    }
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -11,29 +11,44 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from harness import backbones, data, figures, regimes, tracking
+from harness import backbones, data, figures, tracking
 from harness.config import config_hash, validate
+
+if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
+    from harness import regimes
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Prepared:
-    """A job whose inputs all passed their checks."""
+    """A job whose config and data passed their checks."""
 
     cfg: DictConfig
     cfg_hash: str
     folder: data.ImageFolder
     train: data.Split
-    pretrained: object | None  # the built pretrained backbone (frozen/finetune), None for scratch only
 
 
 @functools.lru_cache(maxsize=8)
 def _scan(path: str, on_bad_file: str) -> data.ImageFolder:
     return data.scan_folder(path, on_bad_file)
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Validate the config and the data folder and draw the subsample: cheap, no model, no store."""
+    validate(cfg)
+    folder = _scan(str(data.resolve_data_path(cfg.data)), cfg.data.get("on_bad_file", "skip"))
+    train = data.subsample(folder.splits["train"], cfg.data_fraction, cfg.seed, folder.class_names)
+    return Prepared(cfg, config_hash(cfg), folder, train)
+
+
+def needs_pretrained(cfg: DictConfig) -> bool:
+    return bool({"frozen", "finetune"} & set(cfg.regimes))
 
 
 @functools.lru_cache(maxsize=8)
@@ -42,24 +57,11 @@ def _check_weights_fit(name: str, weights: str, image_size: int) -> None:
 
 
 def check(cfg: DictConfig) -> None:
-    """Every check of `prepare` without keeping anything: what a sweep runs on each job before starting."""
-    validate(cfg)
-    folder = _scan(str(data.resolve_data_path(cfg.data)), cfg.data.get("on_bad_file", "skip"))
-    data.check_fraction(cfg.data_fraction, folder.splits["train"], folder.class_names)
+    """Every check a job makes before training, keeping nothing: what a sweep runs on each job first."""
+    prepare(cfg)
     weights = cfg.backbone.weights
-    if {"frozen", "finetune"} & set(cfg.regimes) and weights not in (None, "imagenet"):
+    if needs_pretrained(cfg) and weights not in (None, "imagenet"):  # imagenet: checked by Keras on download
         _check_weights_fit(cfg.backbone.name, str(weights), cfg.backbone.image_size)
-
-
-def prepare(cfg: DictConfig) -> Prepared:
-    """Validate config, data and weights; raises HarnessError before any expensive work."""
-    validate(cfg)
-    folder = _scan(str(data.resolve_data_path(cfg.data)), cfg.data.get("on_bad_file", "skip"))
-    train = data.subsample(folder.splits["train"], cfg.data_fraction, cfg.seed, folder.class_names)
-    pretrained = None
-    if {"frozen", "finetune"} & set(cfg.regimes):
-        pretrained = backbones.build(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
-    return Prepared(cfg, config_hash(cfg), folder, train, pretrained)
 
 
 def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
@@ -103,6 +105,8 @@ def default_threads() -> int | None:
 
 def load_arrays(job: Prepared) -> regimes.Arrays:
     """Decode and resize every image of the chosen files once."""
+    from harness import regimes
+
     size = job.cfg.backbone.image_size
     splits = {"train": job.train, **{s: v for s, v in job.folder.splits.items() if s != "train"}}
     t0 = time.perf_counter()
@@ -161,17 +165,20 @@ def log_regime(
 
 def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | None:
     """Run one job end to end; returns the results by regime, or None when skipped as already done."""
-    validate(cfg)
+    from harness import regimes
+
+    job = prepare(cfg)
     uri = tracking.connect(cfg.get("tracking_uri"))
     experiment_id = tracking.ensure_experiment(str(cfg.study), uri)
     if tracking.PARENT_RUN_ENV not in os.environ:
         tracking.reap_dead_runs(experiment_id)  # a sweep's callback already did it for the whole sweep
-    cfg_hash = config_hash(cfg)
-    done = tracking.finished_job(experiment_id, cfg_hash)
+    done = tracking.finished_job(experiment_id, job.cfg_hash)
     if done and not cfg.get("force", False):
-        log.info("skip: config_hash %s already FINISHED as run %s (force=true re-runs it)", cfg_hash, done)
+        log.info("skip: config_hash %s already FINISHED as run %s (force=true re-runs it)", job.cfg_hash, done)
         return None
-    job = prepare(cfg)
+    pretrained = None
+    if needs_pretrained(cfg):  # a weights file that does not fit fails here, before any run is opened
+        pretrained = backbones.build(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
     threads = configure_runtime(cfg)
     trainer = regimes.Trainer(
         num_classes=job.folder.num_classes,
@@ -194,7 +201,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
                 log_regime(results["scratch"], cfg)
         if "frozen" in cfg.regimes:
             with tracking.regime_run(cfg, job.cfg_hash, "frozen"):
-                results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, job.pretrained)
+                results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
                 log_regime(results["frozen"], cfg)
         if "finetune" in cfg.regimes:
             with tracking.regime_run(cfg, job.cfg_hash, "finetune"):

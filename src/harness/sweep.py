@@ -89,6 +89,14 @@ class SweepCallback(Callback):
     """Hydra callback around a multirun (see the module docstring)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exception into a warning and launches the jobs anyway: stop here instead.
+        try:
+            self._start(config)
+        except Exception:
+            log.exception("sweep: could not start")
+            sys.exit(1)
+
+    def _start(self, config: DictConfig) -> None:
         import mlflow
 
         from harness import job

@@ -1,0 +1,184 @@
+"""Bad input: one clear message naming the value and what is allowed, a non-zero exit, nothing left behind.
+
+Every case runs the real CLI, as a single run and (where it matters) inside a multirun, and then checks
+that no MLflow run exists (so none can be left RUNNING) and that no cache entry was written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import copy_small, run_cli
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, cats_dogs) -> Path:
+    return copy_small(cats_dogs, tmp_path_factory.mktemp("bad") / "small", {"train": 4, "validation": 2, "test": 2})
+
+
+def damaged(small: Path, tmp_path: Path, damage) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(small, copy)
+    damage(copy)
+    return copy
+
+
+def assert_nothing_recorded(store: str, tmp_path: Path) -> None:
+    db = Path(store.removeprefix("sqlite:///"))
+    if db.exists():
+        mlflow.set_tracking_uri(store)
+        experiments = [e.experiment_id for e in mlflow.search_experiments()]
+        assert mlflow.search_runs(experiments).empty
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.rglob("*.npy"))
+
+
+def expect_error(tmp_path: Path, store: str, args: list[str], needle: str, code: int = 2) -> str:
+    proc = run_cli(*args, f"tracking_uri={store}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    assert proc.returncode == code, proc.log[-3000:]
+    assert needle in proc.log, proc.log[-3000:]
+    assert "Traceback" not in proc.log
+    assert_nothing_recorded(store, tmp_path)
+    return proc.log
+
+
+MOBILENET = ["backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=32"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["unfreeze_at=block9_conv1"], "unfreeze_at='block9_conv1' is not a layer of backbone vgg16"),
+        ([*MOBILENET, "unfreeze_at=block5_conv1"], "('block5_conv1' is a vgg16 layer). Valid mobilenetv2 boundaries"),
+        (["backbone.name=resnet"], "backbone='resnet' is not known; choose one of ['mobilenetv2', 'vgg16']"),
+        (["lr=0"], "lr=0 must be a number > 0"),
+        (["head_lr=-0.1"], "head_lr=-0.1 must be a number > 0"),
+        (["lr=abc"], "lr='abc' must be a number > 0"),
+        (["data_fraction=0"], "data_fraction=0 must be a number in (0, 1]"),
+        (["data_fraction=2"], "data_fraction=2 must be a number in (0, 1]"),
+        (
+            ["regimes=[frozen,distill]"],
+            "['distill'] not allowed; use a non-empty subset of ['scratch', 'frozen', 'finetune']",
+        ),
+        (["regimes=[scratch,finetune]"], "add frozen (regimes=[frozen,finetune])"),
+        (["backbone.weights=/nowhere/w.h5"], "backbone.weights='/nowhere/w.h5': no such file"),
+    ],
+)
+def test_bad_config_value(tmp_path, store, args, needle):
+    expect_error(tmp_path, store, ["data=synthetic", *args], needle)
+
+
+def test_bad_value_inside_a_multirun_stops_it_before_any_job(tmp_path, store):
+    log = expect_error(
+        tmp_path,
+        store,
+        ["-m", "data=synthetic", *MOBILENET, "unfreeze_at=block_16_expand,nope", "regimes=[frozen]"],
+        "sweep: 1 of 2 job(s) cannot run; nothing was started",
+    )
+    assert "unfreeze_at='nope'" in log
+
+
+def test_unknown_backbone_group(tmp_path, store):
+    expect_error(tmp_path, store, ["backbone=resnet"], "Could not find 'backbone/resnet'", code=1)
+
+
+def test_missing_data_path(tmp_path, store):
+    expect_error(tmp_path, store, ["data=folder", f"data.path={tmp_path / 'none'}"], "is not a folder")
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_missing_split(tmp_path, store, small, split):
+    path = damaged(small, tmp_path, lambda d: shutil.rmtree(d / split))
+    expect_error(tmp_path, store, ["data=folder", f"data.path={path}"], f"has no {split}/ folder")
+
+
+def test_class_folder_without_images(tmp_path, store, small):
+    def empty_dogs(d: Path) -> None:
+        for f in (d / "validation" / "dogs").iterdir():
+            f.unlink()
+
+    path = damaged(small, tmp_path, empty_dogs)
+    expect_error(tmp_path, store, ["data=folder", f"data.path={path}"], "validation/dogs has no readable images")
+
+
+def test_class_names_differ_between_splits(tmp_path, store, small):
+    path = damaged(small, tmp_path, lambda d: (d / "validation" / "dogs").rename(d / "validation" / "wolves"))
+    expect_error(
+        tmp_path,
+        store,
+        ["data=folder", f"data.path={path}"],
+        "class folders differ between splits: train has ['cats', 'dogs'], validation has ['cats', 'wolves']",
+    )
+
+
+def write_bad_files(d: Path) -> None:
+    cats = d / "train" / "cats"
+    (cats / "empty.jpg").write_bytes(b"")
+    (cats / "notes.jpg").write_text("this is not a picture\n")
+    good = next(iter(sorted(cats.iterdir()))).read_bytes()
+    (cats / "cut.jpg").write_bytes(good[: len(good) // 2])
+
+
+def test_unreadable_files_stop_the_job_when_asked(tmp_path, store, small):
+    path = damaged(small, tmp_path, write_bad_files)
+    log = expect_error(
+        tmp_path,
+        store,
+        ["data=folder", f"data.path={path}", "data.on_bad_file=stop"],
+        "3 unreadable image file(s)",
+    )
+    for name, why in (("empty.jpg", "empty file"), ("notes.jpg", "not a JPEG"), ("cut.jpg", "truncated JPEG")):
+        assert f"{name}: {why}" in log
+
+
+def test_unreadable_files_are_skipped_by_default_with_names_and_count(tmp_path, store, small):
+    path = damaged(small, tmp_path, write_bad_files)
+    proc = run_cli(
+        "data=folder",
+        f"data.path={path}",
+        *MOBILENET,
+        "regimes=[frozen]",
+        "epochs.head=1",
+        f"tracking_uri={store}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-3000:]
+    assert "skipped 3 unreadable file(s)" in proc.log and "notes.jpg: not a JPEG" in proc.log
+    mlflow.set_tracking_uri(store)
+    jobs = mlflow.search_runs(experiment_names=["default"]).query("`tags.run_kind` == 'job'")
+    assert jobs["params.data.bad_files_skipped"].tolist() == ["3"]
+    assert jobs["params.data.n_train"].tolist() == ["8"]
+
+
+def test_fraction_too_small_for_a_class(tmp_path, store, small):
+    expect_error(
+        tmp_path,
+        store,
+        ["data=folder", f"data.path={small}", "data_fraction=0.1"],
+        "data_fraction=0.1 leaves class 'cats' with no training image (it has 4); use data_fraction >= 0.25",
+    )
+
+
+def test_weights_that_do_not_fit_the_backbone(tmp_path, store, mobilenet_weights):
+    expect_error(
+        tmp_path,
+        store,
+        ["data=synthetic", "backbone.image_size=32", f"backbone.weights={mobilenet_weights}"],
+        "does not fit backbone vgg16",
+    )
+
+
+def test_store_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    store = f"sqlite:///{blocker / 'mlflow.db'}"
+    expect_error(tmp_path, store, ["data=synthetic", *MOBILENET], "cannot create")
+
+
+def test_server_that_does_not_answer(tmp_path):
+    proc = run_cli("data=synthetic", *MOBILENET, "tracking_uri=http://127.0.0.1:9", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.log[-3000:]
+    assert "tracking_uri='http://127.0.0.1:9': the MLflow store cannot be used" in proc.log
