@@ -39,6 +39,7 @@ def run_cli(*args: str, cwd: Path, module: str = "harness", timeout: int = 900) 
     """Run `python -m <module> args...` in `cwd` (not the project root: it must work from anywhere)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("HARNESS_CACHE_DIR", str(cwd / "cache"))  # each test its own cache, never the project's
     proc = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -22,7 +22,8 @@ OPTIMIZERS = ("rmsprop", "adam")
 POOLINGS = ("avg", "flatten")
 
 # Keys that change where results go or how they are shown, never the result itself.
-NON_RESULT_KEYS = ("study", "tracking_uri", "log_model", "force", "dry_run", "cache_dir", "threads")
+NON_RESULT_KEYS = ("study", "tracking_uri", "log_model", "force", "dry_run", "cache", "cache_dir", "threads")
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _is_number(value: Any) -> bool:
@@ -68,6 +69,8 @@ def problems(cfg: DictConfig) -> list[str]:
         out.append(f"batch_size={cfg.batch_size!r} must be an integer >= 1")
     if cfg.optimizer not in OPTIMIZERS:
         out.append(f"optimizer={cfg.optimizer!r} is not allowed; use one of {list(OPTIMIZERS)}")
+    if cfg.get("precision", "fp32") not in PRECISIONS:
+        out.append(f"precision={cfg.precision!r} is not allowed; use one of {list(PRECISIONS)}")
     if not isinstance(cfg.augment, bool):
         out.append(f"augment={cfg.augment!r} must be true or false")
 

@@ -10,12 +10,17 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
-from harness import backbones, data, figures, tracking
+from harness import backbones, cache, data, figures, tracking
 from harness.config import config_hash, validate
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
@@ -32,6 +37,11 @@ class Prepared:
     cfg_hash: str
     folder: data.ImageFolder
     train: data.Split
+
+    @property
+    def splits(self) -> dict[str, data.Split]:
+        """The subsampled train split and the other splits, whole."""
+        return {"train": self.train, **{s: v for s, v in self.folder.splits.items() if s != "train"}}
 
 
 @functools.lru_cache(maxsize=8)
@@ -64,22 +74,152 @@ def check(cfg: DictConfig) -> None:
         _check_weights_fit(cfg.backbone.name, str(weights), cfg.backbone.image_size)
 
 
+# --- cache keys and the dry-run plan ---------------------------------------------------------------
+
+# Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate.
+FORWARD_GFLOP_224 = {"vgg16": 30.7, "mobilenetv2": 0.6}
+# What this 2-core machine sustains on those convolutions (benchmarks/RESULTS.md), GFLOP/s.
+MACHINE_GFLOPS = 60.0
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str) -> str:
+    return cache.file_digest(path)
+
+
+def weights_identity(cfg: DictConfig) -> str:
+    """What the pretrained weights are, for cache keys: file content, Keras' ImageNet set, or seeded random."""
+    weights = cfg.backbone.weights
+    if weights is None:
+        return f"random-seed{cfg.seed}"
+    if weights == "imagenet":
+        return f"imagenet-keras{metadata.version('keras')}"
+    return _digest(str(Path(str(weights)).expanduser().resolve()))
+
+
+@dataclass(frozen=True)
+class CacheKeys:
+    """Every cache entry a job reads or writes, by content."""
+
+    images: dict[str, str]  # split -> key
+    features: dict[str, dict[str, str]]  # cut ("top" or unfreeze_at) -> split -> key
+    head: str | None  # the head phase shared by jobs differing only in unfreeze_at / lr
+
+
+def cache_keys(job: Prepared) -> CacheKeys:
+    cfg = job.cfg
+    size = cfg.backbone.image_size
+    images = {
+        s: cache.make_key("images", {"files": data.files_identity(v), "size": size}) for s, v in job.splits.items()
+    }
+    common = {
+        "backbone": cfg.backbone.name,
+        "weights": weights_identity(cfg),
+        "precision": cfg.get("precision", "fp32"),
+        "keras": metadata.version("keras"),
+    }
+    cuts = [c for c, regime in (("top", "frozen"), (cfg.unfreeze_at, "finetune")) if regime in cfg.regimes]
+    features = {
+        cut: {s: cache.make_key("features", {**common, "images": images[s], "cut": cut}) for s in images}
+        for cut in cuts
+    }
+    head = None
+    if "frozen" in cfg.regimes:
+        inputs = images if cfg.augment else features["top"]
+        head = cache.make_key(
+            "head",
+            {
+                **common,
+                "inputs": inputs,
+                "head": OmegaConf.to_container(cfg.head, resolve=True),
+                "head_lr": cfg.head_lr,
+                "optimizer": cfg.optimizer,
+                "epochs": cfg.epochs.head,
+                "batch_size": cfg.batch_size,
+                "seed": cfg.seed,
+                "augment": OmegaConf.to_container(cfg.augmentation, resolve=True) if cfg.augment else False,
+                "classes": list(job.folder.class_names),
+            },
+        )
+    return CacheKeys(images, features, head)
+
+
+def estimate_gflop(job: Prepared, build_features: set[str], train_head: bool) -> float:
+    """A rough compute estimate of one job, given which feature cuts and head phase it must build."""
+    cfg = job.cfg
+    per_image = FORWARD_GFLOP_224[cfg.backbone.name] * (cfg.backbone.image_size / 224) ** 2
+    spec = backbones.get_spec(cfg.backbone.name)
+    n = {s: len(v) for s, v in job.splits.items()}
+    n_all = sum(n.values())
+    n_eval = n_all - n["train"]
+    total = 0.0
+    for cut in build_features:
+        share = 1.0 if cut == "top" else spec.boundaries.index(cut) / len(spec.boundaries)
+        total += n_all * per_image * share
+    if cfg.augment and train_head:
+        total += cfg.epochs.head * (n["train"] + n["validation"]) * per_image
+    if "finetune" in cfg.regimes:
+        upper = 1 - spec.boundaries.index(cfg.unfreeze_at) / len(spec.boundaries)
+        total += (
+            cfg.epochs.finetune * (3 * n["train"] + n["validation"]) * per_image * upper + n_eval * per_image * upper
+        )
+    if "scratch" in cfg.regimes:
+        total += cfg.epochs.scratch * (3 * n["train"] + n["validation"]) * per_image + n_eval * per_image
+    return total
+
+
 def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
-    """The dry-run listing: each job, its config hash, and whether the study already has it."""
+    """The dry-run listing: each job, what it would reuse or build (cache entries, head phase), its cost."""
     uri = tracking.connect(jobs[0][1].get("tracking_uri")) if jobs else None
+    built: set[str] = set()  # entries an earlier job of this sweep will have written
+    total = 0.0
     for i, (overrides, cfg) in enumerate(jobs):
-        cfg_hash = config_hash(cfg)
+        job = prepare(cfg)
+        store = cache.ArrayCache(cfg.cache_dir if cfg.get("cache", True) else None)
         experiment = tracking.find_experiment(str(cfg.study)) if uri else None
-        done = experiment is not None and tracking.finished_job(experiment, cfg_hash)
-        action = f"skip (FINISHED as run {done})" if done and not cfg.force else "run"
-        print(f"job {i}: [{' '.join(overrides)}] config_hash={cfg_hash} regimes={list(cfg.regimes)} -> {action}")
+        done = experiment is not None and tracking.finished_job(experiment, job.cfg_hash)
+        head = f"[{' '.join(overrides)}]"
+        if done and not cfg.force:
+            print(f"job {i}: {head} config_hash={job.cfg_hash} -> skip (FINISHED as run {done})")
+            continue
+        keys = cache_keys(job)
+
+        def state(key: str, suffix: str = ".npy", store=store, built=built) -> str:
+            return "reuse" if store.has(key, suffix) or key in built else "build"
+
+        lines, to_build = [], set()
+        lines.append("images " + " ".join(f"{s}:{state(k)}" for s, k in keys.images.items()))
+        head_state = state(keys.head, "") if keys.head else None
+        for cut, by_split in keys.features.items():
+            if cut == "top" and head_state == "reuse" and "finetune" not in cfg.regimes:
+                continue
+            if cut == "top" and (cfg.augment or head_state == "reuse"):
+                continue  # reused head phase, or augmented head training: the top features are not needed
+            states = {s: state(k) for s, k in by_split.items()}
+            lines.append(f"features@{cut} " + " ".join(f"{s}:{v}" for s, v in states.items()))
+            if "build" in states.values():
+                to_build.add(cut)
+        if head_state:
+            lines.append(f"head phase {head_state}")
+        gflop = estimate_gflop(job, to_build, head_state == "build")
+        total += gflop
+        print(f"job {i}: {head} config_hash={job.cfg_hash} regimes={list(cfg.regimes)}")
+        print(f"    {'; '.join(lines)}; est. {gflop:,.0f} GFLOP (~{gflop / MACHINE_GFLOPS / 60:.1f} min here)")
+        built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
+        if keys.head:
+            built.add(keys.head)
+    print(f"total: est. {total:,.0f} GFLOP (~{total / MACHINE_GFLOPS / 60:.1f} min at {MACHINE_GFLOPS:.0f} GFLOP/s)")
 
 
 def configure_runtime(cfg: DictConfig) -> int | None:
     """Deterministic ops (same config + seed = same numbers on CPU) and the job's thread budget."""
+    import keras
     import tensorflow as tf
 
+    from harness.config import PRECISIONS
+
     tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(PRECISIONS[cfg.get("precision", "fp32")])
     threads = cfg.get("threads") or default_threads()
     if threads:
         try:
@@ -103,19 +243,46 @@ def default_threads() -> int | None:
     return max(1, (os.cpu_count() or 1) // parallel)
 
 
-def load_arrays(job: Prepared) -> regimes.Arrays:
-    """Decode and resize every image of the chosen files once."""
+def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> regimes.Arrays:
+    """Every chosen image decoded and resized once, reused from the cache when an earlier job did it."""
     from harness import regimes
 
     size = job.cfg.backbone.image_size
-    splits = {"train": job.train, **{s: v for s, v in job.folder.splits.items() if s != "train"}}
+    splits = job.splits
     t0 = time.perf_counter()
-    x = {s: data.load_images(split.files, size) for s, split in splits.items()}
-    y = {s: split.labels for s, split in splits.items()}
+    x = store.arrays(keys.images, lambda missing: {s: data.load_images(splits[s].files, size) for s in missing})
     log.info(
-        "data: decoded %s images at %d px in %.1fs", {s: len(v) for s, v in x.items()}, size, time.perf_counter() - t0
+        "data: %s images at %d px ready in %.1fs", {s: len(v) for s, v in x.items()}, size, time.perf_counter() - t0
     )
-    return regimes.Arrays(x, y, job.folder.num_classes)
+    return regimes.Arrays({s: x[s] for s in splits}, {s: v.labels for s, v in splits.items()}, job.folder.num_classes)
+
+
+def cached_features(store: cache.ArrayCache, keys: CacheKeys):
+    """The Trainer's features hook: frozen-stage outputs from the cache, building only missing splits."""
+    from harness import regimes
+
+    def features(stage, arrays: regimes.Arrays, cut: str) -> dict[str, np.ndarray]:
+        if cut not in keys.features:  # scratch: the "stage" is only preprocessing, cheaper than a disk read
+            return regimes.compute_features(stage, arrays)
+        return store.arrays(keys.features[cut], lambda missing: regimes.compute_features(stage, arrays.subset(missing)))
+
+    return features
+
+
+@contextmanager
+def cache_report(store: cache.ArrayCache) -> Iterator[None]:
+    """Tag the active run with its cache use: hit, miss, partial or off, and the build seconds."""
+    import mlflow
+
+    hits, misses, build = len(store.stats.hits), len(store.stats.misses), store.stats.build_s
+    yield
+    h, m = len(store.stats.hits) - hits, len(store.stats.misses) - misses
+    if not store.enabled:
+        state = "off"
+    else:
+        state = {(True, False): "hit", (False, True): "miss", (True, True): "partial"}.get((h > 0, m > 0), "none")
+    mlflow.set_tag("cache", state)
+    mlflow.log_metrics({"cache_hits": h, "cache_misses": m, "cache_build_s": store.stats.build_s - build})
 
 
 def data_summary(job: Prepared) -> dict[str, object]:
@@ -165,6 +332,8 @@ def log_regime(
 
 def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | None:
     """Run one job end to end; returns the results by regime, or None when skipped as already done."""
+    import keras
+
     from harness import regimes
 
     job = prepare(cfg)
@@ -176,10 +345,13 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
     if done and not cfg.get("force", False):
         log.info("skip: config_hash %s already FINISHED as run %s (force=true re-runs it)", job.cfg_hash, done)
         return None
+    threads = configure_runtime(cfg)
     pretrained = None
     if needs_pretrained(cfg):  # a weights file that does not fit fails here, before any run is opened
+        keras.utils.set_random_seed(cfg.seed)  # weights=null: the "pretrained" init follows the seed
         pretrained = backbones.build(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
-    threads = configure_runtime(cfg)
+    store = cache.ArrayCache(cfg.cache_dir if cfg.get("cache", True) else None)
+    keys = cache_keys(job)
     trainer = regimes.Trainer(
         num_classes=job.folder.num_classes,
         batch_size=cfg.batch_size,
@@ -187,25 +359,36 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         optimizer=cfg.optimizer,
         augment=regimes.augmentation(cfg) if cfg.augment else None,
         callbacks=lambda regime, first: [tracking.epoch_logger()],
+        features=cached_features(store, keys),
     )
     results: dict[str, regimes.RegimeResult] = {}
     with tracking.job_run(cfg, job.cfg_hash, overrides, name):
         import mlflow
 
         mlflow.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
-        mlflow.set_tag("threads", str(threads or "all"))
-        arrays = load_arrays(job)
+        mlflow.set_tags({"threads": str(threads or "all"), "precision": str(cfg.get("precision", "fp32"))})
+        with cache_report(store):
+            arrays = load_arrays(job, store, keys)
         if "scratch" in cfg.regimes:
             with tracking.regime_run(cfg, job.cfg_hash, "scratch"):
                 results["scratch"] = regimes.train_scratch(cfg, arrays, trainer)
                 log_regime(results["scratch"], cfg)
         if "frozen" in cfg.regimes:
-            with tracking.regime_run(cfg, job.cfg_hash, "frozen"):
-                results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
+            with tracking.regime_run(cfg, job.cfg_hash, "frozen"), cache_report(store):
+                bundle = store.load_bundle(keys.head)
+                if bundle is not None:
+                    results["frozen"], state = regimes.restore_frozen(cfg, arrays, pretrained, bundle)
+                    tracking.log_history(results["frozen"].history)
+                    log.info("frozen   head phase reused from the cache (%s)", keys.head)
+                else:
+                    results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
+                    store.store_bundle(keys.head, lambda p: regimes.save_frozen(results["frozen"], state, p))
+                mlflow.set_tags({"head_phase": "reused" if bundle else "trained", "head_phase_key": keys.head})
                 log_regime(results["frozen"], cfg)
         if "finetune" in cfg.regimes:
-            with tracking.regime_run(cfg, job.cfg_hash, "finetune"):
+            with tracking.regime_run(cfg, job.cfg_hash, "finetune"), cache_report(store):
                 results["finetune"] = regimes.train_finetune(cfg, arrays, trainer, state)
                 log_regime(results["finetune"], cfg, cfg.epochs.head, results["frozen"].history)
         tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
+        tracking.log_result_metrics(store.stats.as_metrics())
     return results

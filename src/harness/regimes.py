@@ -40,6 +40,9 @@ class Arrays:
     def splits(self) -> list[str]:
         return list(self.x)
 
+    def subset(self, splits: list[str]) -> Arrays:
+        return Arrays({s: self.x[s] for s in splits}, {s: self.y[s] for s in splits}, self.num_classes)
+
 
 @dataclass
 class RegimeResult:
@@ -110,7 +113,10 @@ def build_head(feature_shape: Sequence[int], head_cfg, num_classes: int) -> kera
     if head_cfg.dropout:
         layers.append(keras.layers.Dropout(head_cfg.dropout))
     binary = num_classes == 2
-    layers.append(keras.layers.Dense(1 if binary else num_classes, activation="sigmoid" if binary else "softmax"))
+    # float32 output under mixed precision: the loss and the probabilities stay numerically sound
+    layers.append(
+        keras.layers.Dense(1 if binary else num_classes, activation="sigmoid" if binary else "softmax", dtype="float32")
+    )
     return keras.Sequential(layers, name="head")
 
 
@@ -191,14 +197,16 @@ class Trainer:
     optimizer: str
     augment: keras.Sequential | None
     callbacks: Callable[[str, int], list[keras.callbacks.Callback]]
-    features: Callable[[keras.Model, Arrays], dict[str, np.ndarray]] = field(
-        default=lambda stage, arrays: compute_features(stage, arrays)
+    # (stage, arrays, cut) -> features by split; the job swaps in a cached version
+    features: Callable[[keras.Model, Arrays, str], dict[str, np.ndarray]] = field(
+        default=lambda stage, arrays, cut: compute_features(stage, arrays)
     )
 
     def run(
         self,
         regime: str,
         arrays: Arrays,
+        cut: str,  # where the frozen stage ends: "pixels", "top" or the unfreeze_at layer
         stage: keras.Model,
         trainable: keras.Model | None,
         trainable_training: bool | None,  # False: BatchNorm in inference mode (fine-tuning)
@@ -211,7 +219,7 @@ class Trainer:
         keras.utils.set_random_seed(self.seed)
         t0 = time.perf_counter()
         if self.augment is None:
-            inputs = self.features(stage, arrays)
+            inputs = self.features(stage, arrays, cut)
             x_in = keras.Input(stage.output.shape[1:], name="features")
             x = x_in
         else:
@@ -276,7 +284,7 @@ def train_scratch(cfg, arrays: Arrays, trainer: Trainer) -> RegimeResult:
     base = backbones.build(name, None, size)
     head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
     stage = frozen_stage(name, size, None)
-    result = trainer.run("scratch", arrays, stage, base, None, head, cfg.head_lr, 0, cfg.epochs.scratch)
+    result = trainer.run("scratch", arrays, "pixels", stage, base, None, head, cfg.head_lr, 0, cfg.epochs.scratch)
     if cfg.log_model:
         result.model = full_model(name, size, base, head)
     return result
@@ -288,9 +296,40 @@ def train_frozen(cfg, arrays: Arrays, trainer: Trainer, base: keras.Model) -> tu
     name, size = cfg.backbone.name, cfg.backbone.image_size
     stage = frozen_stage(name, size, base)
     head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
-    result = trainer.run("frozen", arrays, stage, None, None, head, cfg.head_lr, 0, cfg.epochs.head)
+    result = trainer.run("frozen", arrays, "top", stage, None, None, head, cfg.head_lr, 0, cfg.epochs.head)
     if cfg.log_model:
         result.model = full_model(name, size, base, head)  # logged before fine-tuning changes `base`
+    return result, FrozenState(base, head)
+
+
+def save_frozen(result: RegimeResult, state: FrozenState, folder) -> None:
+    """Store a trained head phase (head variables, history, test metrics) for reuse by later jobs."""
+    import json
+    from pathlib import Path
+
+    # every variable, the dropout layer's seed-generator state included: `save_weights` leaves that out, and
+    # fine-tuning from a head with a reset RNG state draws other dropout masks than the same job would
+    np.savez(Path(folder) / "head_variables.npz", *[v.numpy() for v in state.head.variables])
+    record = {"history": result.history, "test": result.test, "train_time_s": result.train_time_s}
+    (Path(folder) / "result.json").write_text(json.dumps(record))
+
+
+def restore_frozen(cfg, arrays: Arrays, base: keras.Model, folder) -> tuple[RegimeResult, FrozenState]:
+    """The frozen regime from a stored head phase: same head weights, same recorded history and test metrics."""
+    import json
+    from pathlib import Path
+
+    keras.utils.set_random_seed(cfg.seed)
+    name, size = cfg.backbone.name, cfg.backbone.image_size
+    frozen_stage(name, size, base)  # freezes the base exactly as training did
+    head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
+    with np.load(Path(folder) / "head_variables.npz") as stored:
+        for i, variable in enumerate(head.variables):
+            variable.assign(stored[f"arr_{i}"])
+    record = json.loads((Path(folder) / "result.json").read_text())
+    result = RegimeResult("frozen", record["history"], 0, record["test"], record["train_time_s"])
+    if cfg.log_model:
+        result.model = full_model(name, size, base, head)
     return result, FrozenState(base, head)
 
 
@@ -306,7 +345,16 @@ def train_finetune(cfg, arrays: Arrays, trainer: Trainer, state: FrozenState) ->
     """Unfreeze `unfreeze_at` and above, recompile with a fresh optimizer at `lr`, continue the epochs."""
     stage, upper = finetune_parts(cfg, state)
     result = trainer.run(
-        "finetune", arrays, stage, upper, False, state.head, cfg.lr, cfg.epochs.head, cfg.epochs.finetune
+        "finetune",
+        arrays,
+        cfg.unfreeze_at,
+        stage,
+        upper,
+        False,
+        state.head,
+        cfg.lr,
+        cfg.epochs.head,
+        cfg.epochs.finetune,
     )
     if cfg.log_model:
         result.model = full_model(cfg.backbone.name, cfg.backbone.image_size, state.base, state.head)

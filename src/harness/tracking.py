@@ -283,6 +283,22 @@ def epoch_logger():
     return MlflowEpochMetrics()
 
 
+def log_history(history: Mapping[str, list[float]], first_epoch: int = 0) -> None:
+    """Per-epoch metrics of a phase trained earlier (a reused head phase) into the active run, steps as then."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), now, first_epoch + step)
+        for key, values in history.items()
+        for step, value in enumerate(values)
+    ]
+    mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
+
+
 def log_result_metrics(values: Mapping[str, float]) -> None:
     """Final metrics of the active run."""
     import mlflow

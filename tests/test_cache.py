@@ -1,0 +1,132 @@
+"""The activation cache and the shared head phase: same numbers with or without them, atomic writes, dry run."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import copy_small, run_cli, tiny_frozen
+
+from harness.cache import ArrayCache, make_key
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, cats_dogs) -> Path:
+    return copy_small(cats_dogs, tmp_path_factory.mktemp("data") / "small")
+
+
+def regime_runs(store: str, study: str):
+    mlflow.set_tracking_uri(store)
+    df = mlflow.search_runs(experiment_names=[study])
+    return df[df["tags.run_kind"] == "regime"].set_index("tags.regime")
+
+
+def histories(store: str, run_id: str) -> dict[str, list[float]]:
+    client = mlflow.MlflowClient(store)
+    return {m: [x.value for x in client.get_metric_history(run_id, m)] for m in ("loss", "acc", "val_loss", "val_acc")}
+
+
+@pytest.mark.slow
+def test_cache_changes_cost_not_results(tmp_path, store, small_data, mobilenet_weights):
+    args = tiny_frozen(
+        mobilenet_weights,
+        store,
+        small_data,
+        "regimes=[frozen,finetune]",
+        "unfreeze_at=block_15_expand",
+        "epochs.finetune=2",
+        "lr=1e-4",
+    )
+    for study, cache in (("off", "false"), ("cold", "true"), ("warm", "true")):
+        proc = run_cli(*args, f"study={study}", f"cache={cache}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.log[-3000:]
+    off, cold, warm = (regime_runs(store, s) for s in ("off", "cold", "warm"))
+    assert off.loc["frozen", "tags.cache"] == "off"
+    assert cold.loc["frozen", "tags.cache"] == "miss" and cold.loc["frozen", "tags.head_phase"] == "trained"
+    assert warm.loc["frozen", "tags.cache"] == "hit" and warm.loc["frozen", "tags.head_phase"] == "reused"
+    assert warm.loc["finetune", "tags.cache"] == "hit" and cold.loc["finetune", "tags.cache"] == "miss"
+    assert float(cold.loc["frozen", "metrics.cache_build_s"]) > 0
+    for regime in ("frozen", "finetune"):
+        ref = histories(store, off.loc[regime, "run_id"])
+        for other in (cold, warm):
+            got = histories(store, other.loc[regime, "run_id"])
+            for metric in ref:
+                np.testing.assert_allclose(got[metric], ref[metric], rtol=1e-5, atol=1e-6, err_msg=f"{regime} {metric}")
+            assert other.loc[regime, "metrics.test_acc"] == pytest.approx(off.loc[regime, "metrics.test_acc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_boundary_sweep_trains_the_head_phase_once(tmp_path, store, small_data, mobilenet_weights):
+    proc = run_cli(
+        "-m",
+        "unfreeze_at=block_14_expand,block_15_expand,block_16_expand",
+        *tiny_frozen(mobilenet_weights, store, small_data, "regimes=[frozen,finetune]", "epochs.finetune=1"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-3000:]
+    assert proc.log.count("head phase reused from the cache") == 2
+    df = regime_runs(store, "default")
+    frozen = df.loc[["frozen"]]
+    assert sorted(frozen["tags.head_phase"]) == ["reused", "reused", "trained"]
+    assert frozen["tags.head_phase_key"].nunique() == 1
+    assert frozen["metrics.test_acc"].nunique() == 1  # one head phase, one result
+    assert df.loc[["finetune"], "tags.cache"].tolist() == ["miss"] * 3  # each boundary has its own lower stage
+
+
+def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, small_data, mobilenet_weights):
+    proc = run_cli(
+        "-m",
+        "dry_run=true",
+        "unfreeze_at=block_15_expand,block_16_expand",
+        *tiny_frozen(mobilenet_weights, store, small_data, "regimes=[frozen,finetune]"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-3000:]
+    out = proc.stdout
+    assert "job 0:" in out and "job 1:" in out and "total: est." in out
+    first, second = out.split("job 1:")
+    assert "images train:build" in first and "head phase build" in first and "features@top train:build" in first
+    assert "images train:reuse" in second and "head phase reuse" in second
+    assert "features@block_16_expand train:build" in second
+    assert "GFLOP" in second
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
+    mlflow.set_tracking_uri(store)
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def _build_slowly(root: str, value: float) -> None:
+    cache = ArrayCache(root)
+
+    def build(missing):
+        time.sleep(0.5)  # both processes are inside build at once
+        return {name: np.full((1000, 100), value, np.float32) for name in missing}
+
+    cache.arrays({"x": make_key("features", {"same": "key"})}, build)
+
+
+def test_two_writers_of_one_entry_leave_one_good_entry(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_build_slowly, args=(str(tmp_path), 1.0)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    files = list(tmp_path.rglob("*"))
+    entries = [f for f in files if f.is_file()]
+    assert len(entries) == 1 and entries[0].suffix == ".npy" and not entries[0].name.startswith(".")
+    loaded = np.load(entries[0])
+    assert loaded.shape == (1000, 100) and np.all(loaded == 1.0)
+    again = ArrayCache(tmp_path)
+    again.arrays({"x": make_key("features", {"same": "key"})}, lambda missing: pytest.fail("rebuilt a cached entry"))
+    assert len(again.stats.hits) == 1
+
+
+def test_disabled_cache_builds_and_writes_nothing(tmp_path):
+    cache = ArrayCache(None)
+    out = cache.arrays({"a": "features-1"}, lambda missing: {m: np.ones(3) for m in missing})
+    assert out["a"].tolist() == [1, 1, 1] and not cache.enabled and cache.stats.misses == ["features-1"]
