@@ -62,6 +62,8 @@ def history(client, runs: pd.DataFrame, run: pd.Series) -> dict[int, float]:
         same = runs[
             (runs["tags.head_phase_key"] == run["tags.head_phase_key"]) & (runs["tags.head_phase"] == "trained")
         ]
+        if same.empty:  # trained in another store that shared the cache: this store has no curve for it
+            return {}
         run = same.iloc[0]
     return {m.step: m.value for m in client.get_metric_history(run["run_id"], "val_acc")}
 
@@ -130,8 +132,11 @@ def test_csv_numbers_equal_what_the_store_holds(sweep):
             assert row[f"{regime}_train_time_s"] == pytest.approx(r["metrics.train_time_s"].mean(), rel=1e-12)
             histories = [history(client, runs, run) for _, run in r.iterrows()]
             mean_curve = pd.DataFrame(histories).mean()
-            assert row[f"{regime}_best_val_acc"] == pytest.approx(mean_curve.max(), rel=1e-12)
-            assert row[f"{regime}_best_val_epoch"] == mean_curve.idxmax() + 1
+            if mean_curve.empty:
+                assert np.isnan(row[f"{regime}_best_val_acc"])
+            else:
+                assert row[f"{regime}_best_val_acc"] == pytest.approx(mean_curve.max(), rel=1e-12)
+                assert row[f"{regime}_best_val_epoch"] == mean_curve.idxmax() + 1
         assert row["scratch_n"] == 0 and np.isnan(row["scratch_test_acc_mean"])  # regime not run: still a row
         # the pair of a fine-tuned run is the frozen run of the same job
         by_job = mine.pivot(index="tags.mlflow.parentRunId", columns="tags.regime", values="metrics.test_acc")
