@@ -38,7 +38,10 @@ def main(cfg: DictConfig) -> None:
         if not in_sweep:
             sys.exit(1)
     else:
-        sweep.record("skipped" if results is None else "finished")
+        if isinstance(results, job.Skipped):
+            sweep.record("skipped", results.run_id)  # the report follows this id to the finished run
+        else:
+            sweep.record("finished")
 
 
 if __name__ == "__main__":

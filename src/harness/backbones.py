@@ -117,6 +117,18 @@ def split_at(base, layer: str):
     return lower, upper
 
 
+def segment(base, start: str, end: str | None):
+    """The layers from boundary `start` up to boundary `end` (None: the backbone's output), as a model.
+
+    Features at a deeper cut are this segment applied to features at a shallower one, which lets a sweep
+    over boundaries run the frozen trunk once instead of once per boundary.
+    """
+    import keras
+
+    outputs = base.output if end is None else base.get_layer(end).input
+    return keras.Model(base.get_layer(start).input, outputs, name=f"{base.name}_{start}_to_{end or 'top'}")
+
+
 def set_trainable(model, trainable: bool) -> None:
     """Set `trainable` on the model and on every one of its layers.
 

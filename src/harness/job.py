@@ -104,6 +104,11 @@ class CacheKeys:
     images: dict[str, str]  # split -> key
     features: dict[str, dict[str, str]]  # cut ("top" or unfreeze_at) -> split -> key
     head: str | None  # the head phase shared by jobs differing only in unfreeze_at / lr
+    common: dict[str, str]  # what every features key of this job shares (backbone, weights, precision)
+
+    def feature_key(self, cut: str, split: str) -> str:
+        """The key of any cut's features (not only this job's), to find reusable shallower cuts."""
+        return cache.make_key("features", {**self.common, "images": self.images[split], "cut": cut})
 
 
 def cache_keys(job: Prepared) -> CacheKeys:
@@ -141,7 +146,7 @@ def cache_keys(job: Prepared) -> CacheKeys:
                 "classes": list(job.folder.class_names),
             },
         )
-    return CacheKeys(images, features, head)
+    return CacheKeys(images, features, head, common)
 
 
 def estimate_gflop(job: Prepared, build_features: set[str], train_head: bool) -> float:
@@ -257,14 +262,48 @@ def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> regi
     return regimes.Arrays({s: x[s] for s in splits}, {s: v.labels for s, v in splits.items()}, job.folder.num_classes)
 
 
-def cached_features(store: cache.ArrayCache, keys: CacheKeys):
-    """The Trainer's features hook: frozen-stage outputs from the cache, building only missing splits."""
+def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, base):
+    """The Trainer's features hook: frozen-stage outputs from the cache, built by the cheapest route.
+
+    A missing cut is computed from the deepest cached shallower cut through the segment between them,
+    and only from pixels when there is none. The top features of a job that also fine-tunes are built
+    through its fine-tuning cut, so one forward pass over the images serves both, and a later job with a
+    deeper cut runs only the segment above the cached one.
+    """
     from harness import regimes
 
+    order = [*backbones.get_spec(cfg.backbone.name).boundaries, "top"]
+    finetune_cut = cfg.unfreeze_at if "finetune" in cfg.regimes else None
+
+    def deepest_cached_below(cut: str, splits: list[str]) -> str | None:
+        for c in reversed(order[: order.index(cut)]):
+            if all(store.has(keys.feature_key(c, s)) for s in splits):
+                return c
+        return None
+
+    def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray]:
+        seg = backbones.segment(base, source, None if cut == "top" else cut)
+        out = {}
+        for s in splits:  # part of building `cut`: not counted as cache hits of this run
+            src = np.load(store.path(keys.feature_key(source, s)))
+            out[s] = seg.predict(src, batch_size=regimes.PREDICT_BATCH, verbose=0).astype("float32")
+        return out
+
     def features(stage, arrays: regimes.Arrays, cut: str) -> dict[str, np.ndarray]:
-        if cut not in keys.features:  # scratch: the "stage" is only preprocessing, cheaper than a disk read
+        if cut not in keys.features or not store.enabled:  # scratch's stage is only preprocessing
             return regimes.compute_features(stage, arrays)
-        return store.arrays(keys.features[cut], lambda missing: regimes.compute_features(stage, arrays.subset(missing)))
+
+        def build(missing: list[str]) -> dict[str, np.ndarray]:
+            if cut == "top" and finetune_cut and deepest_cached_below(cut, missing) is None:
+                lower, _ = backbones.split_at(base, finetune_cut)
+                features(regimes.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, finetune_cut)
+            source = deepest_cached_below(cut, missing)
+            if source is not None:
+                log.info("features@%s: from cached features@%s through the segment between", cut, source)
+                return from_source(source, cut, missing)
+            return regimes.compute_features(stage, arrays.subset(missing))
+
+        return store.arrays(keys.features[cut], build)
 
     return features
 
@@ -330,8 +369,15 @@ def log_regime(
     log.info("%-8s done: %s  best val_acc %.4f  (%.1fs)", result.regime, test, best, result.train_time_s)
 
 
-def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | None:
-    """Run one job end to end; returns the results by regime, or None when skipped as already done."""
+@dataclass(frozen=True)
+class Skipped:
+    """A job not run because the study already has a FINISHED run of its config_hash."""
+
+    run_id: str
+
+
+def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | Skipped:
+    """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     import keras
 
     from harness import regimes
@@ -344,7 +390,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
     done = tracking.finished_job(experiment_id, job.cfg_hash)
     if done and not cfg.get("force", False):
         log.info("skip: config_hash %s already FINISHED as run %s (force=true re-runs it)", job.cfg_hash, done)
-        return None
+        return Skipped(done)
     threads = configure_runtime(cfg)
     pretrained = None
     if needs_pretrained(cfg):  # a weights file that does not fit fails here, before any run is opened
@@ -359,7 +405,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         optimizer=cfg.optimizer,
         augment=regimes.augmentation(cfg) if cfg.augment else None,
         callbacks=lambda regime, first: [tracking.epoch_logger()],
-        features=cached_features(store, keys),
+        features=cached_features(store, keys, cfg, pretrained),
     )
     results: dict[str, regimes.RegimeResult] = {}
     with tracking.job_run(cfg, job.cfg_hash, overrides, name):
