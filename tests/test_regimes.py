@@ -73,3 +73,34 @@ def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(cats_dogs, m
             np.testing.assert_array_equal(before, after, err_msg=f"{layer.name} moving statistics changed")
     assert not np.array_equal(conv_before, base.get_layer("block_15_project").get_weights()[0])  # it did train
     assert any(not np.array_equal(gamma[n], base.get_layer(n).get_weights()[0]) for n in gamma)
+
+
+def test_mixed_precision_keeps_the_output_float32_and_matches_fp32(cats_dogs, mobilenet_weights):
+    import keras
+
+    cfg = make(
+        "backbone=mobilenetv2",
+        f"backbone.weights={mobilenet_weights}",
+        "backbone.image_size=64",
+        "epochs.head=3",
+        "head_lr=1e-3",
+    )
+    folder = data.scan_folder(cats_dogs)
+    pick = {s: data.subsample(folder.splits[s], 0.1, 0, folder.class_names) for s in ("train", "validation", "test")}
+    arrays = regimes.Arrays(
+        {s: data.load_images(v.files, 64) for s, v in pick.items()}, {s: v.labels for s, v in pick.items()}, 2
+    )
+    accuracy = {}
+    try:
+        for policy in ("float32", "mixed_bfloat16"):
+            keras.mixed_precision.set_global_policy(policy)
+            base = backbones.build("mobilenetv2", str(mobilenet_weights), 64)
+            trainer = regimes.Trainer(2, 32, 0, "rmsprop", None, lambda regime, first: [])
+            result, state = regimes.train_frozen(cfg, arrays, trainer, base)
+            assert state.head.layers[-1].compute_dtype == "float32" and state.head.output.dtype == "float32"
+            accuracy[policy] = result.test["test_acc"]
+        assert base.get_layer("Conv1").compute_dtype == "bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert accuracy["float32"] > 0.75, accuracy  # real features separate cats from dogs
+    assert abs(accuracy["mixed_bfloat16"] - accuracy["float32"]) <= 0.05, accuracy  # 100 test images

@@ -1,0 +1,270 @@
+"""Benchmark: the seeds' pipeline against the harness, measured side by side in one run.
+
+    python benchmarks/bench_sweep.py [--seeds-epochs 30] [--out benchmarks/latest.md]
+
+Needs ../shared (real photographs and MobileNetV2 weights); prints a Markdown table. MobileNetV2 at 160 px
+on cats_and_dogs_small (2,000 train / 1,000 validation / 1,000 test). Measures:
+
+1. frozen regime, 30 epochs, no augmentation: the seeds' pipeline (ImageDataGenerator-style loader:
+   per-image PIL decode + resize + Python preprocessing, then one `fit` over the whole frozen network
+   every epoch) against the harness (decode once, frozen stage once, head trained on its output), both
+   from a cold start (empty cache), with test accuracy;
+2. a sweep over 3 `unfreeze_at` boundaries against 1 boundary, through the real CLI (Hydra + MLflow);
+3. feature-extraction throughput of the harness's frozen stage against a bare batched forward pass;
+4. harness overhead per job (Hydra + MLflow + start-up, excluding data and training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from harness import backbones, cache, data, job, regimes  # noqa: E402
+from harness.paths import conf_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+DATA = SHARED / "data" / "cats_and_dogs_small"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+SIZE = 160
+HEAD_LR = 1e-3
+
+
+def config(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[
+                "backbone=mobilenetv2", f"backbone.weights={WEIGHTS}", f"backbone.image_size={SIZE}",
+                f"head_lr={HEAD_LR}", "regimes=[frozen]", *overrides,
+            ],
+        )
+
+
+# --- 1. the seeds' pipeline -------------------------------------------------------------------------
+
+
+class SeedsLoader(keras.utils.PyDataset):
+    """flow_from_directory + preprocessing_function, as the seeds used it: all work per image, in Python."""
+
+    def __init__(self, split: data.Split, batch_size: int, shuffle: bool, seed: int = 0):
+        super().__init__()
+        self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
+        self.order = np.arange(len(split))
+        self.rng = np.random.default_rng(seed)
+        self.preprocess = backbones.preprocess_fn("mobilenetv2")
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.rng.shuffle(self.order)
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        images = []
+        for k in idx:
+            with Image.open(self.split.files[k]) as img:
+                array = np.asarray(img.convert("RGB").resize((SIZE, SIZE), Image.NEAREST), dtype=np.float32)
+            images.append(self.preprocess(array))  # ImageDataGenerator applies it image by image
+        return np.stack(images), self.split.labels[idx].astype("float32").reshape(-1, 1)
+
+
+def seeds_frozen(cfg, folder: data.ImageFolder, epochs: int) -> dict:
+    keras.utils.set_random_seed(0)
+    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base.trainable = False
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, regimes.build_head(base.output.shape[1:], cfg.head, 2)(base(inputs, training=False)))
+    regimes.compile_for(model, "rmsprop", HEAD_LR, 2)
+    t0 = time.perf_counter()
+    fit = model.fit(
+        SeedsLoader(folder.splits["train"], 32, True),
+        validation_data=SeedsLoader(folder.splits["validation"], 32, False),
+        epochs=epochs, verbose=0,
+    )
+    train_s = time.perf_counter() - t0
+    _, test_acc = model.evaluate(SeedsLoader(folder.splits["test"], 32, False), verbose=0)
+    return {"seconds": time.perf_counter() - t0, "train_s": train_s, "epochs": epochs, "test_acc": test_acc,
+            "best_val_acc": max(fit.history["val_acc"])}
+
+
+def harness_frozen(epochs: int, cache_root: Path) -> dict:
+    cfg = config(f"epochs.head={epochs}", f"cache_dir={cache_root}")
+    t0 = time.perf_counter()
+    prepared = job.prepare(cfg)
+    keras.utils.set_random_seed(0)
+    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    store = cache.ArrayCache(cfg.cache_dir)
+    keys = job.cache_keys(prepared)
+    import logging
+
+    logging.disable(logging.INFO)
+    arrays = job.load_arrays(prepared, store, keys)
+    trainer = regimes.Trainer(2, 32, 0, "rmsprop", None, lambda r, f: [],
+                              features=job.cached_features(store, keys, cfg, base))
+    result, _ = regimes.train_frozen(cfg, arrays, trainer, base)
+    logging.disable(logging.NOTSET)
+    return {"seconds": time.perf_counter() - t0, "epochs": epochs, "test_acc": result.test["test_acc"],
+            "best_val_acc": max(result.history["val_acc"]), "build_s": store.stats.build_s}
+
+
+# --- 2. boundary sweep through the CLI ----------------------------------------------------------------
+
+
+def cli(args: list[str], workdir: Path) -> tuple[float, str]:
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(workdir / "cache"), "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=workdir, env=env, capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return wall, proc.stdout + proc.stderr
+
+
+def sweep_cost(boundaries: list[str], head_epochs: int, finetune_epochs: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{tmp}/mlflow.db"
+        wall, _ = cli(
+            ["-m", f"unfreeze_at={','.join(boundaries)}", "backbone=mobilenetv2", f"backbone.weights={WEIGHTS}",
+             f"backbone.image_size={SIZE}", "regimes=[frozen,finetune]", f"epochs.head={head_epochs}",
+             f"epochs.finetune={finetune_epochs}", f"head_lr={HEAD_LR}", "lr=1e-4", f"tracking_uri={store}"],
+            Path(tmp),
+        )
+        mlflow.set_tracking_uri(store)
+        runs = mlflow.search_runs(experiment_names=["default"])
+        acc = runs[runs["tags.regime"] == "finetune"].set_index("tags.unfreeze_at")["metrics.test_acc"].to_dict()
+    return {"seconds": wall, "finetune_test_acc": acc}
+
+
+# --- 3. throughput ------------------------------------------------------------------------------------
+
+
+def throughput(repeats: int = 3) -> dict:
+    folder = data.scan_folder(DATA)
+    x = data.load_images(folder.splits["train"].files, SIZE)
+    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    stage = regimes.frozen_stage("mobilenetv2", SIZE, base)
+    arrays = regimes.Arrays({"train": x}, {"train": folder.splits["train"].labels}, 2)
+    pre = backbones.preprocess_fn("mobilenetv2")(x.astype("float32"))
+    bare_s, harness_s = [], []
+    base.predict(pre[:64], batch_size=64, verbose=0)  # trace both once
+    regimes.compute_features(regimes.frozen_stage("mobilenetv2", SIZE, base), regimes.Arrays(
+        {"train": x[:64]}, {"train": arrays.y["train"][:64]}, 2))
+    for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
+        t0 = time.perf_counter()
+        base.predict(pre, batch_size=regimes.PREDICT_BATCH, verbose=0)
+        bare_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        regimes.compute_features(stage, arrays)
+        harness_s.append(time.perf_counter() - t0)
+    n = len(x)
+    return {"images": n, "bare_img_s": n / statistics.median(bare_s), "harness_img_s": n / statistics.median(harness_s),
+            "bare_runs_s": bare_s, "harness_runs_s": harness_s}
+
+
+# --- 4. overhead per job ------------------------------------------------------------------------------
+
+
+def overhead(jobs: int = 3) -> dict:
+    """Wall time of a tiny sweep minus the data and training time the jobs themselves report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{tmp}/mlflow.db"
+        wall, log = cli(
+            ["-m", f"seed={','.join(str(i) for i in range(jobs))}", "+experiment=quickstart", "regimes=[frozen]",
+             "cache=false", f"tracking_uri={store}"],
+            Path(tmp),
+        )
+        mlflow.set_tracking_uri(store)
+        runs = mlflow.search_runs(experiment_names=["quickstart"])
+        train = runs["metrics.train_time_s"].dropna().sum()
+        data_s = sum(float(s) for s in re.findall(r"px ready in ([0-9.]+)s", log))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import harness.job, harness.regimes, mlflow"], check=True)
+    imports = time.perf_counter() - t0
+    return {"jobs": jobs, "wall_s": wall, "train_s": train, "data_s": data_s,
+            "per_job_s": (wall - train - data_s - imports) / jobs, "startup_s": imports}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds-epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--boundaries", default="block_12_expand,block_14_expand,block_16_expand")
+    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if not (DATA / "train").is_dir() or not WEIGHTS.is_file():
+        sys.exit(f"benchmark skipped: needs {DATA} and {WEIGHTS}")
+
+    results: dict = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+                     "versions": {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__}}
+    cfg = config()
+    folder = data.scan_folder(DATA)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["harness_frozen"] = harness_frozen(args.epochs, Path(tmp) / "cache")
+    print("harness frozen:", results["harness_frozen"], flush=True)
+    results["seeds_frozen"] = seeds_frozen(cfg, folder, args.seeds_epochs)
+    print("seeds frozen:", results["seeds_frozen"], flush=True)
+    results["throughput"] = throughput()
+    print("throughput:", results["throughput"], flush=True)
+    boundaries = args.boundaries.split(",")
+    results["sweep_1"] = sweep_cost(boundaries[:1], 10, args.finetune_epochs)
+    results["sweep_3"] = sweep_cost(boundaries, 10, args.finetune_epochs)
+    print("sweeps:", results["sweep_1"], results["sweep_3"], flush=True)
+    results["overhead"] = overhead()
+    print("overhead:", results["overhead"], flush=True)
+
+    seeds, harness = results["seeds_frozen"], results["harness_frozen"]
+    seeds_30 = seeds["train_s"] / seeds["epochs"] * args.epochs  # per-epoch cost is flat: no caching in the seeds
+    speedup = seeds_30 / harness["seconds"]
+    tp = results["throughput"]
+    ratio_sweep = results["sweep_3"]["seconds"] / results["sweep_1"]["seconds"]
+    ov = results["overhead"]
+    rows = [
+        ("frozen, 30 epochs, no augmentation: seeds' pipeline",
+         f"{seeds_30:.0f} s" + ("" if seeds["epochs"] == args.epochs else f" ({seeds['epochs']} epochs measured)"),
+         f"test_acc {seeds['test_acc']:.4f}", ""),
+        ("frozen, 30 epochs, no augmentation: harness (cold cache)", f"{harness['seconds']:.1f} s",
+         f"test_acc {harness['test_acc']:.4f}", f"**{speedup:.1f}x faster** (target >= 20x)"),
+        (f"sweep, 1 boundary ({boundaries[0]})", f"{results['sweep_1']['seconds']:.0f} s", "", ""),
+        (f"sweep, {len(boundaries)} boundaries ({', '.join(boundaries)})", f"{results['sweep_3']['seconds']:.0f} s",
+         "", f"**{ratio_sweep:.2f}x** of 1 boundary (target <= 1.5x)"),
+        ("feature extraction: bare batched forward", f"{tp['bare_img_s']:.0f} img/s", "", ""),
+        ("feature extraction: harness frozen stage", f"{tp['harness_img_s']:.0f} img/s", "",
+         f"**{100 * tp['harness_img_s'] / tp['bare_img_s']:.0f}%** of bare (target >= 85%)"),
+        (f"overhead per job ({ov['jobs']}-job sweep, Hydra + MLflow)", f"{ov['per_job_s']:.2f} s", "",
+         "target <= 3 s"),
+        ("process start-up (imports, once per sweep)", f"{ov['startup_s']:.1f} s", "", ""),
+    ]
+    table = "| measurement | time / rate | accuracy | vs target |\n| --- | --- | --- | --- |\n"
+    table += "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
+    print()
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n\n```json\n" + json.dumps(results, indent=1, default=str) + "\n```\n")
+
+
+if __name__ == "__main__":
+    main()
