@@ -95,8 +95,21 @@ def test_unknown_layer_stops_before_anything_is_recorded(tmp_path, store):
     assert not Path(store.removeprefix("sqlite:///")).exists()
 
 
-def test_quickstart_runs_offline(tmp_path, store):
-    proc = run_cli("+experiment=quickstart", f"tracking_uri={store}", "regimes=[frozen,finetune]", cwd=tmp_path)
+def test_quickstart_runs_offline_and_logs_loadable_models(tmp_path, store):
+    import numpy as np
+
+    import harness.regimes  # noqa: F401 - registers the preprocessing layer the saved models use
+
+    proc = run_cli(
+        "+experiment=quickstart", f"tracking_uri={store}", "regimes=[frozen,finetune]", "log_model=true", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.log[-4000:]
     df = runs(store, "quickstart")
     assert sorted(df["tags.run_kind"]) == ["job", "regime", "regime"]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype("float32")
+    out = {}
+    for _, run in df[df["tags.run_kind"] == "regime"].iterrows():
+        model = mlflow.keras.load_model(f"runs:/{run.run_id}/model")
+        out[run["tags.regime"]] = model.predict(images, verbose=0)
+        assert out[run["tags.regime"]].shape == (4, 1)
+    assert not np.allclose(out["frozen"], out["finetune"])  # frozen was saved before fine-tuning moved the weights
