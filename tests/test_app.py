@@ -113,3 +113,47 @@ def test_quickstart_runs_offline_and_logs_loadable_models(tmp_path, store):
         out[run["tags.regime"]] = model.predict(images, verbose=0)
         assert out[run["tags.regime"]].shape == (4, 1)
     assert not np.allclose(out["frozen"], out["finetune"])  # frozen was saved before fine-tuning moved the weights
+
+
+def test_three_classes_with_augmentation(tmp_path, store, cats_dogs, mobilenet_weights):
+    """Softmax head for > 2 classes, and augmentation layers in the graph (the whole stack runs per batch)."""
+    import shutil
+
+    from conftest import copy_small
+
+    from harness.data import ensure_synthetic
+
+    root = copy_small(cats_dogs, tmp_path / "three", {"train": 12, "validation": 6, "test": 6})
+    disks = ensure_synthetic(tmp_path / "gen", {"train": 12, "validation": 6, "test": 6})
+    for split in ("train", "validation", "test"):
+        shutil.copytree(disks / split / "disks", root / split / "disks")
+    proc = run_cli(
+        "data=folder",
+        f"data.path={root}",
+        "backbone=mobilenetv2",
+        f"backbone.weights={mobilenet_weights}",
+        "backbone.image_size=64",
+        "regimes=[frozen,finetune]",
+        "unfreeze_at=block_16_expand",
+        "augment=true",
+        "epochs.head=2",
+        "epochs.finetune=1",
+        "head_lr=1e-3",
+        "study=three",
+        f"tracking_uri={store}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-4000:]
+    df = runs(store, "three")
+    jobs = df[df["tags.run_kind"] == "job"]
+    assert jobs["params.data.class_names"].item() == "['cats', 'disks', 'dogs']"
+    regimes = df[df["tags.run_kind"] == "regime"].set_index("tags.regime")
+    # augmented pixels differ every epoch: decoded images and the head phase are cached, frozen features are not
+    cache = tmp_path / "cache"
+    assert any((cache / "images").glob("*.npy")) and any((cache / "head").iterdir())
+    assert not (cache / "features").exists()
+    assert regimes.loc["frozen", "tags.head_phase"] == "trained"
+    for regime in ("frozen", "finetune"):
+        assert 0 <= regimes.loc[regime, "metrics.test_acc"] <= 1
+    # bright disks on noise are trivially told apart from photographs: chance is 1/3
+    assert regimes.loc["frozen", "metrics.test_acc"] > 0.5
