@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +21,22 @@ pytestmark = pytest.mark.slow
 def all_runs(store: str, study: str = "default"):
     mlflow.set_tracking_uri(store)
     return mlflow.search_runs(experiment_names=[study], max_results=1000)
+
+
+def job_statuses(db: Path) -> dict[str, int]:
+    """Job-run counts by status, read straight from SQLite: polling through MLflow would initialise a store
+    in this process while the harness may still be creating the schema."""
+    if not db.exists():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            rows = con.execute(
+                "SELECT r.status, count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE t.key = 'run_kind' AND t.value = 'job' GROUP BY r.status"
+            ).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet, or a write holds the lock
+        return {}
+    return dict(rows)
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +55,14 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, sm
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline:  # kill as soon as one job is done and the next is mid-way
             time.sleep(0.5)
-            if not Path(store.removeprefix("sqlite:///")).exists():
-                continue
-            try:
-                jobs = all_runs(store).query("`tags.run_kind` == 'job'")
-            except Exception:  # the store may be mid-creation
-                continue
-            if (jobs.status == "FINISHED").sum() >= 1 and (jobs.status == "RUNNING").sum() >= 1:
+            counts = job_statuses(Path(store.removeprefix("sqlite:///")))
+            if counts.get("FINISHED", 0) >= 1 and counts.get("RUNNING", 0) >= 1:
                 break
+            assert proc.poll() is None, f"the sweep ended before it could be killed: {counts}"
         else:
             pytest.fail("the sweep never reached a state with one job done and one running")
     finally:
