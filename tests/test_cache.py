@@ -76,8 +76,20 @@ def test_boundary_sweep_trains_the_head_phase_once(tmp_path, store, small_data, 
     assert frozen["tags.head_phase_key"].nunique() == 1
     assert frozen["metrics.test_acc"].nunique() == 1  # one head phase, one result
     # the first job builds its cut on the way to the top features; later cuts are derived from cached ones
-    assert proc.log.count("features@block_15_expand: from cached features@block_14_expand") == 1
-    assert proc.log.count("features@block_16_expand: from cached features@block_15_expand") == 1
+    assert proc.log.count("features@block_15_expand: train/validation/test from cached features@block_14_expand") == 1
+    assert proc.log.count("features@block_16_expand: train/validation/test from cached features@block_15_expand") == 1
+
+    # the plan of the same sweep now reuses everything (force=true: plan it instead of skipping it)
+    plan = run_cli(
+        "-m",
+        "dry_run=true",
+        "force=true",
+        "unfreeze_at=block_14_expand,block_15_expand,block_16_expand",
+        *tiny_frozen(mobilenet_weights, store, small_data, "regimes=[frozen,finetune]", "epochs.finetune=1"),
+        cwd=tmp_path,
+    )
+    assert plan.returncode == 0, plan.log[-3000:]
+    assert plan.stdout.count("head phase reuse") == 3 and "build" not in plan.stdout
 
 
 def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, small_data, mobilenet_weights):
@@ -95,7 +107,7 @@ def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, sma
     assert "images train:build" in first and "head phase build" in first and "features@top train:build" in first
     assert "images train:reuse" in second and "head phase reuse" in second
     assert "features@block_16_expand train:build" in second
-    assert "GFLOP" in second
+    assert "min here" in second
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
     mlflow.set_tracking_uri(store)
     assert mlflow.search_runs(search_all_experiments=True).empty

@@ -91,7 +91,11 @@ class ArrayCache:
         return self.root / key[: key.index("-")] / f"{key}{suffix}"
 
     def has(self, key: str, suffix: str = ".npy") -> bool:
-        return self.enabled and self.path(key, suffix).is_file()
+        """Whether an array entry (or, with suffix "", a complete bundle) is stored; counts nothing."""
+        if not self.enabled:
+            return False
+        path = self.path(key, suffix)
+        return (path / "done.json").is_file() if suffix == "" else path.is_file()
 
     def arrays(
         self, keys: Mapping[str, str], build: Callable[[list[str]], dict[str, np.ndarray]]
@@ -120,10 +124,9 @@ class ArrayCache:
         """The folder of a stored bundle (e.g. a trained head phase), or None."""
         if not self.enabled:
             return None
-        folder = self.path(key, "")
-        if (folder / "done.json").is_file():
+        if self.has(key, ""):
             self.stats.hits.append(key)
-            return folder
+            return self.path(key, "")
         return None
 
     def store_bundle(self, key: str, write: Callable[[Path], None]) -> None:

@@ -78,8 +78,11 @@ def check(cfg: DictConfig) -> None:
 
 # Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate.
 FORWARD_GFLOP_224 = {"vgg16": 30.7, "mobilenetv2": 0.6}
-# What this 2-core machine sustains on those convolutions (benchmarks/RESULTS.md), GFLOP/s.
-MACHINE_GFLOPS = 60.0
+# What this 2-core machine sustains, GFLOP/s: inference from benchmarks/RESULTS.md (MobileNetV2 at 160 px,
+# 48 img/s x 0.306 GFLOP), training from the tf_mobilenetv2 study's scratch epochs (forward + backward,
+# counted as 3 x forward, ~4 min for 2,000 train + 1,000 validation images under load).
+FORWARD_GFLOPS = 15.0
+TRAIN_GFLOPS = 10.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -149,28 +152,26 @@ def cache_keys(job: Prepared) -> CacheKeys:
     return CacheKeys(images, features, head, common)
 
 
-def estimate_gflop(job: Prepared, build_features: set[str], train_head: bool) -> float:
-    """A rough compute estimate of one job, given which feature cuts and head phase it must build."""
+def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) -> float:
+    """A rough compute estimate of one job on this machine, given which feature cuts and head phase it builds."""
     cfg = job.cfg
     per_image = FORWARD_GFLOP_224[cfg.backbone.name] * (cfg.backbone.image_size / 224) ** 2
-    spec = backbones.get_spec(cfg.backbone.name)
+    boundaries = backbones.get_spec(cfg.backbone.name).boundaries
     n = {s: len(v) for s, v in job.splits.items()}
-    n_all = sum(n.values())
-    n_eval = n_all - n["train"]
-    total = 0.0
+    n_all, n_train, n_val = sum(n.values()), n["train"], n["validation"]
+    lower = boundaries.index(cfg.unfreeze_at) / len(boundaries)  # share of the trunk below the cut
+    forward = train = 0.0
     for cut in build_features:
-        share = 1.0 if cut == "top" else spec.boundaries.index(cut) / len(spec.boundaries)
-        total += n_all * per_image * share
-    if cfg.augment and train_head:
-        total += cfg.epochs.head * (n["train"] + n["validation"]) * per_image
+        forward += n_all * per_image * (1.0 if cut == "top" else boundaries.index(cut) / len(boundaries))
+    if cfg.augment and train_head:  # augmented pixels: the frozen trunk runs every epoch
+        forward += cfg.epochs.head * (n_train + n_val) * per_image
     if "finetune" in cfg.regimes:
-        upper = 1 - spec.boundaries.index(cfg.unfreeze_at) / len(spec.boundaries)
-        total += (
-            cfg.epochs.finetune * (3 * n["train"] + n["validation"]) * per_image * upper + n_eval * per_image * upper
-        )
+        if cfg.augment:
+            forward += cfg.epochs.finetune * (n_train + n_val) * per_image * lower
+        train += cfg.epochs.finetune * (3 * n_train + n_val) * per_image * (1 - lower)
     if "scratch" in cfg.regimes:
-        total += cfg.epochs.scratch * (3 * n["train"] + n["validation"]) * per_image + n_eval * per_image
-    return total
+        train += cfg.epochs.scratch * (3 * n_train + n_val) * per_image
+    return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS
 
 
 def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
@@ -206,14 +207,14 @@ def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
                 to_build.add(cut)
         if head_state:
             lines.append(f"head phase {head_state}")
-        gflop = estimate_gflop(job, to_build, head_state == "build")
-        total += gflop
+        seconds = estimate_seconds(job, to_build, head_state == "build")
+        total += seconds
         print(f"job {i}: {head} config_hash={job.cfg_hash} regimes={list(cfg.regimes)}")
-        print(f"    {'; '.join(lines)}; est. {gflop:,.0f} GFLOP (~{gflop / MACHINE_GFLOPS / 60:.1f} min here)")
+        print(f"    {'; '.join(lines)}; est. ~{seconds / 60:.1f} min here")
         built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
         if keys.head:
             built.add(keys.head)
-    print(f"total: est. {total:,.0f} GFLOP (~{total / MACHINE_GFLOPS / 60:.1f} min at {MACHINE_GFLOPS:.0f} GFLOP/s)")
+    print(f"total: est. ~{total / 60:.1f} min on this machine (rough: +-2x; compute only, no start-up)")
 
 
 def configure_runtime(cfg: DictConfig) -> int | None:
@@ -275,33 +276,45 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
     order = [*backbones.get_spec(cfg.backbone.name).boundaries, "top"]
     finetune_cut = cfg.unfreeze_at if "finetune" in cfg.regimes else None
 
-    def deepest_cached_below(cut: str, splits: list[str]) -> str | None:
+    def deepest_cached_below(cut: str, split: str) -> str | None:
         for c in reversed(order[: order.index(cut)]):
-            if all(store.has(keys.feature_key(c, s)) for s in splits):
+            if store.has(keys.feature_key(c, split)):
                 return c
         return None
 
     def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray]:
+        """Run the segment source -> cut over the cached source features of `splits`, in one predict call."""
         seg = backbones.segment(base, source, None if cut == "top" else cut)
-        out = {}
-        for s in splits:  # part of building `cut`: not counted as cache hits of this run
-            src = np.load(store.path(keys.feature_key(source, s)))
-            out[s] = seg.predict(src, batch_size=regimes.PREDICT_BATCH, verbose=0).astype("float32")
-        return out
+        # reading the source is part of building `cut`: not counted as cache hits of this run
+        src = [np.load(store.path(keys.feature_key(source, s))) for s in splits]
+        out = seg.predict(np.concatenate(src), batch_size=regimes.PREDICT_BATCH, verbose=0).astype("float32")
+        bounds = np.cumsum([0, *(len(a) for a in src)])
+        return {s: out[a:b] for s, a, b in zip(splits, bounds[:-1], bounds[1:], strict=True)}
 
     def features(stage, arrays: regimes.Arrays, cut: str) -> dict[str, np.ndarray]:
         if cut not in keys.features or not store.enabled:  # scratch's stage is only preprocessing
             return regimes.compute_features(stage, arrays)
 
         def build(missing: list[str]) -> dict[str, np.ndarray]:
-            if cut == "top" and finetune_cut and deepest_cached_below(cut, missing) is None:
+            if cut == "top" and finetune_cut and any(deepest_cached_below(cut, s) is None for s in missing):
                 lower, _ = backbones.split_at(base, finetune_cut)
                 features(regimes.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, finetune_cut)
-            source = deepest_cached_below(cut, missing)
-            if source is not None:
-                log.info("features@%s: from cached features@%s through the segment between", cut, source)
-                return from_source(source, cut, missing)
-            return regimes.compute_features(stage, arrays.subset(missing))
+            by_source: dict[str | None, list[str]] = {}
+            for s in missing:  # each split from its own deepest cached cut: subsamples differ, eval splits don't
+                by_source.setdefault(deepest_cached_below(cut, s), []).append(s)
+            out = {}
+            for source, splits in by_source.items():
+                if source is None:
+                    out.update(regimes.compute_features(stage, arrays.subset(splits)))
+                else:
+                    log.info(
+                        "features@%s: %s from cached features@%s through the segment between",
+                        cut,
+                        "/".join(splits),
+                        source,
+                    )
+                    out.update(from_source(source, cut, splits))
+            return out
 
         return store.arrays(keys.features[cut], build)
 
