@@ -342,7 +342,12 @@ def main() -> None:
             "",
             "target <= 3 s",
         ),
-        ("of which: importing TF + MLflow (once per process)", f"{ov['startup_s']:.1f} s", "", ""),
+        (
+            "process start-up: importing TF + MLflow (once per sweep, spread over its jobs above)",
+            f"{ov['startup_s']:.1f} s",
+            "",
+            "",
+        ),
         *(
             (
                 f"frozen, 10 epochs, 25% of train, {p} (cold cache)",
