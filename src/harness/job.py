@@ -286,10 +286,8 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
         """Run the segment source -> cut over the cached source features of `splits`, in one predict call."""
         seg = backbones.segment(base, source, None if cut == "top" else cut)
         # reading the source is part of building `cut`: not counted as cache hits of this run
-        src = [np.load(store.path(keys.feature_key(source, s))) for s in splits]
-        out = seg.predict(np.concatenate(src), batch_size=regimes.PREDICT_BATCH, verbose=0).astype("float32")
-        bounds = np.cumsum([0, *(len(a) for a in src)])
-        return {s: out[a:b] for s, a, b in zip(splits, bounds[:-1], bounds[1:], strict=True)}
+        src = {s: np.load(store.path(keys.feature_key(source, s))) for s in splits}
+        return regimes.predict_by_split(seg, src)
 
     def features(stage, arrays: regimes.Arrays, cut: str) -> dict[str, np.ndarray]:
         if cut not in keys.features or not store.enabled:  # scratch's stage is only preprocessing
@@ -421,7 +419,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         features=cached_features(store, keys, cfg, pretrained),
     )
     results: dict[str, regimes.RegimeResult] = {}
-    with tracking.job_run(cfg, job.cfg_hash, overrides, name):
+    with tracking.job_run(cfg, job.cfg_hash, overrides, name, experiment_id):
         import mlflow
 
         mlflow.log_params({f"data.{k}": v for k, v in data_summary(job).items()})

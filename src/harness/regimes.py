@@ -156,12 +156,17 @@ def frozen_stage(backbone: str, image_size: int, lower: keras.Model | None) -> k
     return keras.Model(inputs, x, name="frozen_stage")
 
 
+def predict_by_split(model: keras.Model, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`model` over every split's inputs in one batched predict call (one trace), as float32, split back."""
+    x = np.concatenate(list(xs.values()))
+    out = model.predict(dataset(x, np.zeros(len(x), np.int32), PREDICT_BATCH), verbose=0).astype("float32")
+    bounds = np.cumsum([0, *(len(v) for v in xs.values())])
+    return {s: out[a:b] for s, a, b in zip(xs, bounds[:-1], bounds[1:], strict=True)}
+
+
 def compute_features(stage: keras.Model, arrays: Arrays) -> dict[str, np.ndarray]:
-    """The frozen stage's output for every image of every split, in one batched predict call."""
-    x = np.concatenate([arrays.x[s] for s in arrays.splits])
-    out = stage.predict(dataset(x, np.zeros(len(x), np.int32), PREDICT_BATCH), verbose=0).astype("float32")
-    bounds = np.cumsum([0, *(len(arrays.x[s]) for s in arrays.splits)])
-    return {s: out[a:b] for s, a, b in zip(arrays.splits, bounds[:-1], bounds[1:], strict=True)}
+    """The frozen stage's output for every image of every split."""
+    return predict_by_split(stage, arrays.x)
 
 
 class ProgressLine(keras.callbacks.Callback):

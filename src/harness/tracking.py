@@ -12,7 +12,6 @@ A single (non -m) run has the same job -> regime structure without the sweep run
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -226,14 +225,12 @@ def run_tags(cfg: DictConfig, cfg_hash: str, commit: str, kind: str, regime: str
 
 
 @contextmanager
-def job_run(cfg: DictConfig, cfg_hash: str, overrides: list[str], name: str) -> Iterator[Any]:
+def job_run(cfg: DictConfig, cfg_hash: str, overrides: list[str], name: str, experiment_id: str) -> Iterator[Any]:
     """An MLflow run for one Hydra job, under the sweep run when there is one; FAILED (with the error) on exception."""
     import mlflow
 
     from harness.config import flatten, to_container
 
-    uri = connect(cfg.get("tracking_uri"))
-    experiment_id = ensure_experiment(str(cfg.study), uri)
     commit = git_commit()
     with mlflow.start_run(
         experiment_id=experiment_id,
@@ -304,9 +301,3 @@ def log_result_metrics(values: Mapping[str, float]) -> None:
     import mlflow
 
     mlflow.log_metrics(dict(values))
-
-
-def log_json(data: Mapping[str, Any], name: str) -> None:
-    import mlflow
-
-    mlflow.log_text(json.dumps(data, indent=2, default=str), name)
