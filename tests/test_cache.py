@@ -92,6 +92,18 @@ def test_boundary_sweep_trains_the_head_phase_once(tmp_path, store, small_data, 
     assert plan.stdout.count("head phase reuse") == 3 and "build" not in plan.stdout
 
 
+@pytest.mark.slow
+def test_pooled_features_are_derived_from_cached_top_features(tmp_path, store, small_data, mobilenet_weights):
+    # a flatten head trains on the backbone's output; a GAP head on it pooled, which the cache derives from it
+    for head in ("flatten", "gap"):
+        proc = run_cli(*tiny_frozen(mobilenet_weights, store, small_data, f"head={head}", f"study={head}"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.log[-3000:]
+    assert "features@pooled: train/validation/test from cached features@top" in proc.log
+    flatten, gap = (regime_runs(store, s).loc["frozen"] for s in ("flatten", "gap"))
+    assert flatten["tags.cache"] == "miss" and gap["tags.cache"] == "miss"  # built, though not from pixels
+    assert 0.0 <= float(gap["metrics.test_acc"]) <= 1.0 and float(gap["metrics.cache_build_s"]) > 0
+
+
 def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, small_data, mobilenet_weights):
     proc = run_cli(
         "-m",
@@ -104,7 +116,7 @@ def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, sma
     out = proc.stdout
     assert "job 0:" in out and "job 1:" in out and "total: est." in out
     first, second = out.split("job 1:")
-    assert "images train:build" in first and "head phase build" in first and "features@top train:build" in first
+    assert "images train:build" in first and "head phase build" in first and "features@pooled train:build" in first
     assert "images train:reuse" in second and "head phase reuse" in second
     assert "features@block_16_expand train:build" in second
     assert "min here" in second

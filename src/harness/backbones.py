@@ -102,6 +102,15 @@ def build(name: str, weights: str | None, image_size: int):
         ) from exc
 
 
+# Cuts above the last boundary: the backbone's output, and that output average-pooled (what a GAP head sees)
+TOP_CUTS = ("top", "pooled")
+
+
+def frozen_cut(pooling: str, augment: bool) -> str:
+    """Where the frozen regime's features end: pooled when the head pools by average and inputs are fixed."""
+    return "pooled" if pooling == "avg" and not augment else "top"
+
+
 def split_at(base, layer: str):
     """Cut a built backbone at `layer`: (lower, upper) functional models sharing the base's weights.
 

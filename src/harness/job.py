@@ -105,7 +105,7 @@ class CacheKeys:
     """Every cache entry a job reads or writes, by content."""
 
     images: dict[str, str]  # split -> key
-    features: dict[str, dict[str, str]]  # cut ("top" or unfreeze_at) -> split -> key
+    features: dict[str, dict[str, str]]  # cut ("top", "pooled" or unfreeze_at) -> split -> key
     head: str | None  # the head phase shared by jobs differing only in unfreeze_at / lr
     common: dict[str, str]  # what every features key of this job shares (backbone, weights, precision)
 
@@ -126,14 +126,15 @@ def cache_keys(job: Prepared) -> CacheKeys:
         "precision": cfg.get("precision", "fp32"),
         "keras": metadata.version("keras"),
     }
-    cuts = [c for c, regime in (("top", "frozen"), (cfg.unfreeze_at, "finetune")) if regime in cfg.regimes]
+    frozen_cut = backbones.frozen_cut(cfg.head.pooling, cfg.augment)
+    cuts = [c for c, regime in ((frozen_cut, "frozen"), (cfg.unfreeze_at, "finetune")) if regime in cfg.regimes]
     features = {
         cut: {s: cache.make_key("features", {**common, "images": images[s], "cut": cut}) for s in images}
         for cut in cuts
     }
     head = None
     if "frozen" in cfg.regimes:
-        inputs = images if cfg.augment else features["top"]
+        inputs = images if cfg.augment else features[frozen_cut]
         head = cache.make_key(
             "head",
             {
@@ -162,7 +163,7 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
     lower = boundaries.index(cfg.unfreeze_at) / len(boundaries)  # share of the trunk below the cut
     forward = train = 0.0
     for cut in build_features:
-        forward += n_all * per_image * (1.0 if cut == "top" else boundaries.index(cut) / len(boundaries))
+        forward += n_all * per_image * (1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries))
     if cfg.augment and train_head:  # augmented pixels: the frozen trunk runs every epoch
         forward += cfg.epochs.head * (n_train + n_val) * per_image
     if "finetune" in cfg.regimes:
@@ -197,9 +198,7 @@ def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
         lines.append("images " + " ".join(f"{s}:{state(k)}" for s, k in keys.images.items()))
         head_state = state(keys.head, "") if keys.head else None
         for cut, by_split in keys.features.items():
-            if cut == "top" and head_state == "reuse" and "finetune" not in cfg.regimes:
-                continue
-            if cut == "top" and (cfg.augment or head_state == "reuse"):
+            if cut in backbones.TOP_CUTS and (cfg.augment or head_state == "reuse"):
                 continue  # reused head phase, or augmented head training: the top features are not needed
             states = {s: state(k) for s, k in by_split.items()}
             lines.append(f"features@{cut} " + " ".join(f"{s}:{v}" for s, v in states.items()))
@@ -271,9 +270,11 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
     through its fine-tuning cut, so one forward pass over the images serves both, and a later job with a
     deeper cut runs only the segment above the cached one.
     """
+    import keras
+
     from harness import regimes
 
-    order = [*backbones.get_spec(cfg.backbone.name).boundaries, "top"]
+    order = [*backbones.get_spec(cfg.backbone.name).boundaries, *backbones.TOP_CUTS]
     finetune_cut = cfg.unfreeze_at if "finetune" in cfg.regimes else None
 
     def deepest_cached_below(cut: str, split: str) -> str | None:
@@ -284,7 +285,12 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
 
     def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray]:
         """Run the segment source -> cut over the cached source features of `splits`, in one predict call."""
-        seg = backbones.segment(base, source, None if cut == "top" else cut)
+        if source == "top":  # pooled from top: the pooling alone
+            seg = regimes.pooling(base.output.shape[1:])
+        else:
+            seg = backbones.segment(base, source, None if cut in backbones.TOP_CUTS else cut)
+            if cut == "pooled":
+                seg = keras.Model(seg.input, regimes.pooling(seg.output.shape[1:])(seg.output))
         # reading the source is part of building `cut`: not counted as cache hits of this run
         src = {s: np.load(store.path(keys.feature_key(source, s))) for s in splits}
         return regimes.predict_by_split(seg, src)
@@ -294,7 +300,8 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
             return regimes.compute_features(stage, arrays)
 
         def build(missing: list[str]) -> dict[str, np.ndarray]:
-            if cut == "top" and finetune_cut and any(deepest_cached_below(cut, s) is None for s in missing):
+            top = cut in backbones.TOP_CUTS
+            if top and finetune_cut and any(deepest_cached_below(cut, s) is None for s in missing):
                 lower, _ = backbones.split_at(base, finetune_cut)
                 features(regimes.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, finetune_cut)
             by_source: dict[str | None, list[str]] = {}
