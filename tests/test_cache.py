@@ -96,7 +96,9 @@ def test_boundary_sweep_trains_the_head_phase_once(tmp_path, store, small_data, 
 def test_pooled_features_are_derived_from_cached_top_features(tmp_path, store, small_data, mobilenet_weights):
     # a flatten head trains on the backbone's output; a GAP head on it pooled, which the cache derives from it
     for head in ("flatten", "gap"):
-        proc = run_cli(*tiny_frozen(mobilenet_weights, store, small_data, f"head={head}", f"study={head}"), cwd=tmp_path)
+        proc = run_cli(
+            *tiny_frozen(mobilenet_weights, store, small_data, f"head={head}", f"study={head}"), cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.log[-3000:]
     assert "features@pooled: train/validation/test from cached features@top" in proc.log
     flatten, gap = (regime_runs(store, s).loc["frozen"] for s in ("flatten", "gap"))

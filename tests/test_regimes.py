@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from harness import backbones, data, regimes
 from harness.paths import conf_dir
@@ -104,3 +106,28 @@ def test_mixed_precision_keeps_the_output_float32_and_matches_fp32(cats_dogs, mo
         keras.mixed_precision.set_global_policy("float32")
     assert accuracy["float32"] > 0.75, accuracy  # real features separate cats from dogs
     assert abs(accuracy["mixed_bfloat16"] - accuracy["float32"]) <= 0.05, accuracy  # 100 test images
+
+
+def test_steps_per_execution_changes_speed_not_numbers(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3, 3, 16)).astype("float32")
+    y = (x[:, 0, 0, 0] > 0).astype("int64")
+    head_cfg = OmegaConf.create({"pooling": "avg", "units": 8, "dropout": 0.5})
+
+    def history() -> dict[str, list[float]]:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((3, 3, 16))
+        model = keras.Model(inputs, regimes.build_head((3, 3, 16), head_cfg, 2)(inputs))
+        regimes.compile_for(model, "rmsprop", 1e-2, 2)
+        t = regimes.targets(y, 2)
+        fit = model.fit(
+            regimes.dataset(x[:150], t[:150], 16, shuffle_seed=0),
+            validation_data=regimes.dataset(x[150:], t[150:], 16),
+            epochs=3,
+            verbose=0,
+        )
+        return fit.history
+
+    batched = history()
+    monkeypatch.setattr(regimes, "STEPS_PER_EXECUTION", 1)
+    assert history() == batched and len(batched["val_loss"]) == 3

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 METRICS = ("loss", "acc", "val_loss", "val_acc")
 PREDICT_BATCH = 64
+# Batches run per call into the compiled train/eval function. Same batches, same updates, same numbers
+# (tested): it removes the per-batch Python round trip, which dominates head epochs on cached features.
+STEPS_PER_EXECUTION = 64
 
 
 @dataclass
@@ -127,7 +130,7 @@ def compile_for(model: keras.Model, optimizer: str, lr: float, num_classes: int)
         loss, metric = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="acc")
     else:
         loss, metric = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(name="acc")
-    model.compile(optimizer=opt, loss=loss, metrics=[metric])
+    model.compile(optimizer=opt, loss=loss, metrics=[metric], steps_per_execution=STEPS_PER_EXECUTION)
 
 
 def targets(y: np.ndarray, num_classes: int) -> np.ndarray:
