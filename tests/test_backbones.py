@@ -50,3 +50,17 @@ def test_real_mobilenet_weights_load_and_differ_from_random(mobilenet_weights):
 def test_weights_that_do_not_fit_are_named(mobilenet_weights):
     with pytest.raises(HarnessError, match="does not fit backbone vgg16"):
         backbones.build("vgg16", str(mobilenet_weights), 64)
+
+
+def test_a_reused_pretrained_backbone_comes_back_pristine(mobilenet_weights):
+    fresh = backbones.build("mobilenetv2", str(mobilenet_weights), 64)
+    first = backbones.pretrained("mobilenetv2", str(mobilenet_weights), 64)
+    for v in first.weights:  # what a job's training could leave behind: changed weights, BN statistics, flags
+        v.assign(v.numpy() + 1.0)
+    backbones.set_trainable(first, False)
+    again = backbones.pretrained("mobilenetv2", str(mobilenet_weights), 64)
+    assert again is first  # built once per process
+    for got, want in zip(again.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert again.trainable and all(layer.trainable for layer in again.layers)
+    assert len(again.trainable_weights) == len(fresh.trainable_weights)

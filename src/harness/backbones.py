@@ -7,6 +7,7 @@ where such a cut leaves no skip connection crossing it: VGG16's conv layers, Mob
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,30 @@ TOP_CUTS = ("top", "pooled")
 def frozen_cut(pooling: str, augment: bool) -> str:
     """Where the frozen regime's features end: pooled when the head pools by average and inputs are fixed."""
     return "pooled" if pooling == "avg" and not augment else "top"
+
+
+@functools.lru_cache(maxsize=4)
+def _built(name: str, weights: str, image_size: int, policy: str) -> tuple:
+    model = build(name, weights, image_size)
+    return model, model.get_weights()
+
+
+def pretrained(name: str, weights: str | None, image_size: int):
+    """`build`, but a weights file or ImageNet backbone is built once per process and reset on every later call.
+
+    Consecutive jobs of a sweep share (backbone, weights, size); building MobileNetV2 and reading its
+    weights file took about a second per job. Each call restores the pristine weights (BatchNorm
+    statistics included) and the all-trainable state of a fresh build, so a job never sees what an
+    earlier one trained. Random init (weights=None) follows the seed and is built fresh.
+    """
+    if weights is None:
+        return build(name, None, image_size)
+    import keras
+
+    model, pristine = _built(name, str(weights), image_size, keras.mixed_precision.global_policy().name)
+    model.set_weights(pristine)
+    set_trainable(model, True)
+    return model
 
 
 def split_at(base, layer: str):

@@ -61,17 +61,12 @@ def needs_pretrained(cfg: DictConfig) -> bool:
     return bool({"frozen", "finetune"} & set(cfg.regimes))
 
 
-@functools.lru_cache(maxsize=8)
-def _check_weights_fit(name: str, weights: str, image_size: int) -> None:
-    backbones.build(name, weights, image_size)
-
-
 def check(cfg: DictConfig) -> None:
-    """Every check a job makes before training, keeping nothing: what a sweep runs on each job first."""
+    """Every check a job makes before training: what a sweep runs on each job first (the built backbone is kept)."""
     prepare(cfg)
     weights = cfg.backbone.weights
     if needs_pretrained(cfg) and weights not in (None, "imagenet"):  # imagenet: checked by Keras on download
-        _check_weights_fit(cfg.backbone.name, str(weights), cfg.backbone.image_size)
+        backbones.pretrained(cfg.backbone.name, str(weights), cfg.backbone.image_size)  # the job reuses it
 
 
 # --- cache keys and the dry-run plan ---------------------------------------------------------------
@@ -413,7 +408,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
     pretrained = None
     if needs_pretrained(cfg):  # a weights file that does not fit fails here, before any run is opened
         keras.utils.set_random_seed(cfg.seed)  # weights=null: the "pretrained" init follows the seed
-        pretrained = backbones.build(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
+        pretrained = backbones.pretrained(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
     store = cache.ArrayCache(cfg.cache_dir if cfg.get("cache", True) else None)
     keys = cache_keys(job)
     trainer = regimes.Trainer(
