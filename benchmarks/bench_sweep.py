@@ -175,10 +175,26 @@ def cli(args: list[str], workdir: Path) -> tuple[float, str]:
     return wall, proc.stdout + proc.stderr
 
 
+LAUNCH = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[HYDRA\] \t#(\d+) : ", re.M)
+SUMMARY = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[HYDRA\] sweep summary", re.M)
+
+
+def job_walls(log: str) -> list[float]:
+    """Each job's wall time, from Hydra's launch line to the next job's (the last: to the sweep summary)."""
+    from datetime import datetime
+
+    def stamp(text: str) -> float:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    starts = [stamp(m.group(1)) for m in LAUNCH.finditer(log)]
+    ends = [*starts[1:], stamp(SUMMARY.search(log).group(1))]
+    return [b - a for a, b in zip(starts, ends, strict=True)]
+
+
 def sweep_cost(boundaries: list[str], head_epochs: int, finetune_epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store = f"sqlite:///{tmp}/mlflow.db"
-        wall, _ = cli(
+        wall, log = cli(
             [
                 "-m",
                 f"unfreeze_at={','.join(boundaries)}",
@@ -197,7 +213,8 @@ def sweep_cost(boundaries: list[str], head_epochs: int, finetune_epochs: int) ->
         mlflow.set_tracking_uri(store)
         runs = mlflow.search_runs(experiment_names=["default"])
         acc = runs[runs["tags.regime"] == "finetune"].set_index("tags.unfreeze_at")["metrics.test_acc"].to_dict()
-    return {"seconds": wall, "finetune_test_acc": acc}
+    walls = job_walls(log)
+    return {"seconds": wall, "job_s": dict(zip(boundaries, walls, strict=True)), "finetune_test_acc": acc}
 
 
 # --- 3. throughput ------------------------------------------------------------------------------------
@@ -236,8 +253,14 @@ def throughput(repeats: int = 3) -> dict:
 # --- 4. overhead per job ------------------------------------------------------------------------------
 
 
-def overhead(jobs: int = 3) -> dict:
-    """Wall time of a tiny sweep minus the data and training time the jobs themselves report."""
+def overhead(jobs: int = 4) -> dict:
+    """Harness time outside data and training: once per sweep (start-up) and per job, from a tiny real sweep.
+
+    Frozen MobileNetV2 (real weights) on 200 generated images at 96 px, one epoch, no cache: the jobs do
+    almost no work, so what is left of each job's wall time after its own data and training seconds is
+    Hydra, MLflow, model building and figures. The first job also imports Keras/TensorFlow (deferred
+    until a sweep's inputs are checked), so it is counted with the start-up.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         store = f"sqlite:///{tmp}/mlflow.db"
         wall, log = cli(
@@ -245,6 +268,7 @@ def overhead(jobs: int = 3) -> dict:
                 "-m",
                 f"seed={','.join(str(i) for i in range(jobs))}",
                 "+experiment=quickstart",
+                f"backbone.weights={WEIGHTS}",
                 "regimes=[frozen]",
                 "cache=false",
                 f"tracking_uri={store}",
@@ -253,19 +277,24 @@ def overhead(jobs: int = 3) -> dict:
         )
         mlflow.set_tracking_uri(store)
         runs = mlflow.search_runs(experiment_names=["quickstart"])
-        train = runs["metrics.train_time_s"].dropna().sum()
-        data_s = sum(float(s) for s in re.findall(r"px ready in ([0-9.]+)s", log))
+        runs = runs[runs["tags.run_kind"] == "regime"].sort_values("params.seed", key=lambda s: s.astype(int))
+        train = runs["metrics.train_time_s"].astype(float).tolist()
+    data_s = [float(s) for s in re.findall(r"px ready in ([0-9.]+)s", log)]
+    per_job = [w - t - d for w, t, d in zip(job_walls(log), train, data_s, strict=True)]
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import harness.job, harness.regimes, mlflow"], check=True)
     imports = time.perf_counter() - t0
-    # start-up (imports, MLflow engine, Hydra) is paid once per sweep and counted here, spread over its jobs
+    outside = wall - sum(train) - sum(data_s)
     return {
         "jobs": jobs,
         "wall_s": wall,
-        "train_s": float(train),
+        "train_s": train,
         "data_s": data_s,
-        "per_job_s": float(wall - train - data_s) / jobs,
-        "startup_s": imports,
+        "job_overhead_s": per_job,
+        "per_job_s": statistics.median(per_job[1:]),  # a job of a running sweep
+        "startup_s": outside - jobs * statistics.median(per_job[1:]),  # the rest: paid once per sweep
+        "amortized_s": outside / jobs,
+        "imports_s": imports,
     }
 
 
@@ -325,7 +354,9 @@ def main() -> None:
         (f"sweep, 1 boundary ({boundaries[0]})", f"{results['sweep_1']['seconds']:.0f} s", "", ""),
         (
             f"sweep, {len(boundaries)} boundaries ({', '.join(boundaries)})",
-            f"{results['sweep_3']['seconds']:.0f} s",
+            f"{results['sweep_3']['seconds']:.0f} s (jobs "
+            + " / ".join(f"{v:.0f}" for v in results["sweep_3"]["job_s"].values())
+            + " s)",
             "",
             f"**{ratio_sweep:.2f}x** of 1 boundary (target <= 1.5x)",
         ),
@@ -337,16 +368,22 @@ def main() -> None:
             f"**{100 * tp['harness_img_s'] / tp['bare_img_s']:.0f}%** of bare (target >= 85%)",
         ),
         (
-            f"overhead per job ({ov['jobs']}-job sweep, Hydra + MLflow + start-up)",
+            "overhead per job of a running sweep (Hydra + MLflow + model build + figures)",
             f"{ov['per_job_s']:.2f} s",
             "",
             "target <= 3 s",
         ),
         (
-            "process start-up: importing TF + MLflow (once per sweep, spread over its jobs above)",
+            "start-up, once per sweep (imports incl. Keras in the first job, store, pre-check, exit)",
             f"{ov['startup_s']:.1f} s",
             "",
             "",
+        ),
+        (
+            f"overhead per job with the start-up spread over a {ov['jobs']}-job sweep",
+            f"{ov['amortized_s']:.2f} s",
+            "",
+            "target <= 3 s",
         ),
         *(
             (
