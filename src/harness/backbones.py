@@ -118,6 +118,14 @@ def _built(name: str, weights: str, image_size: int, policy: str) -> tuple:
     return model, model.get_weights()
 
 
+def build_once(name: str, weights: str, image_size: int) -> tuple:
+    """(model, its pristine weights), built on the first call per process and dtype policy; later calls return
+    the same pair untouched (a sweep's pre-check needs the build, not a reset)."""
+    import keras
+
+    return _built(name, weights, image_size, keras.mixed_precision.global_policy().name)
+
+
 def pretrained(name: str, weights: str | None, image_size: int):
     """`build`, but a weights file or ImageNet backbone is built once per process and reset on every later call.
 
@@ -128,9 +136,7 @@ def pretrained(name: str, weights: str | None, image_size: int):
     """
     if weights is None:
         return build(name, None, image_size)
-    import keras
-
-    model, pristine = _built(name, str(weights), image_size, keras.mixed_precision.global_policy().name)
+    model, pristine = build_once(name, str(weights), image_size)
     model.set_weights(pristine)
     set_trainable(model, True)
     return model

@@ -66,7 +66,7 @@ def check(cfg: DictConfig) -> None:
     prepare(cfg)
     weights = cfg.backbone.weights
     if needs_pretrained(cfg) and weights not in (None, "imagenet"):  # imagenet: checked by Keras on download
-        backbones.pretrained(cfg.backbone.name, str(weights), cfg.backbone.image_size)  # the job reuses it
+        backbones.build_once(cfg.backbone.name, str(weights), cfg.backbone.image_size)  # the job reuses it
 
 
 # --- cache keys and the dry-run plan ---------------------------------------------------------------
