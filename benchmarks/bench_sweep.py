@@ -163,16 +163,24 @@ def precision_effect(fraction: float = 0.25, epochs: int = 10) -> dict:
 # --- 2. boundary sweep through the CLI ----------------------------------------------------------------
 
 
-def cli(args: list[str], workdir: Path) -> tuple[float, str]:
-    env = {**os.environ, "HARNESS_CACHE_DIR": str(workdir / "cache"), "PYTHONUNBUFFERED": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", *args], cwd=workdir, env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
-    return wall, proc.stdout + proc.stderr
+def cli_sweep(args: list[str], study: str):
+    """Run `python -m harness -m ...` on a fresh store and cache: (wall seconds, log, the study's runs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{tmp}/mlflow.db"
+        env = {**os.environ, "HARNESS_CACHE_DIR": str(Path(tmp) / "cache"), "PYTHONUNBUFFERED": "1"}
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "-m", *args, f"tracking_uri={store}"],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+        mlflow.set_tracking_uri(store)
+        return wall, proc.stdout + proc.stderr, mlflow.search_runs(experiment_names=[study])
 
 
 LAUNCH = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[HYDRA\] \t#(\d+) : ", re.M)
@@ -192,27 +200,21 @@ def job_walls(log: str) -> list[float]:
 
 
 def sweep_cost(boundaries: list[str], head_epochs: int, finetune_epochs: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        store = f"sqlite:///{tmp}/mlflow.db"
-        wall, log = cli(
-            [
-                "-m",
-                f"unfreeze_at={','.join(boundaries)}",
-                "backbone=mobilenetv2",
-                f"backbone.weights={WEIGHTS}",
-                f"backbone.image_size={SIZE}",
-                "regimes=[frozen,finetune]",
-                f"epochs.head={head_epochs}",
-                f"epochs.finetune={finetune_epochs}",
-                f"head_lr={HEAD_LR}",
-                "lr=1e-4",
-                f"tracking_uri={store}",
-            ],
-            Path(tmp),
-        )
-        mlflow.set_tracking_uri(store)
-        runs = mlflow.search_runs(experiment_names=["default"])
-        acc = runs[runs["tags.regime"] == "finetune"].set_index("tags.unfreeze_at")["metrics.test_acc"].to_dict()
+    wall, log, runs = cli_sweep(
+        [
+            f"unfreeze_at={','.join(boundaries)}",
+            "backbone=mobilenetv2",
+            f"backbone.weights={WEIGHTS}",
+            f"backbone.image_size={SIZE}",
+            "regimes=[frozen,finetune]",
+            f"epochs.head={head_epochs}",
+            f"epochs.finetune={finetune_epochs}",
+            f"head_lr={HEAD_LR}",
+            "lr=1e-4",
+        ],
+        "default",
+    )
+    acc = runs[runs["tags.regime"] == "finetune"].set_index("tags.unfreeze_at")["metrics.test_acc"].to_dict()
     walls = job_walls(log)
     return {"seconds": wall, "job_s": dict(zip(boundaries, walls, strict=True)), "finetune_test_acc": acc}
 
@@ -261,24 +263,18 @@ def overhead(jobs: int = 4) -> dict:
     Hydra, MLflow, model building and figures. Whatever a typical job does not explain (imports, the
     store's creation, the pre-check, which builds the backbone the jobs reuse, and exit) is start-up.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        store = f"sqlite:///{tmp}/mlflow.db"
-        wall, log = cli(
-            [
-                "-m",
-                f"seed={','.join(str(i) for i in range(jobs))}",
-                "+experiment=quickstart",
-                f"backbone.weights={WEIGHTS}",
-                "regimes=[frozen]",
-                "cache=false",
-                f"tracking_uri={store}",
-            ],
-            Path(tmp),
-        )
-        mlflow.set_tracking_uri(store)
-        runs = mlflow.search_runs(experiment_names=["quickstart"])
-        runs = runs[runs["tags.run_kind"] == "regime"].sort_values("params.seed", key=lambda s: s.astype(int))
-        train = runs["metrics.train_time_s"].astype(float).tolist()
+    wall, log, runs = cli_sweep(
+        [
+            f"seed={','.join(str(i) for i in range(jobs))}",
+            "+experiment=quickstart",
+            f"backbone.weights={WEIGHTS}",
+            "regimes=[frozen]",
+            "cache=false",
+        ],
+        "quickstart",
+    )
+    runs = runs[runs["tags.run_kind"] == "regime"].sort_values("params.seed", key=lambda s: s.astype(int))
+    train = runs["metrics.train_time_s"].astype(float).tolist()
     data_s = [float(s) for s in re.findall(r"px ready in ([0-9.]+)s", log)]
     per_job = [w - t - d for w, t, d in zip(job_walls(log), train, data_s, strict=True)]
     t0 = time.perf_counter()
