@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from harness import backbones, cache, data, job, regimes  # noqa: E402
+from harness import backbones, cache, data, features, inputs, regimes  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,17 +122,17 @@ def seeds_frozen(cfg, folder: data.ImageFolder, epochs: int) -> dict:
 def harness_frozen(epochs: int, cache_root: Path, *overrides: str) -> dict:
     cfg = config(f"epochs.head={epochs}", f"cache_dir={cache_root}", *overrides)
     t0 = time.perf_counter()
-    prepared = job.prepare(cfg)
+    prepared = inputs.prepare(cfg)
     keras.utils.set_random_seed(0)
     base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
     store = cache.ArrayCache(cfg.cache_dir)
-    keys = job.cache_keys(prepared)
+    keys = features.cache_keys(prepared)
     import logging
 
     logging.disable(logging.INFO)
-    arrays = job.load_arrays(prepared, store, keys)
+    arrays = features.load_arrays(prepared, store, keys)
     trainer = regimes.Trainer(
-        2, 32, 0, "rmsprop", None, lambda r, f: [], features=job.cached_features(store, keys, cfg, base)
+        2, 32, 0, "rmsprop", None, lambda r, f: [], features=features.cached_features(store, keys, cfg, base)
     )
     result, _ = regimes.train_frozen(cfg, arrays, trainer, base)
     logging.disable(logging.NOTSET)

@@ -27,8 +27,8 @@ def test_subsample_is_stratified_seeded_and_identified(cats_dogs):
     c = data.subsample(train, 0.1, seed=4, class_names=folder.class_names)
     assert a.class_counts(2) == [100, 100]
     assert a.files == b.files
-    assert data.files_hash(a, folder.root) == data.files_hash(b, folder.root)
-    assert data.files_hash(a, folder.root) != data.files_hash(c, folder.root)
+    assert data.split_identity(a, folder.class_names) == data.split_identity(b, folder.class_names)
+    assert data.split_identity(a, folder.class_names) != data.split_identity(c, folder.class_names)
     assert data.subsample(train, 1.0, 0, folder.class_names) is train
 
 

@@ -142,6 +142,23 @@ def pretrained(name: str, weights: str | None, image_size: int):
     return model
 
 
+@functools.lru_cache(maxsize=8)
+def _shapes(name: str, image_size: int) -> dict[str, tuple[int, ...]]:
+    import keras
+
+    constructor = getattr(keras.applications, get_spec(name).application)
+    model = constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+    out = {b: tuple(model.get_layer(b).input.shape[1:]) for b in get_spec(name).boundaries}
+    out["top"] = tuple(model.output.shape[1:])
+    out["pooled"] = out["top"][-1:]
+    return out
+
+
+def cut_shape(name: str, image_size: int, cut: str) -> tuple[int, ...]:
+    """The shape of one image's features at a cut (a boundary, `top` or `pooled`), from an unweighted build."""
+    return _shapes(name, image_size)[cut]
+
+
 def split_at(base, layer: str):
     """Cut a built backbone at `layer`: (lower, upper) functional models sharing the base's weights.
 

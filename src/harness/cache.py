@@ -14,7 +14,6 @@ Kinds of entry:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,22 +28,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when what an entry holds for a given key changes
-
-
 def make_key(kind: str, parts: Mapping[str, Any]) -> str:
-    """`<kind>-<sha256 of the sorted parts>`: identical parts, identical key, in any process."""
-    blob = json.dumps({"kind": kind, "v": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
-    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+    """`<kind>-<digest of the parts and of the producing code>`: identical parts, identical key, in any
+    process; a change to the code that produces entries, or to TensorFlow or Keras, gives new keys."""
+    from harness.identity import code_identity, digest
 
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes: the identity of a weights file, wherever it lives."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:24]
+    return f"{kind}-{digest({'kind': kind, 'code': code_identity(), **parts})}"
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -6,8 +6,6 @@ names every bad value with what is allowed, so a sweep never starts training on 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import numbers
 from typing import Any
 
@@ -21,8 +19,6 @@ REGIMES = ("scratch", "frozen", "finetune")
 OPTIMIZERS = ("rmsprop", "adam")
 POOLINGS = ("avg", "flatten")
 
-# Keys that change where results go or how they are shown, never the result itself.
-NON_RESULT_KEYS = ("study", "tracking_uri", "log_model", "force", "dry_run", "cache", "cache_dir", "threads")
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -126,15 +122,6 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
         for key in cfg
         if key != "hydra"
     }
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Identity of what a job computes: sha256 of the resolved config minus NON_RESULT_KEYS."""
-    data = to_container(cfg)
-    for key in NON_RESULT_KEYS:
-        data.pop(key, None)
-    blob = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -29,10 +29,15 @@ DATA_SOURCES = ("folder", "download", "synthetic")
 
 @dataclass(frozen=True)
 class Split:
-    """The files of one split and their integer labels (index into the class names)."""
+    """The files of one split, their integer labels (index into the class names) and content digests."""
 
     files: tuple[Path, ...]
     labels: np.ndarray
+    digests: tuple[str, ...]  # sha256 of each file's bytes, read once by the scan
+
+    def select(self, keep: list[int]) -> Split:
+        """The files at positions `keep`, in that order."""
+        return Split(tuple(self.files[i] for i in keep), self.labels[keep], tuple(self.digests[i] for i in keep))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -59,19 +64,15 @@ class ImageFolder:
         return "test" in self.splits
 
 
-def image_problem(path: Path) -> str | None:
-    """Why this file cannot be an image, from its first and last bytes; None when it looks whole.
+def image_problem(content: bytes) -> str | None:
+    """Why these bytes cannot be an image, from their first and last bytes; None when they look whole.
 
     Cheap enough to run on every file of every job: catches zero-byte files, text saved as `.jpg`
     and truncated JPEG/PNG files (missing end marker), which would otherwise crash training mid-epoch.
     """
-    size = path.stat().st_size
-    if size == 0:
+    if not content:
         return "empty file"
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        fh.seek(max(0, size - 64))
-        tail = fh.read()
+    head, tail = content[:8], content[-64:]
     if head.startswith(b"\xff\xd8\xff"):
         return None if b"\xff\xd9" in tail else "truncated JPEG (no end-of-image marker)"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -122,13 +123,18 @@ def scan_folder(path: str | Path, on_bad_file: str = "skip") -> ImageFolder:
             )
         files: list[Path] = []
         labels: list[int] = []
+        digests: list[str] = []
         for label, name in enumerate(names):
             candidates = _list_images(split_dir / name)
-            good = []
+            good = 0
             for f in candidates:
-                problem = image_problem(f)
+                content = f.read_bytes()  # read once: checked here, and its digest is the file's identity
+                problem = image_problem(content)
                 if problem is None:
-                    good.append(f)
+                    files.append(f)
+                    labels.append(label)
+                    digests.append(hashlib.sha256(content).hexdigest())
+                    good += 1
                 else:
                     bad.append((f, problem))
             if not good:
@@ -136,9 +142,7 @@ def scan_folder(path: str | Path, on_bad_file: str = "skip") -> ImageFolder:
                     f"class folder {split_dir / name} has no readable images "
                     f"(looked for {', '.join(IMAGE_SUFFIXES)}; {len(candidates)} candidate file(s))"
                 )
-            files.extend(good)
-            labels.extend([label] * len(good))
-        splits[split] = Split(tuple(files), np.asarray(labels, dtype=np.int32))
+        splits[split] = Split(tuple(files), np.asarray(labels, dtype=np.int32), tuple(digests))
 
     if bad:
         listing = "\n".join(f"  {p}: {why}" for p, why in bad)
@@ -173,26 +177,20 @@ def subsample(split: Split, fraction: float, seed: int, class_names: tuple[str, 
         idx = np.flatnonzero(split.labels == label)
         keep.extend(rng.choice(idx, size=round(len(idx) * fraction), replace=False).tolist())
     keep.sort()
-    return Split(tuple(split.files[i] for i in keep), split.labels[keep])
+    return split.select(keep)
 
 
-def files_hash(split: Split, root: Path) -> str:
-    """Identity of a file selection: sha256 of the sorted relative paths with their labels."""
-    pairs = zip(split.files, split.labels, strict=True)
-    lines = sorted(f"{f.relative_to(root).as_posix()}\t{label}" for f, label in pairs)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+def split_identity(split: Split, class_names: tuple[str, ...]) -> str:
+    """What a split is, by content: each file's class, name and byte digest, never its folder.
 
-
-def files_identity(split: Split) -> str:
-    """Cache identity of a split's files: absolute paths, labels, sizes and modification times.
-
-    Cheaper than hashing every byte, and a replaced or edited photo changes it.
+    The same photographs copied or mounted elsewhere have the same identity; an edited photograph, a
+    renamed class or a different subsample does not.
     """
-    h = hashlib.sha256()
-    for f, label in zip(split.files, split.labels, strict=True):
-        st = f.stat()
-        h.update(f"{f.resolve()}\t{label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
+    lines = sorted(
+        f"{class_names[label]}/{f.name}\t{digest}"
+        for f, label, digest in zip(split.files, split.labels, split.digests, strict=True)
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:24]
 
 
 def _decoder(image_size: int):

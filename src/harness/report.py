@@ -29,9 +29,9 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
 
 from harness import backbones, stats
-from harness.config import NON_RESULT_KEYS
 from harness.errors import HarnessError
 from harness.figures import EMA_FACTOR, close, ema, plt  # pyplot with the Agg backend figures.py chose
+from harness.identity import RESULT_FREE_KEYS
 from harness.paths import conf_dir
 from harness.tracking import resolve_tracking_uri
 
@@ -59,7 +59,7 @@ NUMERIC_KEYS = ("lr", "head_lr", "data_fraction", "image_size", "epochs_scratch"
 TAG_FALLBACK = ("backbone", "unfreeze_at", "lr", "data_fraction")  # also tags, for runs lacking params
 # Params that never separate configurations: replicates (seed), bookkeeping, and what a job ran (regimes)
 # or the backbone's default boundary (implied by backbone.name).
-NOT_CONFIG_PARAMS = {"seed", "regimes", "backbone.unfreeze_at", "data.on_bad_file", *NON_RESULT_KEYS}
+NOT_CONFIG_PARAMS = {"seed", "regimes", "backbone.unfreeze_at", "data.on_bad_file", *RESULT_FREE_KEYS}
 STATS = ("n", "test_acc_mean", "test_acc_std", "test_acc_ci95_lo", "test_acc_ci95_hi")
 CURVE_STATS = ("best_val_acc", "best_val_epoch")
 DIFF = "ft_minus_frozen"

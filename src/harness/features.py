@@ -1,0 +1,154 @@
+"""Frozen-stage outputs and decoded images by content: cache keys, and features built by the cheapest route.
+
+A job's images, each cut's features and its head phase are cache entries keyed by what determines them
+(the photographs' content, the weights' content, the backbone, the cut, the precision; for the head
+phase its training settings), so jobs and sweeps that share them compute them once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from harness import backbones, cache, data, identity
+from harness.inputs import Prepared
+
+if TYPE_CHECKING:
+    from harness import regimes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CacheKeys:
+    """Every cache entry a job reads or writes, by content."""
+
+    images: dict[str, str]  # split -> key
+    features: dict[str, dict[str, str]]  # cut ("top", "pooled" or unfreeze_at) -> split -> key
+    head: str | None  # the head phase shared by jobs differing only in unfreeze_at / lr
+    common: dict[str, str | None]  # what every features key of this job shares (backbone, weights, precision)
+
+    def feature_key(self, cut: str, split: str) -> str:
+        """The key of any cut's features (not only this job's), to find reusable shallower cuts."""
+        return cache.make_key("features", {**self.common, "images": self.images[split], "cut": cut})
+
+
+def cache_keys(job: Prepared) -> CacheKeys:
+    cfg = job.cfg
+    size = cfg.backbone.image_size
+    splits = job.split_identities()
+    images = {s: cache.make_key("images", {"files": ident, "size": size}) for s, ident in splits.items()}
+    weights = identity.weights_identity(cfg.backbone.weights, cfg.backbone.name)
+    common = {
+        "backbone": cfg.backbone.name,
+        "weights": weights if weights is not None else f"random-seed{cfg.seed}",
+        "precision": cfg.precision,
+    }
+    frozen_cut = backbones.frozen_cut(cfg.head.pooling, cfg.augment)
+    cuts = [c for c, regime in ((frozen_cut, "frozen"), (cfg.unfreeze_at, "finetune")) if regime in cfg.regimes]
+    features = {
+        cut: {s: cache.make_key("features", {**common, "images": images[s], "cut": cut}) for s in images}
+        for cut in cuts
+    }
+    head = None
+    if "frozen" in cfg.regimes:
+        inputs = images if cfg.augment else features[frozen_cut]
+        head = cache.make_key(
+            "head",
+            {
+                **common,
+                "inputs": inputs,
+                "head": OmegaConf.to_container(cfg.head, resolve=True),
+                "head_lr": cfg.head_lr,
+                "optimizer": cfg.optimizer,
+                "epochs": cfg.epochs.head,
+                "batch_size": cfg.batch_size,
+                "seed": cfg.seed,
+                "augment": OmegaConf.to_container(cfg.augmentation, resolve=True) if cfg.augment else False,
+                "classes": list(job.folder.class_names),
+            },
+        )
+    return CacheKeys(images, features, head, common)
+
+
+def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> regimes.Arrays:
+    """Every chosen image decoded and resized once, reused from the cache when an earlier job did it."""
+    from harness import regimes
+
+    size = job.cfg.backbone.image_size
+    splits = job.splits
+    t0 = time.perf_counter()
+    x = store.arrays(keys.images, lambda missing: {s: data.load_images(splits[s].files, size) for s in missing})
+    log.info(
+        "data: %s images at %d px ready in %.1fs", {s: len(v) for s, v in x.items()}, size, time.perf_counter() - t0
+    )
+    return regimes.Arrays({s: x[s] for s in splits}, {s: v.labels for s, v in splits.items()}, job.folder.num_classes)
+
+
+def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, base):
+    """The Trainer's features hook: frozen-stage outputs from the cache, built by the cheapest route.
+
+    A missing cut is computed from the deepest cached shallower cut through the segment between them,
+    and only from pixels when there is none. The top features of a job that also fine-tunes are built
+    through its fine-tuning cut, so one forward pass over the images serves both, and a later job with a
+    deeper cut runs only the segment above the cached one.
+    """
+    import keras
+
+    from harness import regimes
+
+    order = [*backbones.get_spec(cfg.backbone.name).boundaries, *backbones.TOP_CUTS]
+    finetune_cut = cfg.unfreeze_at if "finetune" in cfg.regimes else None
+
+    def deepest_cached_below(cut: str, split: str) -> str | None:
+        for c in reversed(order[: order.index(cut)]):
+            if store.has(keys.feature_key(c, split)):
+                return c
+        return None
+
+    def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray]:
+        """Run the segment source -> cut over the cached source features of `splits`, in one predict call."""
+        if source == "top":  # pooled from top: the pooling alone
+            seg = regimes.pooling(base.output.shape[1:])
+        else:
+            seg = backbones.segment(base, source, None if cut in backbones.TOP_CUTS else cut)
+            if cut == "pooled":
+                seg = keras.Model(seg.input, regimes.pooling(seg.output.shape[1:])(seg.output))
+        # reading the source is part of building `cut`: not counted as cache hits of this run
+        src = {s: np.load(store.path(keys.feature_key(source, s))) for s in splits}
+        return regimes.predict_by_split(seg, src)
+
+    def features(stage, arrays: regimes.Arrays, cut: str) -> dict[str, np.ndarray]:
+        if cut not in keys.features or not store.enabled:  # scratch's stage is only preprocessing
+            return regimes.compute_features(stage, arrays)
+
+        def build(missing: list[str]) -> dict[str, np.ndarray]:
+            top = cut in backbones.TOP_CUTS
+            if top and finetune_cut and any(deepest_cached_below(cut, s) is None for s in missing):
+                lower, _ = backbones.split_at(base, finetune_cut)
+                features(regimes.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, finetune_cut)
+            by_source: dict[str | None, list[str]] = {}
+            for s in missing:  # each split from its own deepest cached cut: subsamples differ, eval splits don't
+                by_source.setdefault(deepest_cached_below(cut, s), []).append(s)
+            out = {}
+            for source, splits in by_source.items():
+                if source is None:
+                    out.update(regimes.compute_features(stage, arrays.subset(splits)))
+                else:
+                    log.info(
+                        "features@%s: %s from cached features@%s through the segment between",
+                        cut,
+                        "/".join(splits),
+                        source,
+                    )
+                    out.update(from_source(source, cut, splits))
+            return out
+
+        return store.arrays(keys.features[cut], build)
+
+    return features

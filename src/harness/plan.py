@@ -1,0 +1,127 @@
+"""The plan of a sweep before it runs: what each job would reuse or build, what it would cost, what fits.
+
+`dry_run=true` prints it and trains nothing. The memory check refuses, before any job trains, a cut
+whose features would not fit in `feature_memory_gb` (a shallow cut of a large backbone on many images).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from harness import backbones, cache, tracking
+from harness.errors import HarnessError
+from harness.features import cache_keys
+from harness.inputs import Prepared, prepare
+
+# Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate.
+FORWARD_GFLOP_224 = {"vgg16": 30.7, "mobilenetv2": 0.6}
+# What this 2-core machine sustains, GFLOP/s: inference from benchmarks/RESULTS.md (MobileNetV2 at 160 px,
+# 48 img/s x 0.306 GFLOP), training from the tf_mobilenetv2 study's scratch epochs (forward + backward,
+# counted as 3 x forward, ~4 min for 2,000 train + 1,000 validation images under load).
+FORWARD_GFLOPS = 15.0
+TRAIN_GFLOPS = 10.0
+
+
+def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) -> float:
+    """A rough compute estimate of one job on this machine, given which feature cuts and head phase it builds."""
+    cfg = job.cfg
+    per_image = FORWARD_GFLOP_224[cfg.backbone.name] * (cfg.backbone.image_size / 224) ** 2
+    boundaries = backbones.get_spec(cfg.backbone.name).boundaries
+    n = {s: len(v) for s, v in job.splits.items()}
+    n_all, n_train, n_val = sum(n.values()), n["train"], n["validation"]
+    lower = boundaries.index(cfg.unfreeze_at) / len(boundaries)  # share of the trunk below the cut
+    forward = train = 0.0
+    for cut in build_features:
+        forward += n_all * per_image * (1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries))
+    if cfg.augment and train_head:  # augmented pixels: the frozen trunk runs every epoch
+        forward += cfg.epochs.head * (n_train + n_val) * per_image
+    if "finetune" in cfg.regimes:
+        if cfg.augment:
+            forward += cfg.epochs.finetune * (n_train + n_val) * per_image * lower
+        train += cfg.epochs.finetune * (3 * n_train + n_val) * per_image * (1 - lower)
+    if "scratch" in cfg.regimes:
+        train += cfg.epochs.scratch * (3 * n_train + n_val) * per_image
+    return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS
+
+
+def feature_cuts(cfg: DictConfig) -> list[str]:
+    """The cuts whose features a job holds in memory: none with augmentation (pixels change every epoch)."""
+    if cfg.augment:
+        return []
+    cuts = [backbones.frozen_cut(cfg.head.pooling, False)] if "frozen" in cfg.regimes else []
+    return cuts + ([cfg.unfreeze_at] if "finetune" in cfg.regimes else [])
+
+
+def feature_bytes(job: Prepared) -> dict[str, int]:
+    """Bytes of float32 features per cut of this job, over all its splits."""
+    cfg = job.cfg
+    n = sum(len(v) for v in job.splits.values())
+    out = {}
+    for cut in feature_cuts(cfg):
+        size = 4 * n
+        for dim in backbones.cut_shape(cfg.backbone.name, cfg.backbone.image_size, cut):
+            size *= dim
+        out[cut] = size
+    return out
+
+
+def gb(n_bytes: float) -> str:
+    """Bytes for a person: GB from 1 GB up, MB below."""
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def check_feature_memory(job: Prepared) -> None:
+    """Refuse a cut whose features would not fit in `feature_memory_gb`, naming it and what to change."""
+    budget = float(job.cfg.feature_memory_gb) * 1e9
+    n = sum(len(v) for v in job.splits.values())
+    for cut, size in feature_bytes(job).items():
+        if size > budget:
+            raise HarnessError(
+                f"features at cut {cut!r} of {job.cfg.backbone.name} at {job.cfg.backbone.image_size} px would take "
+                f"{gb(size)} for {n} images, over feature_memory_gb={job.cfg.feature_memory_gb}. Choose a deeper "
+                "unfreeze_at, a smaller backbone.image_size or data_fraction, augment=true (no cached features), "
+                "or raise feature_memory_gb."
+            )
+
+
+def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
+    """The dry-run listing: each job, what it would reuse or build (cache entries, head phase), its cost."""
+    uri = tracking.connect(jobs[0][1].get("tracking_uri")) if jobs else None
+    built: set[str] = set()  # entries an earlier job of this sweep will have written
+    total = 0.0
+    for i, (overrides, cfg) in enumerate(jobs):
+        job = prepare(cfg)
+        sizes = feature_bytes(job)
+        store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)
+        experiment = tracking.find_experiment(str(cfg.study)) if uri else None
+        done = experiment and tracking.finished_job(experiment, job.identity)
+        head = f"[{' '.join(overrides)}]"
+        if done and not cfg.force:
+            print(f"job {i}: {head} identity={job.identity} -> skip (FINISHED as run {done.run_id})")
+            continue
+        keys = cache_keys(job)
+
+        def state(key: str, suffix: str = ".npy", store=store, built=built) -> str:
+            return "reuse" if store.has(key, suffix) or key in built else "build"
+
+        lines, to_build = [], set()
+        lines.append("images " + " ".join(f"{s}:{state(k)}" for s, k in keys.images.items()))
+        head_state = state(keys.head, "") if keys.head else None
+        for cut, by_split in keys.features.items():
+            if cut in backbones.TOP_CUTS and (cfg.augment or head_state == "reuse"):
+                continue  # reused head phase, or augmented head training: the top features are not needed
+            states = {s: state(k) for s, k in by_split.items()}
+            size = f" ({gb(sizes[cut])})" if cut in sizes else ""
+            lines.append(f"features@{cut}{size} " + " ".join(f"{s}:{v}" for s, v in states.items()))
+            if "build" in states.values():
+                to_build.add(cut)
+        if head_state:
+            lines.append(f"head phase {head_state}")
+        seconds = estimate_seconds(job, to_build, head_state == "build")
+        total += seconds
+        print(f"job {i}: {head} identity={job.identity} regimes={list(cfg.regimes)}")
+        print(f"    {'; '.join(lines)}; est. ~{seconds / 60:.1f} min here")
+        built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
+        if keys.head:
+            built.add(keys.head)
+    print(f"total: est. ~{total / 60:.1f} min on this machine (rough: +-2x; compute only, no start-up)")

@@ -1,0 +1,138 @@
+"""A job is named by what it computes: photographs, weights and result-changing config, by content."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import run_cli
+from hydra import compose, initialize_config_dir
+
+from harness import data, identity
+from harness.cache import make_key
+from harness.inputs import prepare
+from harness.paths import conf_dir
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    return data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+
+
+def edit(photo: Path) -> None:
+    """Re-save a photograph with a corner painted over, under the same name: what a person editing it does."""
+    from PIL import Image
+
+    with Image.open(photo) as img:
+        img = img.convert("RGB")
+    img.paste((255, 0, 0), (0, 0, 8, 8))
+    img.save(photo, format="JPEG", quality=90)
+
+
+def job_id(folder: Path, *overrides: str) -> str:
+    return prepare(make("data=folder", f"data.path={folder}", "backbone.weights=null", *overrides)).identity
+
+
+def test_the_same_photographs_elsewhere_are_the_same_job(tmp_path, photos):
+    moved = shutil.copytree(photos, tmp_path / "another" / "mount")
+    assert job_id(moved) == job_id(photos)
+
+
+def test_an_edited_photograph_at_the_same_path_is_a_new_job(photos):
+    before = job_id(photos)
+    edit(photos / "train" / "disks" / "disks.0.jpg")
+    assert job_id(photos) != before
+
+
+def test_a_renamed_class_is_a_new_job(tmp_path, photos):
+    renamed = shutil.copytree(photos, tmp_path / "renamed")
+    for split in ("train", "validation", "test"):
+        (renamed / split / "squares").rename(renamed / split / "boxes")
+    assert job_id(renamed) != job_id(photos)
+
+
+def test_where_results_go_does_not_change_the_identity_but_what_is_computed_does(tmp_path, photos):
+    base = job_id(photos)
+    same = (
+        "study=other",
+        f"tracking_uri=sqlite:///{tmp_path}/x.db",
+        "log_model=true",
+        f"cache_dir={tmp_path}/c",
+        "cache=false",
+        "threads=1",
+        "feature_memory_gb=1",
+        "data.on_bad_file=stop",
+        "sweep_run=abc",
+    )
+    for override in same:
+        assert job_id(photos, override) == base, override
+    for override in ("seed=1", "unfreeze_at=block4_conv1", "lr=1e-4", "data_fraction=0.5", "head=flatten"):
+        assert job_id(photos, override) != base, override
+
+
+def test_weights_are_named_by_content_not_path(tmp_path, photos):
+    a = tmp_path / "a" / "w.h5"
+    a.parent.mkdir()
+    a.write_bytes(b"weights" * 1000)
+    b = tmp_path / "b.h5"
+    shutil.copy(a, b)
+    c = tmp_path / "c.h5"
+    c.write_bytes(b"other weights" * 1000)
+    ids = {name: job_id(photos, f"backbone.weights={path}") for name, path in (("a", a), ("b", b), ("c", c))}
+    assert ids["a"] == ids["b"] != ids["c"]
+    assert ids["a"] != job_id(photos)  # random init is a different job
+
+
+def test_cache_keys_change_with_the_producing_code(tmp_path, monkeypatch):
+    package = tmp_path / "producer_pkg"
+    package.mkdir()
+    module = package / "decode.py"
+    module.write_text("SCALE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(identity, "PRODUCERS", ("producer_pkg.decode",))
+    identity.code_identity.cache_clear()
+    key = make_key("images", {"files": "x"})
+    assert key == make_key("images", {"files": "x"}) != make_key("images", {"files": "y"})
+    module.write_text("SCALE = 2\n")
+    identity.code_identity.cache_clear()
+    assert make_key("images", {"files": "x"}) != key
+    identity.code_identity.cache_clear()
+
+
+def test_resume_follows_content_across_paths_and_edits(tmp_path, store):
+    """Through the CLI: a copy of the data elsewhere is skipped as FINISHED; an edited photo trains again."""
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    args = [
+        "data=folder",
+        "backbone=mobilenetv2",
+        "backbone.weights=null",
+        "backbone.image_size=32",
+        "regimes=[frozen]",
+        "epochs.head=1",
+        f"tracking_uri={store}",
+    ]
+    first = run_cli(*args, f"data.path={photos}", cwd=tmp_path)
+    assert first.returncode == 0, first.log[-3000:]
+    moved = shutil.copytree(photos, tmp_path / "elsewhere")
+    again = run_cli(*args, f"data.path={moved}", cwd=tmp_path)
+    assert again.returncode == 0 and "skip: job" in again.log, again.log[-3000:]
+    assert "other code" not in again.log
+
+    mlflow.set_tracking_uri(store)
+    jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
+    mlflow.MlflowClient().set_tag(jobs.run_id.iloc[0], "code_digest", "an-older-version")
+    older = run_cli(*args, f"data.path={moved}", cwd=tmp_path)
+    assert "skip: job" in older.log and "recorded with other code" in older.log, older.log[-3000:]
+
+    edit(moved / "train" / "disks" / "disks.0.jpg")
+    edited = run_cli(*args, f"data.path={moved}", cwd=tmp_path)
+    assert edited.returncode == 0 and "skip:" not in edited.log, edited.log[-3000:]
+    jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
+    assert len(jobs) == 2 and jobs["tags.job_identity"].nunique() == 2
