@@ -21,6 +21,7 @@ import sys
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,11 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import HarnessError
+from harness.identity import package_digest
 from harness.paths import project_root
 
 log = logging.getLogger(__name__)
 
-PARENT_RUN_ENV = "HARNESS_SWEEP_RUN_ID"
-TAG_KEYS = ("backbone", "unfreeze_at", "lr", "data_fraction", "seed")
 VERSIONED = ("tensorflow", "keras", "mlflow", "hydra-core", "numpy", "pandas")
 
 
@@ -146,50 +146,43 @@ def library_versions() -> dict[str, str]:
 
 
 def process_tags() -> dict[str, str]:
-    """Which process owns a run, so a later sweep can tell a dead owner from a live one."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+    """Which process owns a run (see `leases`): host and pid for people, `owner` for the reaper."""
+    from harness.leases import owner
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), "owner": owner()}
 
 
-def _owner_is_dead(tags: Mapping[str, str]) -> bool:
-    if tags.get("host") != socket.gethostname() or not tags.get("pid", "").isdigit():
-        return False  # another machine's run, or no owner recorded: cannot tell, leave it
-    try:
-        os.kill(int(tags["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+@dataclass(frozen=True)
+class FinishedJob:
+    """A FINISHED job run found for an identity, with the code version that produced it."""
+
+    run_id: str
+    code: str  # the harness package digest recorded on the run
+    commit: str
 
 
-def reap_dead_runs(experiment_id: str) -> int:
-    """Mark KILLED every RUNNING run of this host whose process is gone (kill -9, power loss)."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    dead = [
-        run
-        for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=50000)
-        if _owner_is_dead(run.data.tags)
-    ]
-    for run in dead:
-        client.set_tag(run.info.run_id, "killed_reason", f"owner process {run.data.tags['pid']} no longer exists")
-        client.set_terminated(run.info.run_id, "KILLED")
-    if dead:
-        log.warning("tracking: marked %d run(s) left RUNNING by dead processes as KILLED", len(dead))
-    return len(dead)
-
-
-def finished_job(experiment_id: str, cfg_hash: str) -> str | None:
-    """The id of a FINISHED job run with this config hash, if the study already has one."""
+def finished_job(experiment_id: str, job_identity: str) -> FinishedJob | None:
+    """The FINISHED job run with this identity, if the study already has one."""
     import mlflow
 
     found = mlflow.MlflowClient().search_runs(
         [experiment_id],
-        filter_string=(f"tags.config_hash = '{cfg_hash}' and tags.run_kind = 'job' and attributes.status = 'FINISHED'"),
+        filter_string=(
+            f"tags.job_identity = '{job_identity}' and tags.run_kind = 'job' and attributes.status = 'FINISHED'"
+        ),
         max_results=1,
     )
-    return found[0].info.run_id if found else None
+    if not found:
+        return None
+    tags = found[0].data.tags
+    return FinishedJob(found[0].info.run_id, tags.get("code_digest", "unknown"), tags.get("git_commit", "unknown"))
+
+
+def run_metric(run_id: str, key: str) -> float | None:
+    """A final metric of a recorded run, or None if it has none."""
+    import mlflow
+
+    return mlflow.MlflowClient().get_run(run_id).data.metrics.get(key)
 
 
 @contextmanager
@@ -205,7 +198,7 @@ def _record_errors() -> Iterator[None]:
         raise
 
 
-def run_tags(cfg: DictConfig, cfg_hash: str, commit: str, kind: str, regime: str | None = None) -> dict[str, str]:
+def run_tags(cfg: DictConfig, job_identity: str, commit: str, kind: str, regime: str | None = None) -> dict[str, str]:
     """The searchable tags of a job or regime run."""
     tags = {
         "run_kind": kind,
@@ -214,8 +207,9 @@ def run_tags(cfg: DictConfig, cfg_hash: str, commit: str, kind: str, regime: str
         "lr": str(cfg.lr),
         "data_fraction": str(cfg.data_fraction),
         "seed": str(cfg.seed),
-        "config_hash": cfg_hash,
+        "job_identity": job_identity,
         "git_commit": commit,
+        "code_digest": package_digest(),
         "study": str(cfg.study),
         **process_tags(),
     }
@@ -224,47 +218,62 @@ def run_tags(cfg: DictConfig, cfg_hash: str, commit: str, kind: str, regime: str
     return tags
 
 
+def create_job_run(cfg: DictConfig, job_identity: str, name: str, experiment_id: str) -> str:
+    """The job's run, created RUNNING under the sweep's parent run (if any): the claim on its identity."""
+    import mlflow
+
+    tags = run_tags(cfg, job_identity, git_commit(), "job")
+    if cfg.sweep_run is not None:
+        tags["mlflow.parentRunId"] = cfg.sweep_run
+    return mlflow.MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
 @contextmanager
-def job_run(cfg: DictConfig, cfg_hash: str, overrides: list[str], name: str, experiment_id: str) -> Iterator[Any]:
-    """An MLflow run for one Hydra job, under the sweep run when there is one; FAILED (with the error) on exception."""
+def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]:
+    """The claimed job run made active: config and environment logged; FAILED (with the error) on exception."""
     import mlflow
 
     from harness.config import flatten, to_container
+    from harness.leases import heartbeat
 
-    commit = git_commit()
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=name,
-        parent_run_id=os.environ.get(PARENT_RUN_ENV),
-        tags=run_tags(cfg, cfg_hash, commit, "job"),
-    ) as run:
-        resolved = to_container(cfg)
-        mlflow.log_params(flatten(resolved))
-        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
-        mlflow.log_text("\n".join(overrides) + "\n", "overrides.txt")
-        mlflow.log_dict({"versions": library_versions(), "argv": sys.argv, "git_commit": commit}, "environment.json")
-        mlflow.set_tags({f"version.{k}": v for k, v in library_versions().items()})
-        with _record_errors():
-            yield run
+    try:
+        with mlflow.start_run(run_id=run_id) as run:
+            resolved = to_container(cfg)
+            mlflow.log_params(flatten(resolved))
+            mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+            mlflow.log_text("\n".join(overrides) + "\n", "overrides.txt")
+            commit = run.data.tags.get("git_commit")
+            environment = {"versions": library_versions(), "argv": sys.argv, "git_commit": commit}
+            mlflow.log_dict(environment, "environment.json")
+            mlflow.set_tags({f"version.{k}": v for k, v in library_versions().items()})
+            with _record_errors():
+                yield run
+    finally:
+        heartbeat.release(run_id)
 
 
 @contextmanager
-def regime_run(cfg: DictConfig, cfg_hash: str, regime: str) -> Iterator[Any]:
+def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[Any]:
     """A run nested under the active job run for one regime; params repeated so the UI can compare."""
     import mlflow
 
     from harness.config import flatten, to_container
+    from harness.leases import heartbeat
 
     parent = mlflow.active_run()
     with mlflow.start_run(
         experiment_id=parent.info.experiment_id,  # nested runs otherwise land in the default experiment
         run_name=regime,
         nested=True,
-        tags=run_tags(cfg, cfg_hash, parent.data.tags.get("git_commit", "unknown"), "regime", regime),
+        tags=run_tags(cfg, job_identity, parent.data.tags.get("git_commit", "unknown"), "regime", regime),
     ) as run:
-        mlflow.log_params(flatten(to_container(cfg)))
-        with _record_errors():
-            yield run
+        heartbeat.hold(run.info.run_id, cfg.heartbeat_s)
+        try:
+            mlflow.log_params(flatten(to_container(cfg)))
+            with _record_errors():
+                yield run
+        finally:
+            heartbeat.release(run.info.run_id)
 
 
 def epoch_logger():
@@ -272,10 +281,13 @@ def epoch_logger():
     import keras
     import mlflow
 
+    from harness.leases import heartbeat
+
     class MlflowEpochMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             metrics = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "acc", "val_loss", "val_acc")}
             mlflow.log_metrics(metrics, step=epoch)
+            heartbeat.beat()
 
     return MlflowEpochMetrics()
 
