@@ -37,9 +37,10 @@ def test_multirun_records_sweep_job_regime_tree(tmp_path, store, cats_dogs, mobi
     assert set(jobs["tags.mlflow.parentRunId"]) == {sweep_id}
     assert set(regimes["tags.mlflow.parentRunId"]) == set(jobs.run_id)
     assert sorted(jobs["tags.unfreeze_at"]) == boundaries
-    assert jobs["tags.config_hash"].nunique() == 2
+    assert jobs["tags.job_identity"].nunique() == 2
 
-    for tag in ("regime", "backbone", "unfreeze_at", "lr", "data_fraction", "seed", "config_hash", "git_commit"):
+    tags = ("regime", "backbone", "unfreeze_at", "lr", "data_fraction", "seed", "job_identity", "code_digest")
+    for tag in (*tags, "git_commit"):
         assert regimes[f"tags.{tag}"].notna().all(), tag
     assert set(regimes["tags.backbone"]) == {"mobilenetv2"}
     assert set(regimes["tags.data_fraction"]) == {"0.1"}

@@ -75,7 +75,7 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, sm
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.log[-3000:]
     assert "marked" in again.log and "as KILLED" in again.log
-    assert again.log.count("skip: config_hash") == len(finished_before)
+    assert again.log.count("skip: job ") == len(finished_before)
     assert f"{3 - len(finished_before)} finished, {len(finished_before)} skipped" in again.log
 
     after = all_runs(store)
@@ -83,7 +83,7 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, sm
     jobs = after[after["tags.run_kind"] == "job"]
     finished = jobs[jobs.status == "FINISHED"]
     assert sorted(finished["tags.seed"]) == ["0", "1", "2"]  # every job done once, none duplicated
-    assert finished["tags.config_hash"].is_unique
+    assert finished["tags.job_identity"].is_unique
     assert finished_before <= set(finished.run_id)  # the finished ones were kept, not redone
     assert (jobs.status == "KILLED").sum() >= 1
 
@@ -140,7 +140,7 @@ def test_same_config_and_seed_give_the_same_result(tmp_path, store, small_data, 
         assert proc.returncode == 0, proc.log[-3000:]
     df = all_runs(store)
     jobs = df[df["tags.run_kind"] == "job"]
-    assert jobs["params.data.train_files_hash"].nunique() == 1 and jobs["tags.config_hash"].nunique() == 1
+    assert jobs["params.data.train_files_hash"].nunique() == 1 and jobs["tags.job_identity"].nunique() == 1
     client = mlflow.MlflowClient()
     runs = df[df["tags.run_kind"] == "regime"].run_id.tolist()
     assert len(runs) == 2

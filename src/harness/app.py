@@ -17,31 +17,54 @@ log = logging.getLogger("harness")
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     """Run one job. Bad input: one message, exit 2. In a multirun a failed job is recorded and the
-    sweep goes on; the sweep callback exits non-zero at the end if any job failed."""
-    from harness import job, sweep
+    sweep goes on; the sweeper exits non-zero at the end if any job failed.
+
+    Returns the job's objective (`job.OBJECTIVE`) for search sweepers such as Optuna's; None if it failed.
+    """
+    from harness import job, sweep, tracking
 
     hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
+    overrides = [o for o in hc.overrides.task if not o.startswith(f"{sweep.SWEEP_RUN_KEY}=")]
     in_sweep = hc.mode == RunMode.MULTIRUN
+    num = hc.job.num if in_sweep else 0  # the ledger's key; a single run has no ledger
+    if in_sweep and cfg.sweep_run is None:
+        log.warning(
+            "hydra/sweeper=%s: jobs are not checked before the sweep and have no parent run or ledger "
+            "(hydra/sweeper=harness does that); this job checks its own inputs, and resume works as usual",
+            hc.runtime.choices.get("hydra/sweeper"),
+        )
     try:
+        if cfg.dry_run and not in_sweep:
+            from harness import inputs, plan
+
+            inputs.check(cfg)
+            plan.print_plan([(overrides, cfg)])
+            return None
         results = job.run(cfg, overrides, " ".join(overrides) or "defaults")
     except HarnessError as exc:
         log.error("%s", exc)
-        sweep.record("failed", str(exc))
+        sweep.record(cfg.sweep_run, num, "failed", str(exc))
         if not in_sweep:
             sys.exit(2)
+        return None
     except Exception as exc:
         log.exception("job [%s] failed", " ".join(overrides))
-        sweep.record("failed", f"{type(exc).__name__}: {exc}")
+        sweep.record(cfg.sweep_run, num, "failed", f"{type(exc).__name__}: {exc}")
         if not in_sweep:
             sys.exit(1)
+        return None
     else:
+        if isinstance(results, job.Elsewhere):
+            sweep.record(cfg.sweep_run, num, "elsewhere")
+            return None
         if isinstance(results, job.Skipped):
-            sweep.record("skipped", results.run_id)  # the report follows this id to the finished run
-        else:
-            sweep.record("finished")
+            # the report follows this id to the finished run
+            sweep.record(cfg.sweep_run, num, "skipped", results.run_id)
+            return tracking.run_metric(results.run_id, job.OBJECTIVE)
+        sweep.record(cfg.sweep_run, num, "finished")
+        return job.objective(results)
 
 
 if __name__ == "__main__":

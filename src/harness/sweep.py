@@ -1,52 +1,57 @@
 """A multirun as a whole: every job checked before any trains, a parent run, a ledger, a summary.
 
-The Hydra callback `SweepCallback` (wired in conf/config.yaml) runs in the launching process:
+The harness sweeper (`hydra/sweeper=harness`, the default in conf/config.yaml) calls these in the
+launching process:
 
-- on start, it expands the sweep exactly as Hydra's basic sweeper will, composes every job's config and
-  checks each (config values, data folder, weights), so a bad value in the fifth job stops the sweep
-  before the first trains, with nothing recorded; `dry_run=true` prints the plan and stops there;
-- it marks runs left RUNNING by dead processes as KILLED, creates the sweep's parent run and hands its
-  id to the jobs through the environment (inherited by joblib workers too);
-- each job writes its outcome (finished / skipped / failed) as a tag on the parent run, the ledger;
-- on end, it prints the ledger's summary and exits non-zero if any job failed.
+- `expand` turns the command line into one override list per job, as Hydra's basic sweeper does
+  (cartesian product of the comma lists, in the same order);
+- `start` composes every job's config and checks it (config values, data folder, weights, feature
+  memory), so a bad value in the fifth job stops the sweep before the first trains, with nothing
+  recorded; `dry_run=true` prints the plan and stops there. Otherwise it marks runs left RUNNING by
+  dead processes as KILLED and creates the sweep's parent run, whose id each job receives as the
+  `sweep_run=` override (an override travels through every launcher, to other machines too);
+- each job writes its outcome (finished / skipped / failed) as a tag on the parent run: the ledger;
+- `finish` reads the ledger, counts jobs that wrote nothing (their process died) as missing, prints
+  the summary and gives the exit status: non-zero if any job failed or went missing.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import os
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig
 
-from harness import tracking
+from harness import leases, tracking
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
 LEDGER_PREFIX = "job."
-OUTCOMES = ("finished", "skipped", "failed")
+OUTCOMES = ("finished", "skipped", "elsewhere", "failed")
+SWEEP_RUN_KEY = "sweep_run"
 
 
-def job_overrides(config: DictConfig) -> list[list[str]]:
-    """The override list of every job, in launch order, as Hydra's BasicSweeper expands them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-
-
-def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """Each job's overrides with its fully composed config (Hydra's own sweep-config loader)."""
-    loader = GlobalHydra.instance().config_loader()
-    return [(overrides, loader.load_sweep_config(config, overrides)) for overrides in job_overrides(config)]
+def expand(overrides: Sequence[Override]) -> list[list[str]]:
+    """One override list per job: the cartesian product of every key's values, keys in command-line order."""
+    choices: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise HarnessError(
+                    f"{key}: the harness sweeper expands comma lists, range() and choice(), not "
+                    f"{override.value_type.name if override.value_type else 'this'} sweeps; use hydra/sweeper=<plugin>"
+                )
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def check_jobs(jobs: list[tuple[list[str], DictConfig]], check: Callable[[DictConfig], Any]) -> list[str]:
@@ -60,16 +65,58 @@ def check_jobs(jobs: list[tuple[list[str], DictConfig]], check: Callable[[DictCo
     return out
 
 
-def record(outcome: str, detail: str = "") -> None:
-    """Write this job's outcome to the sweep ledger (a tag on the parent run); no-op outside a sweep."""
+def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
+    """Check every job, then open the sweep's parent run and return its id. Exits 2 on bad input, 0 after
+    a dry run."""
     import mlflow
-    from hydra.core.hydra_config import HydraConfig
 
-    parent = os.environ.get(tracking.PARENT_RUN_ENV)
-    if parent is None:
+    from harness import inputs, plan
+
+    problems = check_jobs(jobs, inputs.check)
+    if problems:
+        log.error(
+            "sweep: %d of %d job(s) cannot run; nothing was started:\n%s",
+            len(problems),
+            len(jobs),
+            "\n".join(problems),
+        )
+        sys.exit(2)
+    log.info("sweep: %d job(s), all inputs checked", len(jobs))
+    if config.dry_run:
+        plan.print_plan(jobs)
+        sys.exit(0)
+    try:
+        uri = tracking.connect(config.tracking_uri)
+        experiment_id = tracking.ensure_experiment(str(config.study), uri)
+    except HarnessError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    leases.reap(experiment_id, config.lease_s)
+    overrides = " ".join(config.hydra.overrides.task)
+    run = mlflow.MlflowClient().create_run(
+        experiment_id,
+        run_name=f"sweep {overrides}"[:250],
+        tags={
+            "run_kind": "sweep",
+            "sweep_overrides": overrides,
+            "command": shlex.join(["python", "-m", "harness", *sys.argv[1:]]),
+            "n_jobs": str(len(jobs)),
+            "git_commit": tracking.git_commit(),
+            **tracking.process_tags(),
+        },
+    )
+    leases.heartbeat.hold(run.info.run_id, config.heartbeat_s)
+    log.info("sweep: MLflow parent run %s in study %r (%s)", run.info.run_id, config.study, uri)
+    return run.info.run_id
+
+
+def record(sweep_run: str | None, job_num: int, outcome: str, detail: str = "") -> None:
+    """Write one job's outcome to the sweep ledger (a tag on the parent run); no-op outside a sweep."""
+    import mlflow
+
+    if sweep_run is None:
         return
-    num = HydraConfig.get().job.num
-    mlflow.MlflowClient().set_tag(parent, f"{LEDGER_PREFIX}{num}", f"{outcome} {detail}".strip()[:4000])
+    mlflow.MlflowClient().set_tag(sweep_run, f"{LEDGER_PREFIX}{job_num}", f"{outcome} {detail}".strip()[:4000])
 
 
 def ledger(run_id: str) -> dict[str, list[str]]:
@@ -85,76 +132,41 @@ def ledger(run_id: str) -> dict[str, list[str]]:
     return out
 
 
-class SweepCallback(Callback):
-    """Hydra callback around a multirun (see the module docstring)."""
+def missing_jobs(run_id: str, n_jobs: int) -> list[int]:
+    """Job numbers that wrote no outcome: their process died (killed for memory, a lost node)."""
+    import mlflow
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra turns a callback's exception into a warning and launches the jobs anyway: stop here instead.
-        try:
-            self._start(config)
-        except Exception:
-            log.exception("sweep: could not start")
-            sys.exit(1)
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    return [i for i in range(n_jobs) if f"{LEDGER_PREFIX}{i}" not in tags]
 
-    def _start(self, config: DictConfig) -> None:
-        import mlflow
 
-        from harness import job
-        from harness.paths import register_resolvers
+def finish(run_id: str, n_jobs: int) -> int:
+    """Close the parent run, print the summary; the exit status: 1 if any job failed or went missing."""
+    import mlflow
 
-        register_resolvers()
-        jobs = job_configs(config)
-        problems = check_jobs(jobs, job.check)
-        if problems:
-            log.error(
-                "sweep: %d of %d job(s) cannot run; nothing was started:\n%s",
-                len(problems),
-                len(jobs),
-                "\n".join(problems),
-            )
-            sys.exit(2)
-        log.info("sweep: %d job(s), all inputs checked", len(jobs))
-        if config.get("dry_run"):
-            job.print_plan(jobs)
-            sys.exit(0)
-        try:
-            uri = tracking.connect(config.get("tracking_uri"))
-            experiment_id = tracking.ensure_experiment(str(config.study), uri)
-        except HarnessError as exc:
-            log.error("%s", exc)
-            sys.exit(2)
-        tracking.reap_dead_runs(experiment_id)
-        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task))
-        run = mlflow.MlflowClient().create_run(
-            experiment_id,
-            run_name=f"sweep {overrides}"[:250],
-            tags={
-                "run_kind": "sweep",
-                "sweep_overrides": overrides,
-                "n_jobs": str(len(jobs)),
-                "git_commit": tracking.git_commit(),
-                **tracking.process_tags(),
-            },
+    outcomes = ledger(run_id)
+    failed, missing = outcomes["failed"], missing_jobs(run_id, n_jobs)
+    bad = bool(failed or missing)
+    client = mlflow.MlflowClient()
+    leases.heartbeat.release(run_id)
+    if missing:
+        client.set_tag(run_id, "missing_jobs", " ".join(map(str, missing)))
+    client.set_terminated(run_id, "FAILED" if bad else "FINISHED")
+    log.info(
+        "sweep summary: %d finished, %d skipped (already FINISHED in the study), %d running elsewhere, "
+        "%d failed, %d missing",
+        len(outcomes["finished"]),
+        len(outcomes["skipped"]),
+        len(outcomes["elsewhere"]),
+        len(failed),
+        len(missing),
+    )
+    for line in failed:
+        log.error("sweep: failed %s", line)
+    if missing:
+        log.error(
+            "sweep: job(s) %s recorded no outcome: their process died (out of memory, a killed worker or node); "
+            "run the same command again to run them",
+            ", ".join(map(str, missing)),
         )
-        os.environ[tracking.PARENT_RUN_ENV] = run.info.run_id
-        log.info("sweep: MLflow parent run %s in study %r (%s)", run.info.run_id, config.study, uri)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        import mlflow
-
-        run_id = os.environ.pop(tracking.PARENT_RUN_ENV, None)
-        if run_id is None:
-            return
-        outcomes = ledger(run_id)
-        failed = outcomes["failed"]
-        mlflow.MlflowClient().set_terminated(run_id, "FAILED" if failed else "FINISHED")
-        log.info(
-            "sweep summary: %d finished, %d skipped (already FINISHED in the study), %d failed",
-            len(outcomes["finished"]),
-            len(outcomes["skipped"]),
-            len(failed),
-        )
-        for line in failed:
-            log.error("sweep: failed %s", line)
-        if failed:
-            sys.exit(1)
+    return 1 if bad else 0

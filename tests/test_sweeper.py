@@ -1,0 +1,147 @@
+"""The harness sweeper (hydra/sweeper=harness): expansion, the plan, the memory budget, missing jobs, other
+sweepers. Generated images and random weights: nothing here needs ../shared."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import run_cli
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from harness import data
+from harness.sweep import expand
+
+
+def quick(store: str, photos: Path, *extra: str) -> list[str]:
+    """The cheapest real job: random-init MobileNetV2 at 32 px, frozen regime, one epoch, generated images."""
+    return [
+        "data=folder",
+        f"data.path={photos}",
+        "backbone=mobilenetv2",
+        "backbone.weights=null",
+        "backbone.image_size=32",
+        "regimes=[frozen]",
+        "epochs.head=1",
+        f"tracking_uri={store}",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    return data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+
+
+def test_expansion_is_the_cartesian_product_in_command_line_order():
+    parsed = OverridesParser.create().parse_overrides(["seed=range(0,2)", "lr=1e-4,1e-3", "study=s", "head=gap"])
+    assert expand(parsed) == [
+        ["seed=0", "lr=1e-4", "study=s", "head=gap"],
+        ["seed=0", "lr=1e-3", "study=s", "head=gap"],
+        ["seed=1", "lr=1e-4", "study=s", "head=gap"],
+        ["seed=1", "lr=1e-3", "study=s", "head=gap"],
+    ]
+
+
+def test_dry_run_of_a_single_job_prints_its_plan_and_trains_nothing(tmp_path, store, photos):
+    proc = run_cli(*quick(store, photos, "regimes=[frozen,finetune]", "dry_run=true"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.log[-3000:]
+    assert "job 0:" in proc.log and "head phase build" in proc.log and "features@block_11_expand (" in proc.log
+    assert "epoch" not in proc.log
+    mlflow.set_tracking_uri(store)
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_a_cut_over_the_memory_budget_stops_the_sweep_before_any_job(tmp_path, store, photos):
+    proc = run_cli(
+        "-m",
+        *quick(store, photos, "regimes=[frozen,finetune]", "unfreeze_at=block_16_expand,block_1_expand"),
+        # 200 kB. For 24 images at 32 px: block_1_expand 16x16x16 floats = 393 kB (refused); the frozen
+        # regime's pooled cut 1280 floats = 123 kB and block_16_expand 1x1x160 = 15 kB (fit)
+        "feature_memory_gb=0.0002",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.log[-3000:]
+    assert "1 of 2 job(s) cannot run" in proc.log
+    assert "cut 'block_1_expand'" in proc.log and "feature_memory_gb=0.0002" in proc.log
+    assert "Traceback" not in proc.log
+    assert not Path(store.removeprefix("sqlite:///")).exists()  # nothing recorded
+
+
+def job_runs_by_status(db: Path) -> dict[str, list[str]]:
+    """pid tags of job runs by status, read straight from SQLite while the sweep writes."""
+    if not db.exists():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            rows = con.execute(
+                "SELECT r.status, p.value FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid "
+                "JOIN tags p ON p.run_uuid = r.run_uuid "
+                "WHERE k.key = 'run_kind' AND k.value = 'job' AND p.key = 'pid'"
+            ).fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    out: dict[str, list[str]] = {}
+    for status, pid in rows:
+        out.setdefault(status, []).append(pid)
+    return out
+
+
+def test_a_job_whose_worker_dies_is_counted_missing_and_fails_the_sweep(tmp_path, store, photos):
+    """A joblib worker killed mid-job (as the kernel's OOM killer would) leaves no outcome in the ledger."""
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1"]
+    args += quick(store, photos, "epochs.head=30")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["HARNESS_CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    db = Path(store.removeprefix("sqlite:///"))
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        running = job_runs_by_status(db).get("RUNNING", [])
+        victim = int(running[0]) if running else None
+    assert victim is not None, "no job was seen running"
+    os.kill(victim, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out[-3000:]
+    assert "missing" in out and "recorded no outcome" in out and "Traceback" not in out
+    mlflow.set_tracking_uri(store)
+    sweep = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'sweep'")
+    assert list(sweep.status) == ["FAILED"] and sweep["tags.missing_jobs"].iloc[0]
+
+
+def test_another_sweeper_runs_the_jobs_and_says_what_it_leaves_out(tmp_path, store, photos):
+    """Optuna's sweeper drives the jobs; the harness's objective is the best validation accuracy."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper is not installed")
+    proc = run_cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.direction=maximize",
+        "head_lr=choice(1e-4,1e-3)",
+        *quick(store, photos),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.log[-3000:]
+    assert "hydra/sweeper=optuna: jobs are not checked before the sweep" in proc.log
+    assert "Best value:" in proc.log
+    mlflow.set_tracking_uri(store)
+    jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
+    assert set(jobs.status) == {"FINISHED"} and len(jobs) >= 1
+    assert jobs["metrics.best_val_acc"].notna().all()
