@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 from pathlib import Path
 
 import mlflow
@@ -127,31 +126,71 @@ def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, sma
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
-def _build_slowly(root: str, value: float) -> None:
+SHAPE = (2000, 1000)  # 8 MB: a write takes long enough for the reader to look while it happens
+KEY = {"same": "key"}
+
+
+def _write_at_once(root: str, barrier, bundle_barrier, value: float) -> None:
+    """One writer of the shared key: every writer passes the barrier, then builds and stores at once."""
     cache = ArrayCache(root)
+    key = make_key("features", KEY)
 
     def build(missing):
-        time.sleep(0.5)  # both processes are inside build at once
-        return {name: np.full((1000, 100), value, np.float32) for name in missing}
+        barrier.wait(timeout=60)
+        return {name: np.full(SHAPE, value, np.float32) for name in missing}
 
-    cache.arrays({"x": make_key("features", {"same": "key"})}, build)
+    got = cache.arrays({"x": key}, build)
+    assert got["x"].shape == SHAPE
+
+    def write(folder: Path) -> None:
+        bundle_barrier.wait(timeout=60)  # the bundle writers overlap too
+        np.save(folder / "weights.npy", np.full(SHAPE, value, np.float32))
+
+    cache.store_bundle(make_key("head", KEY), write)
 
 
-def test_two_writers_of_one_entry_leave_one_good_entry(tmp_path):
+def _read_while_written(root: str, barrier, stop, report) -> None:
+    """Look at the final paths as fast as possible while the writers write: every entry seen must be whole."""
+    cache = ArrayCache(root)
+    array_path, bundle_key = cache.path(make_key("features", KEY)), make_key("head", KEY)
+    barrier.wait(timeout=60)
+    seen = 0
+    while not stop.is_set():
+        if array_path.is_file():
+            loaded = np.load(array_path)
+            assert loaded.shape == SHAPE and np.all(loaded == 1.0)
+            seen += 1
+        folder = cache.load_bundle(bundle_key)
+        if folder is not None:
+            assert np.all(np.load(folder / "weights.npy") == 1.0)
+            seen += 1
+    report.put(seen)
+
+
+def test_concurrent_writers_of_one_entry_never_fail_or_tear_it_and_a_reader_sees_only_whole_entries(tmp_path):
+    """As on a shared cache_dir: writers of one key overlap for real (a barrier), a reader reads meanwhile."""
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_build_slowly, args=(str(tmp_path), 1.0)) for _ in range(2)]
+    writers = 3
+    barrier, bundle_barrier = ctx.Barrier(writers + 1), ctx.Barrier(writers)
+    stop, report = ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_read_while_written, args=(str(tmp_path), barrier, stop, report))
+    args = (str(tmp_path), barrier, bundle_barrier, 1.0)
+    procs = [ctx.Process(target=_write_at_once, args=args) for _ in range(writers)]
+    reader.start()
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
         assert p.exitcode == 0
-    files = list(tmp_path.rglob("*"))
-    entries = [f for f in files if f.is_file()]
-    assert len(entries) == 1 and entries[0].suffix == ".npy" and not entries[0].name.startswith(".")
-    loaded = np.load(entries[0])
-    assert loaded.shape == (1000, 100) and np.all(loaded == 1.0)
+    stop.set()
+    reader.join(60)
+    assert reader.exitcode == 0, "the reader saw a partial entry"
+    assert report.get(timeout=10) > 0, "the reader never saw the entries"
+    visible = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if not f.name.startswith("."))
+    assert len([v for v in visible if v.endswith(".npy")]) == 2, visible  # one array entry, one bundle file
+    assert not [f for f in tmp_path.rglob(".*")], "a temporary file or folder was left behind"
     again = ArrayCache(tmp_path)
-    again.arrays({"x": make_key("features", {"same": "key"})}, lambda missing: pytest.fail("rebuilt a cached entry"))
+    again.arrays({"x": make_key("features", KEY)}, lambda missing: pytest.fail("rebuilt a cached entry"))
     assert len(again.stats.hits) == 1
 
 
