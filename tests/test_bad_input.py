@@ -181,4 +181,4 @@ def test_store_that_cannot_be_written(tmp_path):
 def test_server_that_does_not_answer(tmp_path):
     proc = run_cli("data=synthetic", *MOBILENET, "tracking_uri=http://127.0.0.1:9", cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.log[-3000:]
-    assert "tracking_uri='http://127.0.0.1:9': the MLflow store cannot be used" in proc.log
+    assert "tracking_uri='http://127.0.0.1:9': no MLflow server answers there" in proc.log

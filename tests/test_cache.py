@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 from pathlib import Path
 
 import mlflow
@@ -117,9 +118,10 @@ def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, sma
     out = proc.stdout
     assert "job 0:" in out and "job 1:" in out and "total: est." in out
     first, second = out.split("job 1:")
-    assert "images train:build" in first and "head phase build" in first and "features@pooled train:build" in first
+    assert "images train:build" in first and "head phase build" in first
+    assert re.search(r"features@pooled \([\d.]+ MB\) train:build", first), first
     assert "images train:reuse" in second and "head phase reuse" in second
-    assert "features@block_16_expand train:build" in second
+    assert re.search(r"features@block_16_expand \([\d.]+ MB\) train:build", second), second
     assert "min here" in second
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
     mlflow.set_tracking_uri(store)

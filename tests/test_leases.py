@@ -9,11 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_job
 
 from harness import data, leases
 
@@ -97,20 +96,6 @@ def test_the_heartbeat_thread_refreshes_held_runs(experiment):
         leases.heartbeat.release(run)
 
 
-def quick(store: str, photos: Path, *extra: str) -> list[str]:
-    return [
-        "data=folder",
-        f"data.path={photos}",
-        "backbone=mobilenetv2",
-        "backbone.weights=null",
-        "backbone.image_size=32",
-        "regimes=[frozen]",
-        "epochs.head=1",
-        f"tracking_uri={store}",
-        *extra,
-    ]
-
-
 def job_runs(store: str):
     mlflow.set_tracking_uri(store)
     return mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
@@ -118,8 +103,8 @@ def job_runs(store: str):
 
 def test_two_sweeps_of_one_study_at_once_run_every_configuration_once(tmp_path, store):
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
-    run_cli(*quick(store, photos, "dry_run=true"), cwd=tmp_path)  # creates the store's tables once
-    args = [sys.executable, "-m", "harness", "-m", "seed=0,1,2,3", *quick(store, photos)]
+    run_cli(*tiny_job(store, photos, "dry_run=true"), cwd=tmp_path)  # creates the store's tables once
+    args = [sys.executable, "-m", "harness", "-m", "seed=0,1,2,3", *tiny_job(store, photos)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["HARNESS_CACHE_DIR"] = str(tmp_path / "cache")
     procs = [
@@ -150,7 +135,7 @@ def test_a_job_in_another_pid_namespace_is_reaped_only_when_its_lease_expires(tm
     job_runs(store)  # the store's tables exist before two processes use it (its migration is not concurrent-safe)
     output = (tmp_path / "contained.log").open("w")
     proc = subprocess.Popen(
-        [*cmd, *quick(store, photos, *lease)],
+        [*cmd, *tiny_job(store, photos, *lease)],
         cwd=tmp_path,
         env=env,
         stdout=output,
@@ -164,17 +149,17 @@ def test_a_job_in_another_pid_namespace_is_reaped_only_when_its_lease_expires(tm
         if len(jobs) and "tags.heartbeat" in jobs and jobs["tags.heartbeat"].notna().any():
             break
     else:
-        pytest.fail("the job in the other namespace never started:\n" + (tmp_path / "contained.log").read_text()[-3000:])
+        pytest.fail("the contained job never started:\n" + (tmp_path / "contained.log").read_text()[-3000:])
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = time.monotonic()
 
-    early = run_cli(*quick(store, photos, *lease), cwd=tmp_path)
+    early = run_cli(*tiny_job(store, photos, *lease), cwd=tmp_path)
     assert early.returncode == 0 and "running elsewhere" in early.log, early.log[-3000:]
     assert time.monotonic() - killed_at < lease_s, "too slow to check the lease before it expired"
     time.sleep(max(0.0, lease_s + 1 - (time.monotonic() - killed_at)))
-    late = run_cli(*quick(store, photos, *lease), cwd=tmp_path)
+    late = run_cli(*tiny_job(store, photos, *lease), cwd=tmp_path)
     assert late.returncode == 0 and "frozen   done:" in late.log, late.log[-3000:]
     jobs = job_runs(store)
     assert sorted(jobs.status) == ["FINISHED", "KILLED"]

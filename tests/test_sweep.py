@@ -102,7 +102,9 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, small_
         "-m", *tiny_frozen(mobilenet_weights, store, small_data), f"data.path={small_data},{broken}", cwd=tmp_path
     )
     assert proc.returncode == 1, proc.log[-3000:]
-    assert "sweep summary: 1 finished, 0 skipped (already FINISHED in the study), 1 failed" in proc.log
+    assert "sweep summary: 1 finished, 0 skipped (already FINISHED in the study), 0 running elsewhere, 1 failed" in (
+        proc.log
+    )
     jobs = all_runs(store).query("`tags.run_kind` == 'job'")
     failed = jobs[jobs.status == "FAILED"]
     assert len(failed) == 1 and (jobs.status == "FINISHED").sum() == 1

@@ -14,26 +14,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_job
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from harness import data
 from harness.sweep import expand
-
-
-def quick(store: str, photos: Path, *extra: str) -> list[str]:
-    """The cheapest real job: random-init MobileNetV2 at 32 px, frozen regime, one epoch, generated images."""
-    return [
-        "data=folder",
-        f"data.path={photos}",
-        "backbone=mobilenetv2",
-        "backbone.weights=null",
-        "backbone.image_size=32",
-        "regimes=[frozen]",
-        "epochs.head=1",
-        f"tracking_uri={store}",
-        *extra,
-    ]
 
 
 @pytest.fixture
@@ -43,19 +28,19 @@ def photos(tmp_path) -> Path:
 
 def test_expansion_is_the_cartesian_product_in_command_line_order():
     parsed = OverridesParser.create().parse_overrides(["seed=range(0,2)", "lr=1e-4,1e-3", "study=s", "head=gap"])
-    assert expand(parsed) == [
-        ["seed=0", "lr=1e-4", "study=s", "head=gap"],
-        ["seed=0", "lr=1e-3", "study=s", "head=gap"],
-        ["seed=1", "lr=1e-4", "study=s", "head=gap"],
-        ["seed=1", "lr=1e-3", "study=s", "head=gap"],
+    assert expand(parsed) == [  # values as Hydra's basic sweeper writes them (1e-4 parsed: 0.0001)
+        ["seed=0", "lr=0.0001", "study=s", "head=gap"],
+        ["seed=0", "lr=0.001", "study=s", "head=gap"],
+        ["seed=1", "lr=0.0001", "study=s", "head=gap"],
+        ["seed=1", "lr=0.001", "study=s", "head=gap"],
     ]
 
 
 def test_dry_run_of_a_single_job_prints_its_plan_and_trains_nothing(tmp_path, store, photos):
-    proc = run_cli(*quick(store, photos, "regimes=[frozen,finetune]", "dry_run=true"), cwd=tmp_path)
+    proc = run_cli(*tiny_job(store, photos, "regimes=[frozen,finetune]", "dry_run=true"), cwd=tmp_path)
     assert proc.returncode == 0, proc.log[-3000:]
     assert "job 0:" in proc.log and "head phase build" in proc.log and "features@block_11_expand (" in proc.log
-    assert "epoch" not in proc.log
+    assert "frozen   epoch" not in proc.log and "done:" not in proc.log
     mlflow.set_tracking_uri(store)
     assert mlflow.search_runs(search_all_experiments=True).empty
 
@@ -63,7 +48,7 @@ def test_dry_run_of_a_single_job_prints_its_plan_and_trains_nothing(tmp_path, st
 def test_a_cut_over_the_memory_budget_stops_the_sweep_before_any_job(tmp_path, store, photos):
     proc = run_cli(
         "-m",
-        *quick(store, photos, "regimes=[frozen,finetune]", "unfreeze_at=block_16_expand,block_1_expand"),
+        *tiny_job(store, photos, "regimes=[frozen,finetune]", "unfreeze_at=block_16_expand,block_1_expand"),
         # 200 kB. For 24 images at 32 px: block_1_expand 16x16x16 floats = 393 kB (refused); the frozen
         # regime's pooled cut 1280 floats = 123 kB and block_16_expand 1x1x160 = 15 kB (fit)
         "feature_memory_gb=0.0002",
@@ -98,7 +83,7 @@ def job_runs_by_status(db: Path) -> dict[str, list[str]]:
 def test_a_job_whose_worker_dies_is_counted_missing_and_fails_the_sweep(tmp_path, store, photos):
     """A joblib worker killed mid-job (as the kernel's OOM killer would) leaves no outcome in the ledger."""
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1"]
-    args += quick(store, photos, "epochs.head=30")
+    args += tiny_job(store, photos, "epochs.head=30")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["HARNESS_CACHE_DIR"] = str(tmp_path / "cache")
     proc = subprocess.Popen(
@@ -135,7 +120,7 @@ def test_another_sweeper_runs_the_jobs_and_says_what_it_leaves_out(tmp_path, sto
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.direction=maximize",
         "head_lr=choice(1e-4,1e-3)",
-        *quick(store, photos),
+        *tiny_job(store, photos),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.log[-3000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +15,10 @@ from harness.errors import HarnessError
 from harness.paths import conf_dir
 
 log = logging.getLogger("harness")
+
+# conf/hydra/launcher/ray.yaml keeps the name Hydra's Ray launcher gives its schema (so that the command is
+# `hydra/launcher=ray`); Hydra then validates the file against that schema, as intended, with a warning.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
@@ -42,7 +47,7 @@ def main(cfg: DictConfig) -> float | None:
             inputs.check(cfg)
             plan.print_plan([(overrides, cfg)])
             return None
-        results = job.run(cfg, overrides, " ".join(overrides) or "defaults")
+        results = job.run(cfg, overrides, tracking.run_name(overrides))
     except HarnessError as exc:
         log.error("%s", exc)
         sweep.record(cfg.sweep_run, num, "failed", str(exc))

@@ -27,13 +27,16 @@ def configure_runtime(cfg: DictConfig) -> int | None:
 
 
 def default_threads() -> int | None:
-    """Cores divided among the jobs Hydra's joblib launcher runs at once; None (all) otherwise."""
+    """The job's share of the cores: divided among the jobs Hydra's joblib launcher runs at once; the
+    cores a cluster scheduler granted (Ray sets OMP_NUM_THREADS to a task's num_cpus, SLURM sets
+    SLURM_CPUS_PER_TASK); None (all) otherwise."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return None
-    n_jobs = HydraConfig.get().launcher.get("n_jobs")
-    if not n_jobs or n_jobs == 1:
-        return None
-    parallel = os.cpu_count() if n_jobs < 0 else n_jobs
-    return max(1, (os.cpu_count() or 1) // parallel)
+    n_jobs = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
+    if n_jobs and n_jobs != 1:
+        parallel = os.cpu_count() if n_jobs < 0 else n_jobs
+        return max(1, (os.cpu_count() or 1) // parallel)
+    for granted in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        if os.environ.get(granted, "").isdigit() and int(os.environ[granted]) > 0:
+            return int(os.environ[granted])
+    return None

@@ -95,7 +95,7 @@ def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
     overrides = " ".join(config.hydra.overrides.task)
     run = mlflow.MlflowClient().create_run(
         experiment_id,
-        run_name=f"sweep {overrides}"[:250],
+        run_name=tracking.run_name(config.hydra.overrides.task, prefix="sweep"),
         tags={
             "run_kind": "sweep",
             "sweep_overrides": overrides,

@@ -18,8 +18,9 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -86,10 +87,36 @@ def connect(configured_uri: str | None) -> str:
             raise HarnessError(f"tracking_uri={uri!r}: {db} is not writable")
         _use_wal(db)
     elif urlparse(uri).scheme in ("http", "https"):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        probe_server(uri)
+        # Then ride out a server that is briefly away (a restart, a network blip) with MLflow's own
+        # bounded retries: 7 tries backing off 2, 4, ... up to 120 s (about 4 minutes in all), each
+        # logged by urllib3 as "Retrying (...)". A server that never answered failed above, at once.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def probe_server(uri: str, attempts: int = 3, timeout_s: float = 3.0) -> None:
+    """Fail fast, before any job, when no MLflow server answers at `uri` (its /health endpoint)."""
+    import requests
+
+    error: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+            if response.ok:
+                return
+            error = RuntimeError(f"HTTP {response.status_code} from /health")
+        except requests.RequestException as exc:
+            error = exc
+        time.sleep(0.5 * (attempt + 1))
+    raise HarnessError(
+        f"tracking_uri={uri!r}: no MLflow server answers there ({type(error).__name__}: {error}); start one "
+        "(`mlflow server --host ... --port ...`, see the README's 'Run on a cluster') or use a local store "
+        "(tracking_uri=sqlite:///path/to/mlflow.db)"
+    )
 
 
 def find_experiment(study: str) -> str | None:
@@ -218,6 +245,26 @@ def run_tags(cfg: DictConfig, job_identity: str, commit: str, kind: str, regime:
     return tags
 
 
+MAX_RUN_NAME = 250  # MLflow's runs.name column: VARCHAR(250) on PostgreSQL (SQLite does not check)
+
+
+def run_name(overrides: Iterable[str], prefix: str = "") -> str:
+    """A run's display name from its overrides: without the keys that do not change results (stores,
+    caches), paths shortened to their last part, at most MAX_RUN_NAME characters."""
+    from harness.identity import RESULT_FREE_KEYS
+
+    parts = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in RESULT_FREE_KEYS:
+            continue
+        if "/" in value and not value.startswith("["):
+            value = "…/" + value.rstrip("/").rsplit("/", 1)[-1]
+        parts.append(f"{key}={value}" if _ else override)
+    name = " ".join([prefix, *parts] if prefix else parts) or prefix or "defaults"
+    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 1] + "…"
+
+
 def create_job_run(cfg: DictConfig, job_identity: str, name: str, experiment_id: str) -> str:
     """The job's run, created RUNNING under the sweep's parent run (if any): the claim on its identity."""
     import mlflow
@@ -225,7 +272,7 @@ def create_job_run(cfg: DictConfig, job_identity: str, name: str, experiment_id:
     tags = run_tags(cfg, job_identity, git_commit(), "job")
     if cfg.sweep_run is not None:
         tags["mlflow.parentRunId"] = cfg.sweep_run
-    return mlflow.MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
 
 
 @contextmanager
