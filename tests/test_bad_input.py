@@ -11,12 +11,21 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import copy_small, run_cli
+from conftest import run_cli
+
+from harness import data
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory, cats_dogs) -> Path:
-    return copy_small(cats_dogs, tmp_path_factory.mktemp("bad") / "small", {"train": 4, "validation": 2, "test": 2})
+def small(tmp_path_factory) -> Path:
+    """A small folder of generated JPEGs with the classes named as Chollet's cats and dogs (no ../shared)."""
+    generated = data.ensure_synthetic(tmp_path_factory.mktemp("gen"), {"train": 4, "validation": 2, "test": 2})
+    folder = tmp_path_factory.mktemp("bad") / "small"
+    shutil.copytree(generated, folder)
+    for split in ("train", "validation", "test"):
+        (folder / split / "disks").rename(folder / split / "cats")
+        (folder / split / "squares").rename(folder / split / "dogs")
+    return folder
 
 
 def damaged(small: Path, tmp_path: Path, damage) -> Path:

@@ -95,7 +95,8 @@ def test_ray_sweep_into_a_tracking_server_on_postgresql(tmp_path):
         report = run_cli("study=default", f"tracking_uri={server.url}", f"out={tmp_path / 'report'}", cwd=tmp_path,
                          module="harness.report")
         assert report.returncode == 0, report.log[-3000:]
-        assert "4 runs" in report.log or "n=4" in report.log or "| 4 " in report.log, report.log[-3000:]
+        assert "used 4 finished regime run(s) in 1 configuration(s)" in report.log, report.log[-3000:]
+        assert (tmp_path / "report" / "results.csv").is_file()
 
 
 @needs_cluster_extra
