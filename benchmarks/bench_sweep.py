@@ -1,11 +1,11 @@
-"""Benchmark: the seeds' pipeline against the harness, measured side by side in one run.
+"""Benchmark: the Chollet's pipeline against the harness, measured side by side in one run.
 
     python benchmarks/bench_sweep.py [--seeds-epochs 30] [--out benchmarks/latest.md]
 
 Needs ../shared (real photographs and MobileNetV2 weights); prints a Markdown table. MobileNetV2 at 160 px
 on cats_and_dogs_small (2,000 train / 1,000 validation / 1,000 test). Measures:
 
-1. frozen regime, 30 epochs, no augmentation: the seeds' pipeline (ImageDataGenerator-style loader:
+1. frozen regime, 30 epochs, no augmentation: the Chollet's pipeline (ImageDataGenerator-style loader:
    per-image PIL decode + resize + Python preprocessing, then one `fit` over the whole frozen network
    every epoch) against the harness (decode once, frozen stage once, head trained on its output), both
    from a cold start (empty cache), with test accuracy;
@@ -63,11 +63,11 @@ def config(*overrides: str):
         )
 
 
-# --- 1. the seeds' pipeline -------------------------------------------------------------------------
+# --- 1. the Chollet's pipeline -------------------------------------------------------------------------
 
 
 class SeedsLoader(keras.utils.PyDataset):
-    """flow_from_directory + preprocessing_function, as the seeds used it: all work per image, in Python."""
+    """flow_from_directory + preprocessing_function, as Chollet's notebook uses it: all work per image, in Python."""
 
     def __init__(self, split: data.Split, batch_size: int, shuffle: bool, seed: int = 0):
         super().__init__()
@@ -329,14 +329,14 @@ def main() -> None:
     print("precision:", results["precision"], flush=True)
 
     seeds, harness = results["seeds_frozen"], results["harness_frozen"]
-    seeds_30 = seeds["train_s"] / seeds["epochs"] * args.epochs  # per-epoch cost is flat: no caching in the seeds
+    seeds_30 = seeds["train_s"] / seeds["epochs"] * args.epochs  # flat per-epoch cost: it caches nothing
     speedup = seeds_30 / harness["seconds"]
     tp = results["throughput"]
     ratio_sweep = results["sweep_3"]["seconds"] / results["sweep_1"]["seconds"]
     ov = results["overhead"]
     rows = [
         (
-            "frozen, 30 epochs, no augmentation: seeds' pipeline",
+            "frozen, 30 epochs, no augmentation: Chollet's pipeline",
             f"{seeds_30:.0f} s" + ("" if seeds["epochs"] == args.epochs else f" ({seeds['epochs']} epochs measured)"),
             f"test_acc {seeds['test_acc']:.4f}",
             "",

@@ -1,4 +1,4 @@
-"""What each regime trains: the seeds' trainable-weight checks, extended, and BatchNorm left alone."""
+"""What each regime trains: Chollet's trainable-weight checks, extended, and BatchNorm left alone."""
 
 from __future__ import annotations
 

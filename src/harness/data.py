@@ -1,4 +1,4 @@
-"""Image folders in the seeds' layout: discovery, validation, stratified subsampling and tf.data input.
+"""Image folders in Chollet's layout: discovery, validation, stratified subsampling and tf.data input.
 
 A data folder holds `train/`, `validation/` and optionally `test/`, each with one subfolder per class.
 Everything that can be wrong with it is found here, by reading file names and a few bytes per file,
@@ -87,7 +87,7 @@ def _list_images(class_dir: Path) -> list[Path]:
 
 
 def scan_folder(path: str | Path, on_bad_file: str = "skip") -> ImageFolder:
-    """Read a folder in the seeds' layout and check it, raising HarnessError with the first problem."""
+    """Read a folder in Chollet's layout and check it, raising HarnessError with the first problem."""
     if on_bad_file not in BAD_FILE_POLICIES:
         raise HarnessError(f"data.on_bad_file={on_bad_file!r} is not allowed; use one of {list(BAD_FILE_POLICIES)}")
     root = Path(path).expanduser()

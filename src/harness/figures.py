@@ -29,7 +29,7 @@ def training_curves(
 ) -> Figure:
     """Accuracy and loss (rows), raw and EMA-smoothed (columns), train vs validation.
 
-    `marker_epoch` draws the seeds' "start fine-tuning" line where the head phase ends.
+    `marker_epoch` draws the TensorFlow tutorial's "Start Fine Tuning" line where the head phase ends.
     """
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     epochs = [first_epoch + i + 1 for i in range(len(history["loss"]))]

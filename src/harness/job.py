@@ -71,7 +71,7 @@ def log_regime(
     if result.test is None:
         mlflow.set_tag("test_split", "absent")
     history, first = result.history, result.first_epoch
-    if before is not None:  # fine-tuning: draw the head phase before it, as in the seeds
+    if before is not None:  # fine-tuning: draw the head phase before it, as in the TensorFlow tutorial's plots
         history = {k: before[k] + result.history[k] for k in result.history}
         first = 0
     fig = figures.training_curves(

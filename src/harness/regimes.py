@@ -94,7 +94,7 @@ class InferenceMode(keras.layers.Layer):
 
 
 def augmentation(cfg) -> keras.Sequential:
-    """The seeds' ImageDataGenerator transforms as Keras layers (active only while training)."""
+    """Chollet's ImageDataGenerator transforms as Keras layers (active only while training)."""
     a = cfg.augmentation
     layers = [
         keras.layers.RandomRotation(a.rotation_degrees / 360.0, fill_mode="nearest"),
@@ -288,7 +288,7 @@ def full_model(backbone: str, image_size: int, base: keras.Model, head: keras.Mo
 
 
 def count_trainable(model: keras.Model) -> int:
-    """Number of trainable weight tensors (the seeds' `len(model.trainable_weights)` check)."""
+    """Number of trainable weight tensors (Chollet's `len(model.trainable_weights)` check)."""
     return len(model.trainable_weights)
 
 

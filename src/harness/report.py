@@ -41,7 +41,7 @@ REGIMES = ("scratch", "frozen", "finetune")
 REGIME_LABELS = {"scratch": "scratch", "frozen": "frozen", "finetune": "fine-tuned"}
 REGIME_COLORS = {"scratch": "tab:gray", "frozen": "tab:blue", "finetune": "tab:orange"}
 
-# The configuration of a row, as the issue lists it: report column -> flattened-config param of the run.
+# The configuration of a row, as a study's table lists it: report column -> flattened-config param of the run.
 CONFIG_PARAMS = {
     "backbone": "backbone.name",
     "unfreeze_at": "unfreeze_at",
@@ -488,7 +488,7 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "")
     """Validation accuracy of the regimes of one configuration overlaid, raw and EMA-smoothed.
 
     Thin lines: seeds; thick: their mean. Fine-tuning's epochs continue after the head phase, so the
-    fine-tuned curve starts where the frozen one ends, as in the seeds' plots.
+    fine-tuned curve starts where the frozen one ends, as in Chollet's plots.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     merged = curves.merge(finished[["run_id", "regime", "seed"]], on="run_id").sort_values("step")
@@ -505,7 +505,7 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "")
         axes[1].plot(epochs, ema(mean.tolist()), "o-", color=color, markersize=4, label=label)
     head_epochs = pd.to_numeric(finished.loc[finished["regime"] == "finetune", "epochs_head"], errors="coerce")
     for ax, name in zip(axes, ("raw", f"EMA {EMA_FACTOR:.1f}"), strict=True):
-        if head_epochs.notna().any():  # as in the seeds' plots: where the head phase ends
+        if head_epochs.notna().any():  # as in Chollet's plots: where the head phase ends
             ax.axvline(head_epochs.max() + 0.5, color="grey", linestyle="--", linewidth=1, label="start fine-tuning")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"validation accuracy ({name})")
