@@ -109,6 +109,8 @@ def test_a_job_whose_worker_dies_is_counted_missing_and_fails_the_sweep(tmp_path
     mlflow.set_tracking_uri(store)
     sweep = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'sweep'")
     assert list(sweep.status) == ["FAILED"] and sweep["tags.missing_jobs"].iloc[0]
+    description = sweep["tags.mlflow.note.content"].iloc[0]  # what the MLflow UI shows as the run's description
+    assert "Sweep of 2 job(s)" in description and "python -m harness -m hydra/launcher=joblib" in description
 
 
 def test_another_sweeper_runs_the_jobs_and_says_what_it_leaves_out(tmp_path, store, photos):

@@ -93,13 +93,16 @@ def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
         sys.exit(2)
     leases.reap(experiment_id, config.lease_s)
     overrides = " ".join(config.hydra.overrides.task)
+    command = shlex.join(["python", "-m", "harness", *sys.argv[1:]])
     run = mlflow.MlflowClient().create_run(
         experiment_id,
         run_name=tracking.run_name(config.hydra.overrides.task, prefix="sweep"),
         tags={
             "run_kind": "sweep",
             "sweep_overrides": overrides,
-            "command": shlex.join(["python", "-m", "harness", *sys.argv[1:]]),
+            "command": command,
+            # the run's description in the MLflow UI
+            "mlflow.note.content": f"Sweep of {len(jobs)} job(s), started with:\n\n    {command}\n",
             "n_jobs": str(len(jobs)),
             "git_commit": tracking.git_commit(),
             **tracking.process_tags(),

@@ -127,15 +127,23 @@ def find_experiment(study: str) -> str | None:
     return experiment.experiment_id if experiment else None
 
 
+# MLflow 3's UI opens an experiment by its kind: without this tag a study lands on the GenAI overview
+# (traces) instead of the training runs table.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: MODEL_TRAINING}
+
+
 def ensure_experiment(study: str, uri: str) -> str:
     """The experiment id of `study`, created on first use with artifacts kept beside the store."""
     import mlflow
 
     try:
         experiment = mlflow.get_experiment_by_name(study)
-        if experiment is not None:
-            return experiment.experiment_id
-        return mlflow.create_experiment(study, artifact_location=artifact_location(uri))
+        if experiment is None:
+            return mlflow.create_experiment(study, artifact_location=artifact_location(uri), tags=EXPERIMENT_TAGS)
+        if experiment.tags.get(EXPERIMENT_KIND) is None:  # a study from before the tag: the UI needs it too
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        return experiment.experiment_id
     except Exception as exc:
         if isinstance(exc, HarnessError):
             raise
@@ -299,6 +307,17 @@ def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]
         heartbeat.release(run_id)
 
 
+def regime_run_name(cfg: DictConfig, regime: str) -> str:
+    """What a regime run is, readable in the runs table: `finetune block5_conv1 lr=1e-05 seed=0`."""
+    what = {
+        "scratch": f"head_lr={cfg.head_lr}",  # scratch trains everything at the head's rate
+        "frozen": f"head_lr={cfg.head_lr}",
+        "finetune": f"{cfg.unfreeze_at} lr={cfg.lr}",
+    }[regime]
+    fraction = f" data_fraction={cfg.data_fraction}" if float(cfg.data_fraction) != 1.0 else ""
+    return f"{regime} {cfg.backbone.name} {what}{fraction} seed={cfg.seed}"
+
+
 @contextmanager
 def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[Any]:
     """A run nested under the active job run for one regime; params repeated so the UI can compare."""
@@ -310,7 +329,7 @@ def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[Any]
     parent = mlflow.active_run()
     with mlflow.start_run(
         experiment_id=parent.info.experiment_id,  # nested runs otherwise land in the default experiment
-        run_name=regime,
+        run_name=regime_run_name(cfg, regime),
         nested=True,
         tags=run_tags(cfg, job_identity, parent.data.tags.get("git_commit", "unknown"), "regime", regime),
     ) as run:

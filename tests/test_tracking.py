@@ -1,0 +1,38 @@
+"""What the MLflow record looks like to a person browsing it: experiment kind, readable run names."""
+
+from __future__ import annotations
+
+import mlflow
+from hydra import compose, initialize_config_dir
+
+from harness import tracking
+from harness.paths import conf_dir
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_a_study_is_a_model_training_experiment_new_or_old(store):
+    uri = tracking.connect(store)
+    new = tracking.ensure_experiment("new", uri)
+    assert mlflow.get_experiment(new).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = mlflow.create_experiment("old")  # as studies recorded before the tag existed
+    assert tracking.ensure_experiment("old", uri) == old
+    assert mlflow.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_regime_runs_say_what_they_trained():
+    cfg = make("backbone=mobilenetv2", "unfreeze_at=block_14_expand", "lr=1e-5", "seed=3")
+    assert tracking.regime_run_name(cfg, "finetune") == "finetune mobilenetv2 block_14_expand lr=1e-05 seed=3"
+    assert tracking.regime_run_name(cfg, "frozen").startswith("frozen mobilenetv2 head_lr=")
+    half = make("data_fraction=0.5")
+    assert tracking.regime_run_name(half, "scratch").endswith("data_fraction=0.5 seed=0")
+
+
+def test_job_run_names_leave_out_stores_and_shorten_paths_to_fit_postgresql():
+    name = tracking.run_name(["seed=1", "tracking_uri=http://h:5000", "cache_dir=/c", f"data.path=/{'x' * 300}/photos"])
+    assert name == "seed=1 data.path=…/photos"
+    long = tracking.run_name([f"unfreeze_at={'b' * 400}"])
+    assert len(long) == tracking.MAX_RUN_NAME and long.endswith("…")
