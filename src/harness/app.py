@@ -69,6 +69,11 @@ def main(cfg: DictConfig) -> float | None:
             sweep.record(cfg.sweep_run, num, "skipped", results.run_id)
             return tracking.run_metric(results.run_id, job.OBJECTIVE)
         sweep.record(cfg.sweep_run, num, "finished")
+        if not in_sweep:
+            from harness import console
+
+            experiment_id = tracking.find_experiment(str(cfg.study))
+            log.info("%s", console.browse_hint(tracking.resolve_tracking_uri(cfg.tracking_uri), experiment_id))
         return job.objective(results)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
-from harness import leases, tracking
+from harness import console, leases, tracking
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,12 @@ def missing_jobs(run_id: str, n_jobs: int) -> list[int]:
     return [i for i in range(n_jobs) if f"{LEDGER_PREFIX}{i}" not in tags]
 
 
-def finish(run_id: str, n_jobs: int) -> int:
-    """Close the parent run, print the summary; the exit status: 1 if any job failed or went missing."""
+def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
+    """Close the parent run, print the summary and the results table; the exit status: 1 if any job
+    failed or went missing."""
     import mlflow
 
+    n_jobs = len(jobs)
     outcomes = ledger(run_id)
     failed, missing = outcomes["failed"], missing_jobs(run_id, n_jobs)
     bad = bool(failed or missing)
@@ -172,4 +174,10 @@ def finish(run_id: str, n_jobs: int) -> int:
             "run the same command again to run them",
             ", ".join(map(str, missing)),
         )
+    experiment_id = client.get_run(run_id).info.experiment_id
+    children = f"tags.mlflow.parentRunId = '{run_id}' and tags.run_kind = 'job'"
+    trained = mlflow.search_runs([experiment_id], filter_string=f"{children} and attributes.status = 'FINISHED'")
+    reused = [entry.split(": ", 1)[1] for entry in outcomes["skipped"] if ": " in entry]
+    keys = console.swept_keys(jobs, ignore=[SWEEP_RUN_KEY])
+    console.print_results(experiment_id, mlflow.get_tracking_uri(), [*trained.run_id, *reused], keys)
     return 1 if bad else 0

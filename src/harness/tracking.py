@@ -88,6 +88,7 @@ def connect(configured_uri: str | None) -> str:
         _use_wal(db)
     elif urlparse(uri).scheme in ("http", "https"):
         probe_server(uri)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the harness says where, once
         # Then ride out a server that is briefly away (a restart, a network blip) with MLflow's own
         # bounded retries: 7 tries backing off 2, 4, ... up to 120 s (about 4 minutes in all), each
         # logged by urllib3 as "Retrying (...)". A server that never answered failed above, at once.

@@ -71,7 +71,7 @@ class HarnessSweeper(Sweeper):
                 returns.append(list(self.launcher.launch(tagged[first : first + size], initial_job_idx=first)))
         except Exception as exc:  # a launcher that lost a worker (killed for memory) raises; the ledger tells which
             log.error("sweep: the launcher stopped: %s: %s", type(exc).__name__, exc)
-        status = sweep.finish(run_id, len(jobs))
+        status = sweep.finish(run_id, jobs)
         if status:
             sys.exit(status)
         return returns
