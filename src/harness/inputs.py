@@ -69,8 +69,10 @@ def needs_pretrained(cfg: DictConfig) -> bool:
 def check(cfg: DictConfig) -> Prepared:
     """Every check a job makes before training: what a sweep runs on each job first (the built backbone is kept)."""
     from harness import plan
+    from harness.runtime import quiet_tensorflow
 
     job = prepare(cfg)
+    quiet_tensorflow()
     weights = cfg.backbone.weights
     if needs_pretrained(cfg) and weights not in (None, "imagenet"):  # imagenet: checked by Keras on download
         backbones.build_once(cfg.backbone.name, str(weights), cfg.backbone.image_size)  # the job reuses it

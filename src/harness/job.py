@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from harness import backbones, cache, data, figures, identity, leases, tracking
+from harness import backbones, cache, data, identity, leases, tracking
 from harness.features import cache_keys, cached_features, load_arrays
 from harness.inputs import Prepared, needs_pretrained, prepare
-from harness.runtime import configure_runtime
+from harness.runtime import configure_runtime, quiet_tensorflow
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
     from harness import regimes
@@ -66,6 +66,8 @@ def log_regime(
     """Final metrics, curves (raw + EMA) and, if asked, the model, into the active regime run."""
     import mlflow
 
+    from harness import figures
+
     final = {"train_time_s": result.train_time_s, **(result.test or {})}
     tracking.log_result_metrics(final)
     if result.test is None:
@@ -100,11 +102,12 @@ class Skipped:
 
 def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | Skipped | Elsewhere:
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
+    job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
+    quiet_tensorflow()
     import keras
 
     from harness import regimes
 
-    job = prepare(cfg)
     uri = tracking.connect(cfg.tracking_uri)
     experiment_id = tracking.ensure_experiment(str(cfg.study), uri)
     if cfg.sweep_run is None:

@@ -3,8 +3,37 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from omegaconf import DictConfig
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and initialise its devices with the process's C++ stderr muted.
+
+    At import and device set-up TensorFlow logs through absl before its log level applies
+    (TF_CPP_MIN_LOG_LEVEL is ignored there: "All log messages before absl::InitializeLog()", "Could not
+    find cuda drivers", "failed call to cuInit" on a machine without a GPU). These say nothing about the
+    study, so the console shows only the harness's lines; HARNESS_TF_LOGS=1 shows them. Python errors
+    of the import are raised as usual.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what TensorFlow logs later: errors only
+    if os.environ.get("HARNESS_TF_LOGS"):
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def configure_runtime(cfg: DictConfig) -> int | None:

@@ -27,7 +27,7 @@ from typing import Any
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
-from harness import console, leases, tracking
+from harness import leases, tracking
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,11 @@ def check_jobs(jobs: list[tuple[list[str], DictConfig]], check: Callable[[DictCo
 def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
     """Check every job, then open the sweep's parent run and return its id. Exits 2 on bad input, 0 after
     a dry run."""
-    import mlflow
-
     from harness import inputs, plan
 
-    problems = check_jobs(jobs, inputs.check)
+    # config values and data folders first (no TensorFlow needed): a typo is reported in a second or two;
+    # then the weights and feature memory, which build models
+    problems = check_jobs(jobs, inputs.prepare) or check_jobs(jobs, inputs.check)
     if problems:
         log.error(
             "sweep: %d of %d job(s) cannot run; nothing was started:\n%s",
@@ -85,6 +85,8 @@ def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
     if config.dry_run:
         plan.print_plan(jobs)
         sys.exit(0)
+    import mlflow
+
     try:
         uri = tracking.connect(config.tracking_uri)
         experiment_id = tracking.ensure_experiment(str(config.study), uri)
@@ -115,10 +117,10 @@ def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
 
 def record(sweep_run: str | None, job_num: int, outcome: str, detail: str = "") -> None:
     """Write one job's outcome to the sweep ledger (a tag on the parent run); no-op outside a sweep."""
-    import mlflow
-
     if sweep_run is None:
         return
+    import mlflow
+
     mlflow.MlflowClient().set_tag(sweep_run, f"{LEDGER_PREFIX}{job_num}", f"{outcome} {detail}".strip()[:4000])
 
 
@@ -174,6 +176,8 @@ def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
             "run the same command again to run them",
             ", ".join(map(str, missing)),
         )
+    from harness import console  # pandas: only once the sweep is over
+
     experiment_id = client.get_run(run_id).info.experiment_id
     children = f"tags.mlflow.parentRunId = '{run_id}' and tags.run_kind = 'job'"
     trained = mlflow.search_runs([experiment_id], filter_string=f"{children} and attributes.status = 'FINISHED'")

@@ -78,6 +78,8 @@ def connect(configured_uri: str | None) -> str:
 
     uri = resolve_tracking_uri(configured_uri)
     db = _sqlite_path(uri)
+    for chatty in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if db is not None:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
