@@ -107,7 +107,7 @@ def test_quickstart_runs_offline_and_logs_loadable_models(tmp_path, store):
     assert proc.returncode == 0, proc.log[-4000:]
     df = runs(store, "quickstart")
     assert sorted(df["tags.run_kind"]) == ["job", "regime", "regime"]
-    images = np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype("float32")
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     out = {}
     for _, run in df[df["tags.run_kind"] == "regime"].iterrows():
         model = mlflow.keras.load_model(f"runs:/{run.run_id}/model")
