@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
+from conftest import run_cli, tiny_job
 from hydra import compose, initialize_config_dir
 
-from harness import tracking
+from harness import data, tracking
 from harness.paths import conf_dir
 
 
@@ -36,3 +39,19 @@ def test_job_run_names_leave_out_stores_and_shorten_paths_to_fit_postgresql():
     assert name == "seed=1 data.path=…/photos"
     long = tracking.run_name([f"unfreeze_at={'b' * 400}"])
     assert len(long) == tracking.MAX_RUN_NAME and long.endswith("…")
+
+
+def test_a_job_logs_its_splits_as_datasets_and_its_training_files(tmp_path, store):
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    proc = run_cli(*tiny_job(store, photos), cwd=tmp_path)
+    assert proc.returncode == 0, proc.log[-3000:]
+    mlflow.set_tracking_uri(store)
+    jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'", output_format="list")
+    job = jobs[0]
+    inputs = {i.tags[0].value: i.dataset for i in job.inputs.dataset_inputs}  # context -> dataset
+    assert sorted(inputs) == ["test", "train", "validation"]
+    assert inputs["train"].name == f"{photos.name}/train" and inputs["train"].digest
+    assert json.loads(inputs["validation"].profile)["num_rows"] == 6
+    listed = mlflow.artifacts.load_text(f"runs:/{job.info.run_id}/data/train_files.csv").splitlines()
+    assert listed[0] == "file,label,sha256" and len(listed) == 1 + 12
+    assert sorted({line.split(",")[1] for line in listed[1:]}) == ["disks", "squares"]

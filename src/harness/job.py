@@ -153,6 +153,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         import mlflow
 
         mlflow.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
+        tracking.log_datasets(job.folder.root, job.splits, job.folder.class_names, job.split_identities())
         mlflow.set_tags({"threads": str(threads or "all"), "precision": str(cfg.precision)})
         with cache_report(store):
             arrays = load_arrays(job, store, keys)

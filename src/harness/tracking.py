@@ -377,6 +377,27 @@ def log_history(history: Mapping[str, list[float]], first_epoch: int = 0) -> Non
     mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
 
 
+def log_datasets(root: Path, splits: Mapping[str, Any], class_names: list[str], identities: Mapping[str, str]) -> None:
+    """Each split as an MLflow dataset input of the active run (the UI's Dataset column: name, digest,
+    source, size) and the training files (path, class, sha256) as the artifact data/train_files.csv."""
+    import mlflow
+    import pandas as pd
+
+    frames = {}
+    for split, part in splits.items():
+        frames[split] = pd.DataFrame({
+            "file": [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in part.files],
+            "label": [class_names[i] for i in part.labels],
+            "sha256": list(part.digests),
+        })
+        dataset = mlflow.data.from_pandas(
+            frames[split], source=str(root), targets="label", name=f"{root.name}/{split}", digest=identities[split][:16]
+        )
+        mlflow.log_input(dataset, context=split)
+    if "train" in frames:
+        mlflow.log_text(frames["train"].to_csv(index=False), "data/train_files.csv")
+
+
 def log_result_metrics(values: Mapping[str, float]) -> None:
     """Final metrics of the active run."""
     import mlflow
