@@ -1,0 +1,173 @@
+"""Building a report end to end, its summary, and `python -m harness.report`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig
+
+from harness.errors import HarnessError
+from harness.paths import conf_dir
+from harness.report.plots import write_figures
+from harness.report.runs import finished_runs, ledger_counts, load_curves, load_runs, run_counts
+from harness.report.tables import row_keys_of, summarize, to_latex, to_markdown
+from harness.tracking import resolve_tracking_uri
+
+log = logging.getLogger("harness.report")
+
+
+
+
+# ------------------------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Report:
+    """What `build_report` produced: the summary table, the counts and the files written."""
+
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+def parent_run(runs: pd.DataFrame, finished: pd.DataFrame, sweep: str | None) -> str | None:
+    """The sweep run that owns every reported job: `sweep`, or the single sweep of the study's jobs."""
+    if sweep is not None:
+        return sweep
+    jobs = runs[runs["run_kind"] == "job"].set_index("run_id")["parent_run_id"]
+    parents = finished["parent_run_id"].map(jobs)
+    owners = set(parents.dropna())
+    return owners.pop() if len(owners) == 1 and parents.notna().all() else None
+
+
+def write_report(
+    table: pd.DataFrame,
+    finished: pd.DataFrame,
+    curves: pd.DataFrame,
+    out: Path | str,
+    summary: dict[str, Any] | None = None,
+) -> list[Path]:
+    """results.csv (every number), results.md, results.tex, summary.json and the figures into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "results.csv", out / "results.md", out / "results.tex"]
+    table.to_csv(files[0], index=False)
+    files[1].write_text(to_markdown(table), encoding="utf-8")
+    files[2].write_text(to_latex(table), encoding="utf-8")
+    files += write_figures(table, finished, curves, out)
+    if summary is not None:
+        files.append(out / "summary.json")
+        summary = {**summary, "files": [p.name for p in files]}
+        files[-1].write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return files
+
+
+def log_to_run(run_id: str, files: Iterable[Path], artifact_path: str = "report") -> None:
+    """Attach the report's files to an MLflow run (the sweep's parent run), under `report/`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def build_report(
+    tracking_uri: str | None,
+    study: str,
+    sweep: str | None = None,
+    out: Path | str | None = None,
+    log_to_parent: bool = True,
+) -> Report:
+    """Load, summarize, write and (when the runs belong to one sweep) log the report of a study.
+
+    Raises HarnessError when there is nothing to report: no store, no such study or sweep, or no
+    FINISHED regime run (the message says how many runs were left out and why).
+    """
+    runs = load_runs(tracking_uri, study, sweep)
+    counts = run_counts(runs)
+    where = f"study {study!r}" + (f", sweep {sweep}" if sweep else "")
+    if counts["used_regime_runs"] == 0:
+        raise HarnessError(f"{where} has no finished runs to report ({_left_out_text(counts)})")
+    finished = finished_runs(runs)
+    curves = load_curves(finished)
+    table = summarize(runs, curves)
+    parent = parent_run(runs, finished, sweep)
+    summary = {
+        "study": study,
+        "tracking_uri": resolve_tracking_uri(tracking_uri),
+        "sweep": sweep,
+        "parent_run": parent,
+        "configurations": len(table),
+        "row_keys": row_keys_of(table),
+        **counts,
+        "sweep_ledger": ledger_counts(runs, sweep),
+        "curves_from_head_phase_source": int(
+            curves.loc[curves["run_id"] != curves["source_run_id"], "run_id"].nunique()
+        ),
+    }
+    summary["logged_to_run"] = parent if log_to_parent else None
+    files = write_report(table, finished, curves, out or Path("reports") / study, summary)
+    if summary["logged_to_run"] is not None:
+        log_to_run(parent, files)
+    return Report(table, summary, files)
+
+
+def _left_out_text(counts: dict[str, Any]) -> str:
+    left = counts["left_out"]
+    text = ", ".join(f"{n} {status}" for status, n in sorted(left.items())) if left else "none"
+    jobs = ", ".join(f"{n} {status}" for status, n in sorted(counts["jobs"].items())) or "none"
+    return f"{counts['regime_runs']} regime run(s); left out, not FINISHED: {text}; jobs: {jobs}"
+
+
+def summary_text(report: Report) -> str:
+    """The console summary: what was used, what was left out and why, where the files went."""
+    s = report.summary
+    lines = [
+        f"study {s['study']!r} ({s['tracking_uri']})" + (f", sweep {s['sweep']}" if s["sweep"] else ""),
+        f"  used {s['used_regime_runs']} finished regime run(s) in {s['configurations']} configuration(s)",
+        f"  {_left_out_text(s)}",
+    ]
+    if s["sweep_ledger"]:
+        outcomes = {k: v for k, v in s["sweep_ledger"].items() if k != "skipped_without_run_id"}
+        lines.append(f"  sweep ledger: {', '.join(f'{n} {o}' for o, n in sorted(outcomes.items()))}")
+    if s["sweep_ledger"].get("skipped_without_run_id"):
+        lines.append(
+            f"  {s['sweep_ledger']['skipped_without_run_id']} job(s) of this sweep were skipped as already FINISHED"
+            " in the study and the ledger does not say which run: they are not in this report (leave out sweep="
+            " to include every finished run of the study)"
+        )
+    if s["curves_from_head_phase_source"]:
+        lines.append(
+            f"  {s['curves_from_head_phase_source']} frozen run(s) reused a cached head phase and logged no epochs:"
+            " their val_acc curve is the one of the run that trained it"
+        )
+    if s["superseded_reruns"]:
+        lines.append(f"  {s['superseded_reruns']} re-run(s) of the same configuration and seed: newest kept")
+    if s["logged_to_run"]:
+        lines.append(f"  report logged to parent run {s['logged_to_run']} (artifacts report/)")
+    elif s["parent_run"] is None:
+        lines.append("  no single sweep run owns these runs: not logged to MLflow (sweep=<parent run id> picks one)")
+    return "\n".join(lines)
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="report", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Write the report of `study`; nothing to report prints one message and exits with status 2."""
+    sweep, out = (None if cfg.get(k) is None else str(cfg[k]) for k in ("sweep", "out"))
+    try:
+        report = build_report(cfg.get("tracking_uri"), str(cfg.study), sweep, out, bool(cfg.log_to_parent))
+    except HarnessError as exc:
+        log.error("report: %s", exc)
+        sys.exit(2)
+    log.info("%s", summary_text(report))
+    log.info("\n%s", to_markdown(report.table))
+    log.info("wrote %d file(s) to %s", len(report.files), report.files[0].parent.resolve())
+

@@ -1,0 +1,178 @@
+"""The report's figures: validation curves, test accuracy against boundary and data fraction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from harness.figures import EMA_FACTOR, close, ema, plt  # pyplot with the Agg backend figures.py chose
+from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES
+from harness.report.tables import boundary_order, row_keys_of
+
+log = logging.getLogger("harness.report")
+
+FIGURE_CURVES = "val_acc_curves_{:02d}.png"
+FIGURE_UNFREEZE = "test_acc_vs_unfreeze_at.png"
+FIGURE_FRACTION = "test_acc_vs_data_fraction.png"
+
+
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def _varying(table: pd.DataFrame, keys: Iterable[str], exclude: Iterable[str]) -> list[str]:
+    return [k for k in keys if k not in set(exclude) and table[k].nunique() > 1]
+
+
+def _title(values: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in values.items()]
+    lines, line = [], ""
+    for part in parts:
+        if line and len(line) + len(part) > 90:
+            lines.append(line)
+            line = ""
+        line = f"{line}  {part}".strip()
+    return "\n".join([*lines, line])
+
+
+def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "") -> Figure:
+    """Validation accuracy of the regimes of one configuration overlaid, raw and EMA-smoothed.
+
+    Thin lines: seeds; thick: their mean. Fine-tuning's epochs continue after the head phase, so the
+    fine-tuned curve starts where the frozen one ends, as in Chollet's plots.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    merged = curves.merge(finished[["run_id", "regime", "seed"]], on="run_id").sort_values("step")
+    for regime in REGIMES:
+        part = merged[merged["regime"] == regime]
+        if part.empty:
+            continue
+        color, label = REGIME_COLORS[regime], REGIME_LABELS[regime]
+        mean = part.groupby("step")["val_acc"].mean()
+        epochs = mean.index.to_numpy() + 1
+        for _, seed_curve in part.groupby("seed"):
+            axes[0].plot(seed_curve["step"] + 1, seed_curve["val_acc"], color=color, alpha=0.3, linewidth=1)
+        axes[0].plot(epochs, mean.to_numpy(), "o-", color=color, markersize=4, label=f"{label} (mean of seeds)")
+        axes[1].plot(epochs, ema(mean.tolist()), "o-", color=color, markersize=4, label=label)
+    head_epochs = pd.to_numeric(finished.loc[finished["regime"] == "finetune", "epochs_head"], errors="coerce")
+    for ax, name in zip(axes, ("raw", f"EMA {EMA_FACTOR:.1f}"), strict=True):
+        if head_epochs.notna().any():  # as in Chollet's plots: where the head phase ends
+            ax.axvline(head_epochs.max() + 0.5, color="grey", linestyle="--", linewidth=1, label="start fine-tuning")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"validation accuracy ({name})")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("val_acc")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _regime_lines(table: pd.DataFrame, others: list[str]) -> Iterable[tuple[str, dict[str, Any], pd.DataFrame]]:
+    """(regime, plot style, rows) for each regime and combination of the other varying keys.
+
+    Colour says the regime, line style the combination of other keys (named in the legend).
+    """
+    groups = table.groupby(others, sort=False) if others else [((), table)]
+    for i, (values, rows) in enumerate(groups):
+        values = values if isinstance(values, tuple) else (values,)
+        suffix = ", ".join(f"{k}={v}" for k, v in zip(others, values, strict=True))
+        for regime in REGIMES:
+            have = rows[rows[f"{regime}_test_acc_mean"].notna()]
+            if not have.empty:
+                style = {
+                    "color": REGIME_COLORS[regime],
+                    "linestyle": LINESTYLES[i % len(LINESTYLES)],
+                    "label": REGIME_LABELS[regime] + (f" ({suffix})" if suffix else ""),
+                }
+                yield regime, style, have
+
+
+def _ci_errors(rows: pd.DataFrame, regime: str) -> np.ndarray:
+    mean = rows[f"{regime}_test_acc_mean"]
+    lower = (mean - rows[f"{regime}_test_acc_ci95_lo"]).fillna(0)
+    upper = (rows[f"{regime}_test_acc_ci95_hi"] - mean).fillna(0)
+    return np.vstack([lower.to_numpy(), upper.to_numpy()])
+
+
+def unfreeze_figure(table: pd.DataFrame) -> Figure:
+    """Test accuracy against the fine-tuning boundary, boundaries in network order, 95% CI bars.
+
+    Scratch and frozen do not depend on the boundary; they are drawn per boundary anyway (each job
+    trained them) and so show the seed-to-seed noise level against which fine-tuning's gain is read.
+    """
+    keys = row_keys_of(table)
+    backbone_names = list(dict.fromkeys(table["backbone"]))
+    fig, axes = plt.subplots(1, len(backbone_names), figsize=(6.5 * len(backbone_names), 4.5), squeeze=False)
+    others = _varying(table, keys, ("unfreeze_at", "backbone"))
+    for ax, backbone in zip(axes[0], backbone_names, strict=True):
+        part = table[table["backbone"] == backbone]
+        order = sorted(part["unfreeze_at"].unique(), key=lambda layer: (boundary_order(backbone, layer), layer))
+        position = {layer: i for i, layer in enumerate(order)}
+        for regime, style, rows in _regime_lines(part, others):
+            rows = rows.assign(_x=rows["unfreeze_at"].map(position)).sort_values("_x")
+            y, yerr = rows[f"{regime}_test_acc_mean"], _ci_errors(rows, regime)
+            ax.errorbar(rows["_x"], y, yerr=yerr, marker="o", capsize=3, **style)
+        ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+        ax.set_xlabel(f"unfreeze_at ({backbone}, bottom to top)")
+        ax.set_ylabel("test accuracy (mean, 95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fraction_figure(table: pd.DataFrame) -> Figure:
+    """Test accuracy against the fraction of training data, one line per regime, 95% CI bands."""
+    keys = row_keys_of(table)
+    others = _varying(table, keys, ("data_fraction",))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for regime, style, rows in _regime_lines(table, others):
+        rows = rows.assign(_x=pd.to_numeric(rows["data_fraction"], errors="coerce")).sort_values("_x")
+        ax.errorbar(rows["_x"], rows[f"{regime}_test_acc_mean"], yerr=_ci_errors(rows, regime), marker="o", **style)
+        lo, hi = rows[f"{regime}_test_acc_ci95_lo"], rows[f"{regime}_test_acc_ci95_hi"]
+        ax.fill_between(rows["_x"], lo, hi, color=style["color"], alpha=0.15)  # the band between fractions
+    ax.set_xlabel("data_fraction (of the training split)")
+    ax.set_ylabel("test accuracy (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    close(fig)
+    return path
+
+
+def write_figures(table: pd.DataFrame, finished: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
+    """The per-configuration curves (named by the table's `config` number) and the two study figures."""
+    keys = row_keys_of(table)
+    for stale in out.glob(FIGURE_CURVES.replace("{:02d}", "*")):
+        stale.unlink()  # a previous report of more configurations
+    written = []
+    runs_by_config = finished.merge(table[["config", *keys]], on=keys)
+    for config, runs in runs_by_config.groupby("config"):
+        row = table[table["config"] == config].iloc[0]
+        title = f"config {config}: " + _title({k: row[k] for k in keys})
+        written.append(_save(curves_figure(runs, curves, title), out / FIGURE_CURVES.format(config)))
+    if table[[f"{r}_test_acc_mean" for r in REGIMES]].notna().any().any():
+        written.append(_save(unfreeze_figure(table), out / FIGURE_UNFREEZE))
+        written.append(_save(fraction_figure(table), out / FIGURE_FRACTION))
+    else:
+        log.info("no test_acc in any run (no test split): test-accuracy figures skipped")
+    return written

@@ -1,0 +1,227 @@
+"""Loading a study's runs from the MLflow store: regime runs, the sweep's ledger, run counts, curves."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.identity import RESULT_FREE_KEYS
+from harness.tracking import resolve_tracking_uri
+
+log = logging.getLogger("harness.report")
+
+REGIMES = ("scratch", "frozen", "finetune")
+REGIME_LABELS = {"scratch": "scratch", "frozen": "frozen", "finetune": "fine-tuned"}
+REGIME_COLORS = {"scratch": "tab:gray", "frozen": "tab:blue", "finetune": "tab:orange"}
+
+# The configuration of a row, as a study's table lists it: report column -> flattened-config param of the run.
+CONFIG_PARAMS = {
+    "backbone": "backbone.name",
+    "unfreeze_at": "unfreeze_at",
+    "lr": "lr",
+    "head_lr": "head_lr",
+    "data_fraction": "data_fraction",
+    "augment": "augment",
+    "image_size": "backbone.image_size",
+    "epochs_scratch": "epochs.scratch",
+    "epochs_head": "epochs.head",
+    "epochs_finetune": "epochs.finetune",
+}
+CONFIG_KEYS = tuple(CONFIG_PARAMS)
+NUMERIC_KEYS = ("lr", "head_lr", "data_fraction", "image_size", "epochs_scratch", "epochs_head", "epochs_finetune")
+TAG_FALLBACK = ("backbone", "unfreeze_at", "lr", "data_fraction")  # also tags, for runs lacking params
+# Params that never separate configurations: replicates (seed), bookkeeping, and what a job ran (regimes)
+# or the backbone's default boundary (implied by backbone.name).
+NOT_CONFIG_PARAMS = {"seed", "regimes", "backbone.unfreeze_at", "data.on_bad_file", *RESULT_FREE_KEYS}
+STATS = ("n", "test_acc_mean", "test_acc_std", "test_acc_ci95_lo", "test_acc_ci95_hi")
+CURVE_STATS = ("best_val_acc", "best_val_epoch")
+DIFF = "ft_minus_frozen"
+MISSING = "–"
+LEDGER_TAG = "tags.job."  # the sweep's ledger: one tag per job, "<finished|skipped|failed> [detail]"
+RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    """A column of an MLflow search result, or all-missing when no run carries it."""
+    if name in df.columns:
+        return df[name]
+    return pd.Series(np.nan, index=df.index, dtype=object)
+
+
+def connect(tracking_uri: str | None) -> str:
+    """Point MLflow at an existing store; a report never creates one (a typo would look like 'no runs')."""
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise HarnessError(
+                f"no MLflow store at {db} (tracking_uri={uri!r}): run a study first or fix tracking_uri="
+            )
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) -> pd.DataFrame:
+    """Every job and regime run of `study` (only those under sweep run `sweep` if given), any status.
+
+    The MLflow columns are kept; plain columns are added for what the report uses: run_kind, regime,
+    parent_run_id, seed, the configuration keys (CONFIG_KEYS, from params, tags as fallback), test_acc,
+    test_loss, train_time_s. Raises HarnessError when the study or the sweep does not exist.
+    """
+    import mlflow
+
+    uri = connect(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(study)
+    if experiment is None:
+        known = sorted(e.name for e in mlflow.search_experiments())
+        raise HarnessError(f"study {study!r} does not exist in {uri}; studies there: {', '.join(known) or 'none'}")
+    raw = mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=100_000, output_format="pandas")
+    runs = pd.DataFrame(raw)
+    runs["run_kind"] = _col(runs, "tags.run_kind")
+    runs["regime"] = _col(runs, "tags.regime")
+    runs["parent_run_id"] = _col(runs, "tags.mlflow.parentRunId")
+    runs["seed"] = _col(runs, "params.seed").fillna(_col(runs, "tags.seed"))
+    for key, param in CONFIG_PARAMS.items():
+        value = _col(runs, f"params.{param}")
+        if key in TAG_FALLBACK:
+            value = value.fillna(_col(runs, f"tags.{key}"))
+        runs[key] = value
+    for metric in ("test_acc", "test_loss", "train_time_s"):
+        runs[metric] = pd.to_numeric(_col(runs, f"metrics.{metric}"), errors="coerce")
+
+    if sweep is not None:
+        sweeps = runs[runs["run_kind"] == "sweep"]
+        if sweep not in set(sweeps["run_id"]):
+            listed = ", ".join(f"{r.run_id} ({r.status})" for r in sweeps.itertuples()) or "none"
+            raise HarnessError(f"sweep={sweep!r} is not a sweep run of study {study!r}; its sweeps: {listed}")
+        reused = ledger_reused_jobs(runs[runs["run_id"] == sweep].iloc[0])
+        jobs = runs[(runs["run_kind"] == "job") & ((runs["parent_run_id"] == sweep) | runs["run_id"].isin(reused))]
+        keep = (
+            (runs["run_id"] == sweep) | runs["run_id"].isin(jobs["run_id"]) | runs["parent_run_id"].isin(jobs["run_id"])
+        )
+        runs = runs[keep]
+    runs = runs[runs["run_kind"].isin(["sweep", "job", "regime"])]
+    return runs.reset_index(drop=True)
+
+
+def ledger_reused_jobs(sweep_run: pd.Series) -> set[str]:
+    """Job run ids that a sweep's ledger names as reused ("skipped: already FINISHED") from earlier sweeps.
+
+    The sweep callback writes one `tags.job.<n>` per job; a skipped job trained nothing under this sweep,
+    its runs live under the sweep that trained them. Only ledger entries that carry the run id can be
+    followed; `ledger_counts` says how many could not.
+    """
+    entries = [str(v) for k, v in sweep_run.items() if k.startswith(LEDGER_TAG) and isinstance(v, str)]
+    return {run_id for e in entries if e.startswith("skipped") for run_id in RUN_ID.findall(e)}
+
+
+def ledger_counts(runs: pd.DataFrame, sweep: str | None) -> dict[str, int]:
+    """Outcomes of the sweep's jobs by its ledger, and how many skipped ones have no followable run id."""
+    if sweep is None or not (runs["run_id"] == sweep).any():
+        return {}
+    sweep_run = runs[runs["run_id"] == sweep].iloc[0]
+    entries = [str(v) for k, v in sweep_run.items() if k.startswith(LEDGER_TAG) and isinstance(v, str)]
+    outcomes = pd.Series([e.split(" ", 1)[0] for e in entries], dtype=object).value_counts().to_dict()
+    skipped = [e for e in entries if e.startswith("skipped")]
+    return {**outcomes, "skipped_without_run_id": sum(not RUN_ID.search(e) for e in skipped)}
+
+
+def extra_config_keys(regime_runs: pd.DataFrame) -> list[str]:
+    """Other config params that differ between the runs (optimizer, head.pooling, data.path, ...).
+
+    The issue's configuration keys do not include them, but merging e.g. adam and rmsprop runs into one
+    row would report a mean over two different experiments; they become extra row keys instead.
+    """
+    covered = set(CONFIG_PARAMS.values()) | NOT_CONFIG_PARAMS
+    params = [c for c in regime_runs.columns if c.startswith("params.") and c.removeprefix("params.") not in covered]
+    varying = regime_runs[params].astype("string").fillna("").nunique() > 1
+    return [c.removeprefix("params.") for c in params if varying[c]]
+
+
+def _with_keys(regime_runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Regime runs with every row key as a non-missing string column (groupby would drop missing keys)."""
+    extras = extra_config_keys(regime_runs)
+    out = regime_runs.copy()
+    for name in extras:
+        out[name] = out[f"params.{name}"]
+    keys = [*CONFIG_KEYS, *extras]
+    out[keys] = out[keys].astype("string").fillna("")
+    out["seed"] = out["seed"].astype("string").fillna("")
+    return out, keys
+
+
+def finished_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """FINISHED regime runs, one per (configuration, seed, regime): the newest when a job was re-run.
+
+    Re-running a configuration with the same seed repeats a measurement, it does not add a replicate;
+    counting both would shrink the intervals for nothing. See `run_counts` for what was left out.
+    """
+    regime_runs = runs[(runs["run_kind"] == "regime") & (runs["status"] == "FINISHED")]
+    regime_runs, keys = _with_keys(regime_runs)
+    regime_runs = regime_runs.sort_values("start_time", kind="stable")
+    return regime_runs.drop_duplicates([*keys, "seed", "regime"], keep="last").reset_index(drop=True)
+
+
+def row_keys(finished: pd.DataFrame) -> list[str]:
+    """The configuration columns of `finished_runs` output: CONFIG_KEYS plus the varying extras."""
+    return [*CONFIG_KEYS, *extra_config_keys(finished)]
+
+
+def run_counts(runs: pd.DataFrame) -> dict[str, Any]:
+    """What was used and what was left out, by status, for the console and summary.json."""
+    regime_runs = runs[runs["run_kind"] == "regime"]
+    jobs = runs[runs["run_kind"] == "job"]
+    finished = regime_runs[regime_runs["status"] == "FINISHED"]
+    used = finished_runs(runs)
+    return {
+        "regime_runs": len(regime_runs),
+        "finished_regime_runs": len(finished),
+        "used_regime_runs": len(used),
+        "superseded_reruns": len(finished) - len(used),
+        "left_out": regime_runs.loc[regime_runs["status"] != "FINISHED", "status"].value_counts().to_dict(),
+        "jobs": jobs["status"].value_counts().to_dict(),
+    }
+
+
+def load_curves(finished: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
+    """Per-epoch history of `metric` of each run: long table run_id, step, <metric>, source_run_id.
+
+    One MLflow request per run (search_runs only returns the last value); epoch = step + 1. A frozen run
+    whose head phase was reused from the cache (tag head_phase=reused) logs no epochs of its own; it gets
+    the history of the run that trained that head phase (same content-addressed head_phase_key), which is
+    the same training by construction. `source_run_id` says where each curve came from.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+
+    def history(run_id: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in client.get_metric_history(run_id, metric)]
+
+    rows = [(run_id, step, value, run_id) for run_id in finished["run_id"] for step, value in history(run_id)]
+    have = {r[0] for r in rows}
+    reused = finished[~finished["run_id"].isin(have) & _col(finished, "tags.head_phase_key").notna()]
+    for key, runs in reused.groupby("tags.head_phase_key"):
+        trainers = client.search_runs(
+            list(runs["experiment_id"].unique()),
+            filter_string=f"tags.head_phase_key = '{key}' and tags.head_phase = 'trained'",
+            order_by=["attributes.start_time DESC"],
+        )
+        source = next((t.info.run_id for t in trainers if history(t.info.run_id)), None)
+        if source is not None:
+            rows += [(run_id, step, value, source) for run_id in runs["run_id"] for step, value in history(source)]
+    curves = pd.DataFrame(rows, columns=["run_id", "step", metric, "source_run_id"])
+    return curves.drop_duplicates(["run_id", "step"], keep="last")
