@@ -101,10 +101,16 @@ def _regime_lines(table: pd.DataFrame, others: list[str]) -> Iterable[tuple[str,
                 yield regime, style, have
 
 
+def _ci(rows: pd.DataFrame, regime: str) -> tuple[pd.Series, pd.Series]:
+    """The 95% interval as drawn: clipped to [0, 1], where an accuracy lives (the CSV keeps the raw t interval)."""
+    return rows[f"{regime}_test_acc_ci95_lo"].clip(0, 1), rows[f"{regime}_test_acc_ci95_hi"].clip(0, 1)
+
+
 def _ci_errors(rows: pd.DataFrame, regime: str) -> np.ndarray:
     mean = rows[f"{regime}_test_acc_mean"]
-    lower = (mean - rows[f"{regime}_test_acc_ci95_lo"]).fillna(0)
-    upper = (rows[f"{regime}_test_acc_ci95_hi"] - mean).fillna(0)
+    lo, hi = _ci(rows, regime)
+    lower = (mean - lo).fillna(0)
+    upper = (hi - mean).fillna(0)
     return np.vstack([lower.to_numpy(), upper.to_numpy()])
 
 
@@ -143,9 +149,13 @@ def fraction_figure(table: pd.DataFrame) -> Figure:
     for regime, style, rows in _regime_lines(table, others):
         rows = rows.assign(_x=pd.to_numeric(rows["data_fraction"], errors="coerce")).sort_values("_x")
         ax.errorbar(rows["_x"], rows[f"{regime}_test_acc_mean"], yerr=_ci_errors(rows, regime), marker="o", **style)
-        lo, hi = rows[f"{regime}_test_acc_ci95_lo"], rows[f"{regime}_test_acc_ci95_hi"]
+        lo, hi = _ci(rows, regime)
         ax.fill_between(rows["_x"], lo, hi, color=style["color"], alpha=0.15)  # the band between fractions
-    ax.set_xlabel("data_fraction (of the training split)")
+    fractions = sorted(pd.to_numeric(table["data_fraction"], errors="coerce").dropna().unique())
+    ax.set_xscale("log")  # fractions such as 0.05 ... 1.0 are spread by ratio, not difference
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("data_fraction (of the training split, log scale)")
     ax.set_ylabel("test accuracy (mean, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
