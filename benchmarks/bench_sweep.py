@@ -203,6 +203,7 @@ def sweep_cost(boundaries: list[str], head_epochs: int, finetune_epochs: int) ->
     wall, log, runs = cli_sweep(
         [
             f"unfreeze_at={','.join(boundaries)}",
+            "data=cats_and_dogs_small",
             "backbone=mobilenetv2",
             f"backbone.weights={WEIGHTS}",
             f"backbone.image_size={SIZE}",
@@ -267,6 +268,8 @@ def overhead(jobs: int = 4) -> dict:
         [
             f"seed={','.join(str(i) for i in range(jobs))}",
             "+experiment=quickstart",
+            "backbone=mobilenetv2",  # the quickstart's own backbone is VGG16; this measures MobileNetV2 at 96 px
+            "backbone.image_size=96",
             f"backbone.weights={WEIGHTS}",
             "regimes=[frozen]",
             "cache=false",

@@ -75,6 +75,7 @@ def run_cli(*args: str, cwd: Path, module: str = "harness", timeout: int = 900) 
 def small_mobilenet(weights: Path, store: str, *extra: str) -> list[str]:
     """Overrides for a real but small MobileNetV2 study on the shared cats/dogs photographs."""
     return [
+        "data=cats_and_dogs_small",
         "backbone=mobilenetv2",
         f"backbone.weights={weights}",
         "backbone.image_size=96",

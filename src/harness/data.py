@@ -292,7 +292,7 @@ def download_archive(url: str) -> Path:
     try:
         archive = Path(keras.utils.get_file(name, origin=url, extract=False))
     except Exception as exc:  # noqa: BLE001 - any network failure means the same thing to the user
-        raise HarnessError(f"could not download {url} ({exc}); use data=folder data.path=... offline") from exc
+        raise HarnessError(f"could not download {url} ({exc})") from exc
     out = archive.with_suffix("")
     if not out.exists():
         with zipfile.ZipFile(archive) as zf:

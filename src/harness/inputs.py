@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from harness import backbones, data, identity
 from harness.config import validate
+from harness.errors import HarnessError
 
 
 @dataclass
@@ -51,9 +52,61 @@ def _fingerprint(path: Path) -> str:
     return identity.digest(sorted(entries))
 
 
+OFFLINE_ALTERNATIVES = (
+    "Without network, use local files: data=folder data.path=/path/to/images (train/, validation/, "
+    "[test/], one subfolder per class) or data=synthetic; backbone.weights=/path/to/weights.h5 (a Keras "
+    "include_top=False weights file) or backbone.weights=null (random init)."
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _download_data(url: str) -> str | None:
+    """Why the data archive could not be fetched, or None; tried once per process (every job of a sweep)."""
+    from harness.runtime import quiet_tensorflow
+
+    quiet_tensorflow()  # keras.utils.get_file imports TensorFlow
+    try:
+        data.download_archive(url)
+    except HarnessError as exc:
+        return f"data: {exc}"
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _download_weights(name: str, image_size: int) -> str | None:
+    """Why the ImageNet weights of `name` could not be fetched, or None. Building the backbone fetches them
+    into Keras' cache (KERAS_HOME) and keeps the model for the job."""
+    from harness.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
+    try:
+        backbones.build_once(name, "imagenet", image_size)
+    except Exception as exc:  # noqa: BLE001 - Keras reports a failed download as a bare Exception
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"backbone.weights=imagenet: could not download {name}'s ImageNet weights ({first})"
+    return None
+
+
+def fetch(cfg: DictConfig) -> None:
+    """Try each download the job needs (the data archive, ImageNet weights) once, before any job runs, and
+    name everything that could not be fetched in one error, with the local alternatives."""
+    failures = []
+    if cfg.data.get("source") == "download":
+        failures.append(_download_data(str(cfg.data.url)))
+    if needs_pretrained(cfg) and cfg.backbone.weights == "imagenet":
+        failures.append(_download_weights(str(cfg.backbone.name), int(cfg.backbone.image_size)))
+    failures = [f for f in failures if f]
+    if failures:
+        raise HarnessError("could not download what this job needs:\n  - " + "\n  - ".join(failures)
+                           + "\n" + OFFLINE_ALTERNATIVES)
+
+
 def prepare(cfg: DictConfig) -> Prepared:
-    """Validate the config and the data folder, draw the subsample and name the job by content."""
+    """Validate the config, check the data folder (fetched first when it is an archive), draw the subsample
+    and name the job by content. Local problems are reported before any download is tried."""
     validate(cfg)
+    if cfg.data.get("source") == "download":
+        fetch(cfg)  # the archive, and the weights with it: one message names every download that failed
     path = data.resolve_data_path(cfg.data)
     folder = _scan(str(path), cfg.data.on_bad_file, _fingerprint(path))
     train = data.subsample(folder.splits["train"], cfg.data_fraction, cfg.seed, folder.class_names)
@@ -72,6 +125,7 @@ def check(cfg: DictConfig) -> Prepared:
     from harness.runtime import quiet_tensorflow
 
     job = prepare(cfg)
+    fetch(cfg)  # ImageNet weights (tried once per process)
     quiet_tensorflow()
     weights = cfg.backbone.weights
     if needs_pretrained(cfg) and weights not in (None, "imagenet"):  # imagenet: checked by Keras on download

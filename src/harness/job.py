@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from harness import backbones, cache, data, identity, leases, tracking
 from harness.features import cache_keys, cached_features, load_arrays
-from harness.inputs import Prepared, needs_pretrained, prepare
+from harness.inputs import Prepared, fetch, needs_pretrained, prepare
 from harness.runtime import configure_runtime, quiet_tensorflow
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
@@ -103,6 +103,7 @@ class Skipped:
 def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | Skipped | Elsewhere:
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
+    fetch(cfg)  # then the downloads (ImageNet weights): a clear error offline, not a traceback in the job
     quiet_tensorflow()
     import keras
 

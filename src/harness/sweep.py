@@ -54,15 +54,22 @@ def expand(overrides: Sequence[Override]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def check_jobs(jobs: list[tuple[list[str], DictConfig]], check: Callable[[DictConfig], Any]) -> list[str]:
-    """Problems of every job, each prefixed with the job's overrides; empty when all can run."""
-    out = []
+def check_jobs(
+    jobs: list[tuple[list[str], DictConfig]], check: Callable[[DictConfig], Any]
+) -> tuple[list[str], int]:
+    """Problems of every job, each prefixed with the overrides of the jobs that have it (one entry per
+    distinct problem: an unreachable download is said once, not once per job), and how many jobs failed."""
+    by_problem: dict[str, list[str]] = {}
     for overrides, cfg in jobs:
         try:
             check(cfg)
         except HarnessError as exc:
-            out.append(f"job [{' '.join(overrides)}]: {exc}")
-    return out
+            by_problem.setdefault(str(exc), []).append(f"[{' '.join(overrides)}]")
+    problems = [
+        f"job {which[0]}: {problem}" if len(which) == 1 else f"jobs {', '.join(which)}: {problem}"
+        for problem, which in by_problem.items()
+    ]
+    return problems, sum(len(which) for which in by_problem.values())
 
 
 def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
@@ -72,13 +79,12 @@ def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
 
     # config values and data folders first (no TensorFlow needed): a typo is reported in a second or two;
     # then the weights and feature memory, which build models
-    problems = check_jobs(jobs, inputs.prepare) or check_jobs(jobs, inputs.check)
+    problems, failing = check_jobs(jobs, inputs.prepare)
+    if not problems:
+        problems, failing = check_jobs(jobs, inputs.check)
     if problems:
         log.error(
-            "sweep: %d of %d job(s) cannot run; nothing was started:\n%s",
-            len(problems),
-            len(jobs),
-            "\n".join(problems),
+            "sweep: %d of %d job(s) cannot run; nothing was started:\n%s", failing, len(jobs), "\n".join(problems)
         )
         sys.exit(2)
     log.info("sweep: %d job(s), all inputs checked", len(jobs))
