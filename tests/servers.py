@@ -92,7 +92,7 @@ def postgresql() -> Iterator[str]:
             return False
 
     try:
-        wait_until(ready, 60, "PostgreSQL", log)
+        wait_until(ready, 120, "PostgreSQL", log)
         con = psycopg2.connect(host=HOST, port=port, user="harness", dbname="postgres")
         con.autocommit = True
         con.cursor().execute("CREATE DATABASE mlflow")
@@ -122,7 +122,7 @@ class MlflowServer:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self, timeout_s: float = 180) -> None:
+    def start(self, timeout_s: float = 300) -> None:
         cmd = [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", self.backend_uri,
@@ -174,7 +174,7 @@ def ray_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[s
         "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
         "--object-store-memory=200000000",
     ]  # fmt: skip
-    proc = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(start, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"ray start failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     try:
