@@ -137,3 +137,9 @@ def test_steps_per_execution_changes_speed_not_numbers(monkeypatch):
     batched = history()
     monkeypatch.setattr(regimes, "STEPS_PER_EXECUTION", 1)
     assert history() == batched and len(batched["val_loss"]) == 3
+
+
+def test_the_time_left_follows_the_epochs_after_the_first():
+    assert regimes.eta([5.0], 3) == ", about 15s left"  # one epoch so far: all there is to go by
+    assert regimes.eta([30.0, 2.0, 2.0], 40) == ", about 1m20s left"  # the first epoch traced the graph
+    assert regimes.eta([1.0], 0) == ""
