@@ -191,3 +191,13 @@ def test_server_that_does_not_answer(tmp_path):
     proc = run_cli("data=synthetic", *MOBILENET, "tracking_uri=http://127.0.0.1:9", cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.log[-3000:]
     assert "tracking_uri='http://127.0.0.1:9': no MLflow server answers there" in proc.log
+
+
+def test_cache_dir_that_cannot_be_written(tmp_path, store):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cache_dir = blocker / "cache"  # below a file: no one can create it
+    proc = run_cli("data=synthetic", *MOBILENET, f"cache_dir={cache_dir}", f"tracking_uri={store}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.log, proc.log[-3000:]
+    assert f"cache_dir='{cache_dir}' cannot be written" in proc.log and "cache=false" in proc.log
+    assert_nothing_recorded(store, tmp_path)

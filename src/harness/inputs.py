@@ -101,10 +101,25 @@ def fetch(cfg: DictConfig) -> None:
                            + "\n" + OFFLINE_ALTERNATIVES)
 
 
+def check_cache_dir(cfg: DictConfig) -> None:
+    """A cache folder that cannot be written (a read-only share, another user's folder) is named before any
+    job trains, rather than failing every job after its first epoch."""
+    if not cfg.cache:
+        return
+    folder = Path(str(cfg.cache_dir)).expanduser()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise HarnessError(
+            f"cache_dir={str(folder)!r} cannot be written (nearest existing folder: {existing}); "
+            "give a writable cache_dir=... (on a cluster: a folder every node can write) or cache=false"
+        )
+
+
 def prepare(cfg: DictConfig) -> Prepared:
     """Validate the config, check the data folder (fetched first when it is an archive), draw the subsample
     and name the job by content. Local problems are reported before any download is tried."""
     validate(cfg)
+    check_cache_dir(cfg)
     if cfg.data.get("source") == "download":
         fetch(cfg)  # the archive, and the weights with it: one message names every download that failed
     path = data.resolve_data_path(cfg.data)
