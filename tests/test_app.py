@@ -55,7 +55,7 @@ def test_multirun_records_sweep_job_regime_tree(tmp_path, store, cats_dogs, mobi
         for metric in ("loss", "acc", "val_loss", "val_acc"):
             history = client.get_metric_history(run.run_id, metric)
             assert [m.step for m in history] == [first], (regime, metric)
-        assert 0 <= run["metrics.test_acc"] <= 1 and run["metrics.train_time_s"] > 0
+        assert run["metrics.train_time_s"] > 0
         assert [a.path for a in client.list_artifacts(run.run_id)] == ["curves.png"]
         curves = Path(client.download_artifacts(run.run_id, "curves.png", str(tmp_path / run.run_id)))
         assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -70,6 +70,7 @@ def test_multirun_records_sweep_job_regime_tree(tmp_path, store, cats_dogs, mobi
 
 def test_vgg16_runs_from_scratch_weights(tmp_path, store, cats_dogs):
     proc = run_cli(
+        "data=cats_and_dogs_small",
         "backbone.weights=null",
         "backbone.image_size=48",
         "data_fraction=0.05",
