@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import run_cli, tiny_job
-from servers import mlflow_server, postgres_bin, postgresql, ray_head
+from servers import free_port, mlflow_server, postgres_bin, postgresql, ray_head
 
 from harness import data
 
@@ -170,3 +170,15 @@ def test_a_submitit_local_sweep(tmp_path, store):
     assert "sweep summary: 2 finished" in proc.log
     jobs = job_runs(store)
     assert sorted(jobs["tags.seed"]) == ["0", "1"] and set(jobs.status) == {"FINISHED"}
+
+
+@needs_cluster_extra
+@pytest.mark.loopback_only
+def test_an_unreachable_ray_address_stops_the_sweep_before_anything_is_recorded(tmp_path, store):
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = run_cli("-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={nowhere}", "seed=0,1",
+                   *tiny_job(store, photos(tmp_path)), cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, story(proc.log)
+    assert f"hydra.launcher.ray.init.address='{nowhere}': no Ray head answers there" in proc.log
+    assert "Traceback" not in proc.log
+    assert job_runs(store).empty and mlflow.search_runs(experiment_names=["default"]).empty  # no sweep run either

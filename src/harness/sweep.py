@@ -72,9 +72,11 @@ def check_jobs(
     return problems, sum(len(which) for which in by_problem.values())
 
 
-def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
-    """Check every job, then open the sweep's parent run and return its id. Exits 2 on bad input, 0 after
-    a dry run."""
+def start(
+    config: DictConfig, jobs: list[tuple[list[str], DictConfig]], preflight: Callable[[], None] | None = None
+) -> str:
+    """Check every job, then the launcher (`preflight`: e.g. that a Ray head answers), then open the sweep's
+    parent run and return its id. Exits 2 on bad input, 0 after a dry run."""
     from harness import inputs, plan
 
     # config values and data folders first (no TensorFlow needed): a typo is reported in a second or two;
@@ -94,6 +96,8 @@ def start(config: DictConfig, jobs: list[tuple[list[str], DictConfig]]) -> str:
     import mlflow
 
     try:
+        if preflight is not None:
+            preflight()
         uri = tracking.connect(config.tracking_uri)
         experiment_id = tracking.ensure_experiment(str(config.study), uri)
     except HarnessError as exc:

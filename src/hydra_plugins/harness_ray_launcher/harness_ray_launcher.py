@@ -43,9 +43,35 @@ def _run_on_worker(
     )
 
 
+def probe_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, before the sweep records anything, when no Ray head listens at `address` (or
+    RAY_ADDRESS): ray.init itself waits for minutes on an address where nothing answers."""
+    import os
+    import socket
+
+    from harness.errors import HarnessError
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "auto" or address.startswith("ray://"):
+        return  # a new local cluster, Ray's own discovery, or Ray Client: left to ray.init
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise HarnessError(
+            f"hydra.launcher.ray.init.address={address!r}: no Ray head answers there ({exc}); start one "
+            "(ray start --head --port=6379) or give its host:port (or RAY_ADDRESS)"
+        ) from exc
+
+
 if RayLauncher is not None:
 
     class HarnessRayLauncher(RayLauncher):
+        def preflight(self) -> None:
+            """Called by the harness sweeper after the jobs' checks and before the sweep's parent run."""
+            probe_address(self.ray_cfg.init.get("address"))
+
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             import ray
 

@@ -58,7 +58,7 @@ class HarnessSweeper(Sweeper):
         parser = OverridesParser.create(config_loader=loader)
         jobs = sweep.expand(parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments)))
         configs = [(overrides, loader.load_sweep_config(self.config, overrides)) for overrides in jobs]
-        run_id = sweep.start(self.config, configs)
+        run_id = sweep.start(self.config, configs, preflight=getattr(self.launcher, "preflight", None))
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
