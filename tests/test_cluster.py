@@ -123,7 +123,9 @@ def test_a_ray_job_killed_mid_sweep_is_reaped_and_finished_by_the_rerun(tmp_path
     jobs = job_runs(store)
     assert sorted(jobs.status) == ["FINISHED", "FINISHED", "KILLED"]
     killed = jobs[jobs.status == "KILLED"].iloc[0]
-    assert killed["tags.seed"] == victim["tags.seed"] and "has exited" in killed["tags.killed_reason"]
+    assert killed["tags.seed"] == victim["tags.seed"]
+    # reaped at once because its process on this host is gone, or by its lease if the rerun came later
+    assert "has exited" in killed["tags.killed_reason"] or "no heartbeat" in killed["tags.killed_reason"]
     assert sorted(jobs[jobs.status == "FINISHED"]["tags.seed"]) == ["0", "1"]
 
 
