@@ -132,3 +132,11 @@ def tiny_job(store: str, photos: Path, *extra: str) -> list[str]:
         f"tracking_uri={store}",
         *extra,
     ]
+
+
+def job_runs(uri: str, study: str = "default"):
+    """The job runs of a study (one per Hydra job), as MLflow's search returns them."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[study], filter_string="tags.run_kind = 'job'")

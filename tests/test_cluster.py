@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_cli, tiny_job
+from conftest import job_runs, run_cli, tiny_job
 from servers import free_port, mlflow_server, postgres_bin, postgresql, ray_head
 
 from harness import data
@@ -31,11 +31,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 def photos(tmp_path: Path) -> Path:
     return data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
-
-
-def job_runs(uri: str, study: str = "default"):
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[study], filter_string="tags.run_kind = 'job'")
 
 
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_job
 from hydra import compose, initialize_config_dir
 
 from harness import data, identity
@@ -109,30 +109,21 @@ def test_cache_keys_change_with_the_producing_code(tmp_path, monkeypatch):
 def test_resume_follows_content_across_paths_and_edits(tmp_path, store):
     """Through the CLI: a copy of the data elsewhere is skipped as FINISHED; an edited photo trains again."""
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
-    args = [
-        "data=folder",
-        "backbone=mobilenetv2",
-        "backbone.weights=null",
-        "backbone.image_size=32",
-        "regimes=[frozen]",
-        "epochs.head=1",
-        f"tracking_uri={store}",
-    ]
-    first = run_cli(*args, f"data.path={photos}", cwd=tmp_path)
+    first = run_cli(*tiny_job(store, photos), cwd=tmp_path)
     assert first.returncode == 0, first.log[-3000:]
     moved = shutil.copytree(photos, tmp_path / "elsewhere")
-    again = run_cli(*args, f"data.path={moved}", cwd=tmp_path)
+    again = run_cli(*tiny_job(store, moved), cwd=tmp_path)
     assert again.returncode == 0 and "skip: job" in again.log, again.log[-3000:]
     assert "other code" not in again.log
 
     mlflow.set_tracking_uri(store)
     jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
     mlflow.MlflowClient().set_tag(jobs.run_id.iloc[0], "code_digest", "an-older-version")
-    older = run_cli(*args, f"data.path={moved}", cwd=tmp_path)
+    older = run_cli(*tiny_job(store, moved), cwd=tmp_path)
     assert "skip: job" in older.log and "recorded with other code" in older.log, older.log[-3000:]
 
     edit(moved / "train" / "disks" / "disks.0.jpg")
-    edited = run_cli(*args, f"data.path={moved}", cwd=tmp_path)
+    edited = run_cli(*tiny_job(store, moved), cwd=tmp_path)
     assert edited.returncode == 0 and "skip:" not in edited.log, edited.log[-3000:]
     jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
     assert len(jobs) == 2 and jobs["tags.job_identity"].nunique() == 2

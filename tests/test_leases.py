@@ -12,7 +12,7 @@ import time
 
 import mlflow
 import pytest
-from conftest import run_cli, tiny_job
+from conftest import job_runs, run_cli, tiny_job
 
 from harness import data, leases
 
@@ -94,11 +94,6 @@ def test_the_heartbeat_thread_refreshes_held_runs(experiment):
         assert float(client.get_run(run).data.tags["heartbeat"]) > first
     finally:
         leases.heartbeat.release(run)
-
-
-def job_runs(store: str):
-    mlflow.set_tracking_uri(store)
-    return mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
 
 
 def test_two_sweeps_of_one_study_at_once_run_every_configuration_once(tmp_path, store):
