@@ -380,9 +380,17 @@ def log_history(history: Mapping[str, list[float]], first_epoch: int = 0) -> Non
 def log_datasets(root: Path, splits: Mapping[str, Any], class_names: list[str], identities: Mapping[str, str]) -> None:
     """Each split as an MLflow dataset input of the active run (the UI's Dataset column: name, digest,
     source, size) and the training files (path, class, sha256) as the artifact data/train_files.csv."""
+    import warnings
+
     import mlflow
     import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
 
+    with warnings.catch_warnings():
+        # MLflow registers its local-artifact source twice (file and local schemes) and warns that a path
+        # "can be interpreted in multiple ways" although both readings are the same class: resolved once here
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        source = resolve_dataset_source(str(root))
     frames = {}
     for split, part in splits.items():
         frames[split] = pd.DataFrame({
@@ -391,7 +399,7 @@ def log_datasets(root: Path, splits: Mapping[str, Any], class_names: list[str], 
             "sha256": list(part.digests),
         })
         dataset = mlflow.data.from_pandas(
-            frames[split], source=str(root), targets="label", name=f"{root.name}/{split}", digest=identities[split][:16]
+            frames[split], source=source, targets="label", name=f"{root.name}/{split}", digest=identities[split][:16]
         )
         mlflow.log_input(dataset, context=split)
     if "train" in frames:
