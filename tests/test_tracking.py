@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import mlflow
 from conftest import run_cli, tiny_job
@@ -55,3 +56,35 @@ def test_a_job_logs_its_splits_as_datasets_and_its_training_files(tmp_path, stor
     listed = mlflow.artifacts.load_text(f"runs:/{job.info.run_id}/data/train_files.csv").splitlines()
     assert listed[0] == "file,label,sha256" and len(listed) == 1 + 12
     assert sorted({line.split(",")[1] for line in listed[1:]}) == ["disks", "squares"]
+
+
+
+def _open_study_and_log_data(store: str, photos: str, start, out) -> None:
+    """One of several processes opening the same new study and logging the same new splits at once."""
+    folder = data.scan_folder(photos)
+    identities = {name: data.split_identity(split, folder.class_names) for name, split in folder.splits.items()}
+    uri = tracking.connect(store)
+    start.wait(timeout=60)
+    experiment_id = tracking.ensure_experiment("race", uri)
+    with mlflow.start_run(experiment_id=experiment_id):
+        tracking.log_datasets(folder.root, folder.splits, list(folder.class_names), identities)
+    out.put(experiment_id)
+
+
+def test_parallel_jobs_opening_one_new_study_and_logging_one_new_dataset_all_succeed(tmp_path, store):
+    """MLflow's SQL store looks an experiment or dataset up, then inserts it: parallel first users collide."""
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 2, "validation": 1, "test": 1})
+    mlflow.MlflowClient(store).search_experiments()  # the schema exists before the race, as a sweep makes it first
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Barrier(6), context.Queue()
+    args = (store, str(photos), start, out)
+    workers = [context.Process(target=_open_study_and_log_data, args=args) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0] * 6
+    assert len({out.get(timeout=5) for _ in workers}) == 1
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["race"], output_format="list")
+    assert len(runs) == 6 and all(len(r.inputs.dataset_inputs) == 3 for r in runs)

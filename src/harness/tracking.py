@@ -139,11 +139,17 @@ EXPERIMENT_TAGS = {EXPERIMENT_KIND: MODEL_TRAINING}
 def ensure_experiment(study: str, uri: str) -> str:
     """The experiment id of `study`, created on first use with artifacts kept beside the store."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     try:
         experiment = mlflow.get_experiment_by_name(study)
         if experiment is None:
-            return mlflow.create_experiment(study, artifact_location=artifact_location(uri), tags=EXPERIMENT_TAGS)
+            try:
+                return mlflow.create_experiment(study, artifact_location=artifact_location(uri), tags=EXPERIMENT_TAGS)
+            except MlflowException as exc:  # two sweeps starting a new study at once: the other one created it
+                experiment = mlflow.get_experiment_by_name(study)
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS" or experiment is None:
+                    raise
         if experiment.tags.get(EXPERIMENT_KIND) is None:  # a study from before the tag: the UI needs it too
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment.experiment_id
@@ -401,9 +407,23 @@ def log_datasets(root: Path, splits: Mapping[str, Any], class_names: list[str], 
         dataset = mlflow.data.from_pandas(
             frames[split], source=source, targets="label", name=f"{root.name}/{split}", digest=identities[split][:16]
         )
-        mlflow.log_input(dataset, context=split)
+        _log_input(dataset, split)
     if "train" in frames:
         mlflow.log_text(frames["train"].to_csv(index=False), "data/train_files.csv")
+
+
+def _log_input(dataset: Any, split: str) -> None:
+    """`mlflow.log_input`, once more when it loses a race: MLflow's SQL store looks a dataset up and then
+    inserts it, so parallel jobs logging the same new split collide on the (experiment, name, digest) key;
+    the retry finds the row the winner wrote and only links it to this run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset, context=split)
+    except MlflowException:
+        time.sleep(0.2)
+        mlflow.log_input(dataset, context=split)
 
 
 def log_result_metrics(values: Mapping[str, float]) -> None:
