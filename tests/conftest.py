@@ -29,12 +29,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         pytest.skip("a loopback-only network namespace needs root and unshare (CI runs as root)")
     inner = f"ip link set lo up && exec {shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider -x "
     inner += shlex.quote(pyfuncitem.nodeid)
-    proc = subprocess.run(["unshare", "-n", "sh", "-c", inner], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1800)
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", inner], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if proc.returncode != 0:
-        pytest.fail(f"in a loopback-only network namespace:\n{proc.stdout[-8000:]}\n{proc.stderr[-2000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"in a loopback-only network namespace:\n{proc.stdout[-8000:]}\n{proc.stderr[-2000:]}", pytrace=False
+        )
     if "passed" not in summary:
         pytest.skip(f"in a loopback-only network namespace: {summary}")
     return True

@@ -74,14 +74,19 @@ def postgresql() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     runas = _as_postgres_user()
-    subprocess.run([*runas, str(bindir / "initdb"), "-D", str(data), "-U", "harness", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*runas, str(bindir / "initdb"), "-D", str(data), "-U", "harness", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = free_port()
     log = root / "postgres.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
             [*runas, str(bindir / "postgres"), "-D", str(data), "-h", HOST, "-p", str(port), "-k", str(root)],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
     def ready() -> bool:

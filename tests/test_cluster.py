@@ -77,8 +77,11 @@ def test_ray_sweep_into_a_tracking_server_on_postgresql(tmp_path):
         assert sorted(jobs["tags.seed"]) == ["0", "1", "2", "3"] and set(jobs.status) == {"FINISHED"}
 
         run_id = jobs.run_id.iloc[0]
-        config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
-                                                          dst_path=str(tmp_path / "back")))
+        config = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="config.yaml", dst_path=str(tmp_path / "back")
+            )
+        )
         assert f"tracking_uri: {server.url}" in config.read_text()
         regime = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'regime'")
         import harness.regimes  # noqa: F401 - registers the model's own layers, as any user of the model does
@@ -87,8 +90,13 @@ def test_ray_sweep_into_a_tracking_server_on_postgresql(tmp_path):
         assert model.input_shape[1:3] == (32, 32)
         assert list((tmp_path / "artifacts").glob("**/MLmodel")), "the model did not reach the server's artifact store"
 
-        report = run_cli("study=default", f"tracking_uri={server.url}", f"out={tmp_path / 'report'}", cwd=tmp_path,
-                         module="harness.report")
+        report = run_cli(
+            "study=default",
+            f"tracking_uri={server.url}",
+            f"out={tmp_path / 'report'}",
+            cwd=tmp_path,
+            module="harness.report",
+        )
         assert report.returncode == 0, report.log[-3000:]
         assert "used 4 finished regime run(s) in 1 configuration(s)" in report.log, report.log[-3000:]
         assert (tmp_path / "report" / "results.csv").is_file()
@@ -157,8 +165,10 @@ def test_a_sweep_rides_out_a_restart_of_the_tracking_server(tmp_path):
     assert sorted(jobs["tags.seed"]) == ["0", "1"] and set(jobs.status) == {"FINISHED"}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                    reason='needs the [cluster] extra: pip install -e ".[cluster]"')
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+    reason='needs the [cluster] extra: pip install -e ".[cluster]"',
+)
 def test_a_submitit_local_sweep(tmp_path, store):
     """The SLURM path's launcher, with local processes standing in for the cluster's nodes."""
     proc = run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=0,1",

@@ -58,7 +58,6 @@ def test_a_job_logs_its_splits_as_datasets_and_its_training_files(tmp_path, stor
     assert sorted({line.split(",")[1] for line in listed[1:]}) == ["disks", "squares"]
 
 
-
 def _open_study_and_log_data(store: str, photos: str, start, out) -> None:
     """One of several processes opening the same new study and logging the same new splits at once."""
     folder = data.scan_folder(photos)

@@ -28,6 +28,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+
 def make_key(kind: str, parts: Mapping[str, Any]) -> str:
     """`<kind>-<digest of the parts and of the producing code>`: identical parts, identical key, in any
     process; a change to the code that produces entries, or to TensorFlow or Keras, gives new keys."""

@@ -77,6 +77,8 @@ def print_results(experiment_id: str, uri: str, job_run_ids: Sequence[str], keys
         log.warning("results table unavailable (%s: %s)", type(exc).__name__, exc)
         table = pd.DataFrame()
     if not table.empty:
-        log.info("results (test accuracy; the report has intervals and tests):\n%s",
-                 table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        log.info(
+            "results (test accuracy; the report has intervals and tests):\n%s",
+            table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+        )
     log.info("%s", browse_hint(uri, experiment_id))

@@ -97,8 +97,9 @@ def fetch(cfg: DictConfig) -> None:
         failures.append(_download_weights(str(cfg.backbone.name), int(cfg.backbone.image_size)))
     failures = [f for f in failures if f]
     if failures:
-        raise HarnessError("could not download what this job needs:\n  - " + "\n  - ".join(failures)
-                           + "\n" + OFFLINE_ALTERNATIVES)
+        raise HarnessError(
+            "could not download what this job needs:\n  - " + "\n  - ".join(failures) + "\n" + OFFLINE_ALTERNATIVES
+        )
 
 
 def check_cache_dir(cfg: DictConfig) -> None:

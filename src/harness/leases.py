@@ -59,8 +59,15 @@ def owner() -> str:
     """This process, precisely enough to tell on this host whether it still runs: boot id, pid namespace,
     pid and start time (a reused pid has a later start time)."""
     pid = os.getpid()
-    return "|".join((socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"), _pid_namespace(), str(pid),
-                     _start_ticks(pid) or "unknown"))
+    return "|".join(
+        (
+            socket.gethostname(),
+            _read("/proc/sys/kernel/random/boot_id"),
+            _pid_namespace(),
+            str(pid),
+            _start_ticks(pid) or "unknown",
+        )
+    )
 
 
 def owner_exited(recorded: str | None) -> bool:

@@ -22,6 +22,7 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what TensorFlow logs later: errors only
     if os.environ.get("HARNESS_TF_LOGS"):
         import tensorflow  # noqa: F401
+
         return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)

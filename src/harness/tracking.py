@@ -399,11 +399,15 @@ def log_datasets(root: Path, splits: Mapping[str, Any], class_names: list[str], 
         source = resolve_dataset_source(str(root))
     frames = {}
     for split, part in splits.items():
-        frames[split] = pd.DataFrame({
-            "file": [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in part.files],
-            "label": [class_names[i] for i in part.labels],
-            "sha256": list(part.digests),
-        })
+        frames[split] = pd.DataFrame(
+            {
+                "file": [
+                    str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in part.files
+                ],
+                "label": [class_names[i] for i in part.labels],
+                "sha256": list(part.digests),
+            }
+        )
         dataset = mlflow.data.from_pandas(
             frames[split], source=source, targets="label", name=f"{root.name}/{split}", digest=identities[split][:16]
         )

@@ -24,8 +24,6 @@ from harness.tracking import resolve_tracking_uri
 log = logging.getLogger("harness.report")
 
 
-
-
 # ------------------------------------------------------------------------------------------- the report
 
 
@@ -170,4 +168,3 @@ def main(cfg: DictConfig) -> None:
     log.info("%s", summary_text(report))
     log.info("\n%s", to_markdown(report.table))
     log.info("wrote %d file(s) to %s", len(report.files), report.files[0].parent.resolve())
-

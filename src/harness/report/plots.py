@@ -23,8 +23,6 @@ FIGURE_UNFREEZE = "test_acc_vs_unfreeze_at.png"
 FIGURE_FRACTION = "test_acc_vs_data_fraction.png"
 
 
-
-
 # ----------------------------------------------------------------------------------------------- figures
 
 

@@ -47,8 +47,6 @@ LEDGER_TAG = "tags.job."  # the sweep's ledger: one tag per job, "<finished|skip
 RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
-
-
 # ----------------------------------------------------------------------------------------------- loading
 
 

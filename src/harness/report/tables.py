@@ -25,8 +25,6 @@ from harness.report.runs import (
 log = logging.getLogger("harness.report")
 
 
-
-
 # ------------------------------------------------------------------------------------------ aggregation
 
 
