@@ -24,7 +24,7 @@ def _no_spread(x: pd.Series) -> bool:
 
 
 def t_half_width(std: pd.Series | np.ndarray | float, n: pd.Series | np.ndarray | int, level: float = LEVEL):
-    """Half-width t_{(1+level)/2, n-1} * std / sqrt(n) of the mean's interval; NaN where n < 2.
+    """Half-width of the mean's Student-t interval (scipy's `t.interval` with scale std / sqrt(n)); NaN where n < 2.
 
     Vectorised over pandas columns so a whole summary table is done in one call.
     """
@@ -32,7 +32,9 @@ def t_half_width(std: pd.Series | np.ndarray | float, n: pd.Series | np.ndarray 
     std_arr = np.asarray(std, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         df = np.where(n_arr >= 2, n_arr - 1, np.nan)
-        out = stats.t.ppf(0.5 + level / 2, df) * std_arr / np.sqrt(n_arr)
+        scale = np.where(std_arr > 0, std_arr / np.sqrt(n_arr), np.nan)
+        _, out = stats.t.interval(level, df, loc=0.0, scale=scale)
+    out = np.where((std_arr == 0) & (n_arr >= 2), 0.0, out)  # no spread: a zero-width interval, not NaN
     if isinstance(std, pd.Series):
         return pd.Series(out, index=std.index)
     return out
@@ -51,11 +53,11 @@ def mean_ci(values: pd.Series | np.ndarray | list[float], level: float = LEVEL) 
 def paired_test(
     after: pd.Series | np.ndarray, before: pd.Series | np.ndarray, level: float = LEVEL
 ) -> dict[str, float]:
-    """Mean difference after - before over pairs (seeds), its t interval, and scipy's ttest_rel.
+    """Mean difference after - before over pairs (seeds), with scipy's ttest_rel and its confidence interval.
 
     Pairs with a missing side are dropped. With fewer than two pairs, or identical differences
     (zero variance, up to float noise), t and p are NaN: no test is possible, and that is what the
-    table must say.
+    table must say (identical differences keep their zero-width interval).
     """
     pairs = pd.DataFrame({"after": np.asarray(after, dtype=float), "before": np.asarray(before, dtype=float)}).dropna()
     diff = mean_ci(pairs["after"] - pairs["before"], level)
@@ -65,4 +67,6 @@ def paired_test(
             warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy warns and returns NaN
             result = stats.ttest_rel(pairs["after"], pairs["before"])
         t_stat, p_value = float(result.statistic), float(result.pvalue)
+        interval = result.confidence_interval(level)
+        diff["ci_lo"], diff["ci_hi"] = float(interval.low), float(interval.high)
     return {**diff, "t": t_stat, "p": p_value}
