@@ -9,23 +9,40 @@ and pasting), a summary, and figures; the figures are also logged to the sweep's
 
     python -m harness.report study=my_study [sweep=<parent run id>] [out=reports/my_study] [tracking_uri=...]
 
-Modules: `runs` (loading from the store), `tables` (aggregation and formatting), `plots` (figures),
-`build` (the whole report, its summary and the command).
+The Markdown and LaTeX tables are in long form (one row per configuration x regime, the varying keys as
+columns, the constant ones in a caption line, at most 12 columns); results.csv keeps the wide table.
+
+    python -m harness.report ... readme=experiments/x/README.md        # also splice results.md into the README
+    python -m harness.report from_csv=experiments/x/results/results.csv readme=experiments/x/README.md
+
+`from_csv=` re-renders results.md and results.tex beside a recorded results.csv (no store needed).
+
+Modules: `runs` (loading from the store), `tables` (aggregation, the wide table and its keys), `render`
+(the long table, Markdown, LaTeX), `plots` (figures), `readme` (the README splice), `build` (the whole
+report, its summary and the command).
 """
 
-from harness.report.build import Report, build_report, main, summary_text, write_report
+from harness.report.build import Report, build_report, main, render_from_csv, summary_text, write_report
+from harness.report.readme import check_readme, splice
+from harness.report.render import long_table, to_latex, to_markdown
 from harness.report.runs import CONFIG_PARAMS, load_curves, load_runs, run_counts
-from harness.report.tables import row_keys_of, summarize, to_latex, to_markdown
+from harness.report.tables import read_table, row_keys_of, split_keys, summarize
 
 __all__ = [
     "CONFIG_PARAMS",
     "Report",
     "build_report",
+    "check_readme",
     "load_curves",
     "load_runs",
+    "long_table",
     "main",
+    "read_table",
+    "render_from_csv",
     "row_keys_of",
     "run_counts",
+    "splice",
+    "split_keys",
     "summarize",
     "summary_text",
     "to_latex",

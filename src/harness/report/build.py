@@ -17,8 +17,10 @@ from omegaconf import DictConfig
 from harness.errors import HarnessError
 from harness.paths import conf_dir
 from harness.report.plots import write_figures
+from harness.report.readme import check_readme, splice
+from harness.report.render import to_latex, to_markdown
 from harness.report.runs import finished_runs, ledger_counts, load_curves, load_runs, run_counts
-from harness.report.tables import row_keys_of, summarize, to_latex, to_markdown
+from harness.report.tables import read_table, row_keys_of, summarize
 from harness.tracking import resolve_tracking_uri
 
 log = logging.getLogger("harness.report")
@@ -56,16 +58,31 @@ def write_report(
     """results.csv (every number), results.md, results.tex, summary.json and the figures into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = [out / "results.csv", out / "results.md", out / "results.tex"]
-    table.to_csv(files[0], index=False)
-    files[1].write_text(to_markdown(table), encoding="utf-8")
-    files[2].write_text(to_latex(table), encoding="utf-8")
+    table.to_csv(out / "results.csv", index=False)
+    files = [out / "results.csv", *write_tables(table, out)]
     files += write_figures(table, finished, curves, out)
     if summary is not None:
         files.append(out / "summary.json")
         summary = {**summary, "files": [p.name for p in files]}
         files[-1].write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return files
+
+
+def write_tables(table: pd.DataFrame, out: Path) -> list[Path]:
+    """results.md and results.tex of a summary table: the readable long form (results.csv keeps everything)."""
+    files = [out / "results.md", out / "results.tex"]
+    files[0].write_text(to_markdown(table), encoding="utf-8")
+    files[1].write_text(to_latex(table), encoding="utf-8")
+    return files
+
+
+def render_from_csv(csv: Path | str) -> list[Path]:
+    """Rewrite results.md and results.tex beside a recorded results.csv, from its numbers alone.
+
+    For reports whose MLflow store is not at hand: the tables are re-rendered, nothing is recomputed.
+    """
+    csv = Path(csv)
+    return write_tables(read_table(csv), csv.parent)
 
 
 def log_to_run(run_id: str, files: Iterable[Path], artifact_path: str = "report") -> None:
@@ -158,13 +175,28 @@ def summary_text(report: Report) -> str:
 
 @hydra.main(config_path=str(conf_dir()), config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Write the report of `study`; nothing to report prints one message and exits with status 2."""
-    sweep, out = (None if cfg.get(k) is None else str(cfg[k]) for k in ("sweep", "out"))
+    """Write the report of `study` (or re-render `from_csv`), and splice its table into `readme`.
+
+    Any error (nothing to report, no README or no markers in it) prints one message and exits with
+    status 2; the README is checked before anything is written, so a failed run leaves every file as it was.
+    """
+    names = ("sweep", "out", "from_csv", "readme")
+    sweep, out, from_csv, readme = (None if cfg.get(k) is None else str(cfg[k]) for k in names)
     try:
-        report = build_report(cfg.get("tracking_uri"), str(cfg.study), sweep, out, bool(cfg.log_to_parent))
+        folder = Path(from_csv).parent if from_csv else Path(out or Path("reports") / str(cfg.study))
+        text = check_readme(readme, folder / "results.md") if readme else None
+        if from_csv:
+            files = render_from_csv(from_csv)
+            log.info("\n%s", files[0].read_text(encoding="utf-8"))
+        else:
+            report = build_report(cfg.get("tracking_uri"), str(cfg.study), sweep, out, bool(cfg.log_to_parent))
+            files = report.files
+            log.info("%s", summary_text(report))
+            log.info("\n%s", to_markdown(report.table))
+        if readme:
+            Path(readme).write_text(splice(text, Path(readme), folder / "results.md"), encoding="utf-8")
+            log.info("spliced %s into %s", files[0].parent / "results.md", readme)
     except HarnessError as exc:
         log.error("report: %s", exc)
         sys.exit(2)
-    log.info("%s", summary_text(report))
-    log.info("\n%s", to_markdown(report.table))
-    log.info("wrote %d file(s) to %s", len(report.files), report.files[0].parent.resolve())
+    log.info("wrote %d file(s) to %s", len(files), files[0].parent.resolve())

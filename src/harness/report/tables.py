@@ -1,9 +1,10 @@
-"""The summary table of a study: aggregation over seeds, the paired test, Markdown and LaTeX."""
+"""The summary table of a study (the wide results.csv): aggregation over seeds, the paired test, its keys."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,9 +14,7 @@ from harness.errors import HarnessError
 from harness.report.runs import (
     CURVE_STATS,
     DIFF,
-    MISSING,
     NUMERIC_KEYS,
-    REGIME_LABELS,
     REGIMES,
     STATS,
     finished_runs,
@@ -23,6 +22,17 @@ from harness.report.runs import (
 )
 
 log = logging.getLogger("harness.report")
+
+HEAD_TRAINED = "frozen_head_phases_trained"  # the last column: how many frozen runs frozen_train_time_s is over
+# Keys that only some regimes use: when none of those regimes ran, a constant value is a config default
+# that nothing used (epochs_scratch=30 in a study without scratch), and is not listed as the rows' setting.
+KEY_REGIMES = {
+    "epochs_scratch": ("scratch",),
+    "epochs_head": ("frozen", "finetune"),
+    "epochs_finetune": ("finetune",),
+    "lr": ("finetune",),
+    "unfreeze_at": ("finetune",),
+}
 
 
 # ------------------------------------------------------------------------------------------ aggregation
@@ -84,18 +94,28 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     best seed-mean val_acc and its epoch (needs `curves`, see `load_curves`), mean train_time_s and the
     seeds. Then the paired fine-tuned - frozen difference (ttest_rel; NaN below two pairs). Only FINISHED
     runs count (see `finished_runs`); a configuration missing a regime has n = 0 and blanks there.
+
+    frozen_train_time_s counts only the head phases these runs trained: a frozen run tagged
+    head_phase=reused restored a cached head phase and records the time of the run that trained it
+    (another job, maybe another study, maybe with the feature extraction included), so mixing it in would
+    make the column neither this study's cost nor a per-seed cost. The last column, frozen_head_phases_trained,
+    says how many runs that mean is over (NaN time when every head phase was reused).
     """
     finished = finished_runs(runs)
     keys = row_keys(finished)
     if finished.empty:
         return pd.DataFrame(columns=["config", *keys])
     group = [*keys, "regime"]
-    per = finished.groupby(group, sort=False).agg(
+    head_phase = finished["tags.head_phase"] if "tags.head_phase" in finished else pd.Series("", index=finished.index)
+    reused = finished["regime"].eq("frozen") & head_phase.eq("reused")
+    per = finished.assign(_own_time=finished["train_time_s"].mask(reused), _trained=~reused)
+    per = per.groupby(group, sort=False).agg(
         n=("run_id", "size"),
         n_test=("test_acc", "count"),
         test_acc_mean=("test_acc", "mean"),
         test_acc_std=("test_acc", "std"),
-        train_time_s=("train_time_s", "mean"),
+        train_time_s=("_own_time", "mean"),
+        trained=("_trained", "sum"),
         seeds=("seed", lambda s: ",".join(sorted(s, key=lambda v: (len(v), v)))),
     )
     half = stats.t_half_width(per["test_acc_std"], per["n_test"])
@@ -113,36 +133,14 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
         wide[f"{regime}_best_val_epoch"] = wide[f"{regime}_best_val_epoch"].astype("Int64")
     table = wide.join(paired_differences(finished, keys))
     table[f"{DIFF}_n"] = table[f"{DIFF}_n"].fillna(0).astype(int)
+    trained = per["trained"].unstack("regime").reindex(index=table.index, columns=REGIMES)["frozen"]
+    table[HEAD_TRAINED] = trained.fillna(0).astype(int)
     table = _sorted_rows(table.reset_index(), keys)
     table.insert(0, "config", range(1, len(table) + 1))
     return table
 
 
-# ---------------------------------------------------------------------------------------------- formatting
-
-
-def _acc(x: float) -> str:
-    return MISSING if pd.isna(x) else f"{x:.3f}"
-
-
-def _signed(x: float) -> str:
-    return MISSING if pd.isna(x) else f"{x:+.3f}"
-
-
-def _interval(lo: float, hi: float, fmt=_acc) -> str:
-    return MISSING if pd.isna(lo) or pd.isna(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
-
-
-def _p(x: float) -> str:
-    return MISSING if pd.isna(x) else f"{x:.3g}"
-
-
-def shown_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
-    """Row keys worth a column (backbone, unfreeze_at, and whatever varies) and the constant rest."""
-    keys = [c for c in table.columns if c in row_keys_of(table)]
-    shown = [k for k in keys if k in ("backbone", "unfreeze_at") or table[k].nunique() > 1]
-    common = {k: str(table[k].iloc[0]) for k in keys if k not in shown and len(table)}
-    return shown, common
+# ------------------------------------------------------------------------------------------------- keys
 
 
 def row_keys_of(table: pd.DataFrame) -> list[str]:
@@ -151,91 +149,39 @@ def row_keys_of(table: pd.DataFrame) -> list[str]:
     return cols[1 : cols.index(f"{REGIMES[0]}_n")]
 
 
-def display_table(table: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
-    """The summary as strings for reading: (group, column) MultiIndex columns, blanks as '–'.
+def regimes_run(table: pd.DataFrame) -> list[str]:
+    """The regimes with at least one finished run in the table."""
+    return [r for r in REGIMES if table[f"{r}_n"].any()]
 
-    Regimes that no run of the study has are left out (the CSV keeps them, for a stable schema).
+
+def used_key(key: str, ran: Sequence[str]) -> bool:
+    """Whether a configuration key means anything for the regimes that ran (see KEY_REGIMES)."""
+    return any(r in ran for r in KEY_REGIMES.get(key, REGIMES))
+
+
+def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """(keys that vary between rows, {constant key: value}) - constants only where a regime that ran uses them."""
+    keys = row_keys_of(table)
+    varying = [k for k in keys if table[k].astype(str).nunique() > 1]
+    ran = regimes_run(table)
+    constant = {k: str(table[k].iloc[0]) for k in keys if k not in varying and len(table) and used_key(k, ran)}
+    return varying, constant
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """A results.csv back as `summarize` returned it: keys as the strings the runs logged, counts as ints.
+
+    So a report can be re-rendered from the recorded numbers when the MLflow store is gone.
     """
-    shown, _ = shown_keys(table)
-    pm = "$\\pm$" if latex else "±"
-    delta = "$\\Delta$ fine-tuned $-$ frozen" if latex else "Δ fine-tuned − frozen"
-    out: dict[tuple[str, str], pd.Series] = {("", "config"): table["config"].astype(str)}
-    for key in shown:
-        out[("", key)] = table[key].astype(str)
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"from_csv={str(path)!r}: no such file")
+    columns = list(pd.read_csv(path, nrows=0).columns)
+    if not columns or columns[0] != "config" or f"{REGIMES[0]}_n" not in columns:
+        raise HarnessError(f"from_csv={str(path)!r} is not a report's results.csv (no config, ..., scratch_n columns)")
+    keys = columns[1 : columns.index(f"{REGIMES[0]}_n")]
+    text = {c: str for c in [*keys, *(f"{r}_seeds" for r in REGIMES)]}
+    table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values={c: [""] for c in columns if c not in text})
     for regime in REGIMES:
-        if not table[f"{regime}_n"].any():
-            continue
-        label = REGIME_LABELS[regime]
-        c = {stat: table[f"{regime}_{stat}"] for stat in (*STATS, *CURVE_STATS, "train_time_s")}
-        out[(label, "n")] = c["n"].astype(str)
-        out[(label, f"test acc {pm} sd")] = [
-            MISSING if pd.isna(m) else f"{m:.3f}" + ("" if pd.isna(s) else f" {pm} {s:.3f}")
-            for m, s in zip(c["test_acc_mean"], c["test_acc_std"], strict=True)
-        ]
-        out[(label, "95% CI")] = [
-            _interval(lo, hi) for lo, hi in zip(c["test_acc_ci95_lo"], c["test_acc_ci95_hi"], strict=True)
-        ]
-        out[(label, "best val (epoch)")] = [
-            MISSING if pd.isna(v) else f"{v:.3f} ({int(e)})"
-            for v, e in zip(c["best_val_acc"], c["best_val_epoch"], strict=True)
-        ]
-        out[(label, "time s")] = [MISSING if pd.isna(t) else f"{t:.1f}" for t in c["train_time_s"]]
-    if table[f"{DIFF}_n"].any():
-        d = {s: table[f"{DIFF}_{s}"] for s in ("n", "mean", "ci95_lo", "ci95_hi", "p")}
-        out[(delta, "pairs")] = d["n"].astype(str)
-        out[(delta, "mean")] = [_signed(x) for x in d["mean"]]
-        out[(delta, "95% CI")] = [_interval(lo, hi, _signed) for lo, hi in zip(d["ci95_lo"], d["ci95_hi"], strict=True)]
-        out[(delta, "p (paired t)")] = [_p(x) for x in d["p"]]
-    shown_df = pd.DataFrame({k: list(v) for k, v in out.items()})
-    shown_df.columns = pd.MultiIndex.from_tuples(out.keys())
-    return shown_df
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """GitHub Markdown: the table, then the configuration shared by every row."""
-    shown = display_table(table)
-    shown.columns = [f"{group} {name}".strip() for group, name in shown.columns]
-    _, common = shown_keys(table)
-    text = shown.to_markdown(index=False, disable_numparse=True)
-    if common:
-        text += "\n\nAll rows: " + ", ".join(f"{k}={v}" for k, v in common.items()) + "\n"
-    return text + "\n"
-
-
-_LATEX_SPECIALS = str.maketrans(
-    {
-        "\\": r"\textbackslash{}",
-        "&": r"\&",
-        "%": r"\%",
-        "$": r"\$",
-        "#": r"\#",
-        "_": r"\_",
-        "{": r"\{",
-        "}": r"\}",
-        "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}",
-        "–": "--",
-    }
-)
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters in a config value or name (layer names have underscores)."""
-    return str(text).translate(_LATEX_SPECIALS)
-
-
-def to_latex(table: pd.DataFrame) -> str:
-    """A booktabs `tabular` for \\input into a paper (needs \\usepackage{booktabs}); notes as comments."""
-    shown = display_table(table, latex=True)
-    escaped_cells = shown.map(lambda v: v if "$" in v else latex_escape(v))
-    escaped_cells.columns = pd.MultiIndex.from_tuples(
-        [tuple(v if "$" in v else latex_escape(v) for v in pair) for pair in shown.columns]
-    )
-    n_keys = 1 + len(shown_keys(table)[0])  # config number and configuration: left; numbers: right
-    column_format = "l" * n_keys + "r" * (shown.shape[1] - n_keys)
-    styler = escaped_cells.style.hide(axis="index")
-    text = styler.to_latex(hrules=True, multicol_align="c", column_format=column_format)
-    _, common = shown_keys(table)
-    notes = [f"% all rows: {latex_escape(', '.join(f'{k}={v}' for k, v in common.items()))}"] if common else []
-    notes.append("% needs \\usepackage{booktabs}; cells: mean $\\pm$ sd over seeds, Student-t 95% CI")
-    return text + "\n".join(notes) + "\n"
+        table[f"{regime}_best_val_epoch"] = table[f"{regime}_best_val_epoch"].astype("Int64")
+    return table
