@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.figures import EMA_FACTOR, close, ema, plt  # pyplot with the Agg backend figures.py chose
+from harness.figures import EMA_FACTOR, close, plt  # pyplot with the Agg backend figures.py chose
 from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES
-from harness.report.tables import boundary_order, row_keys_of
+from harness.report.tables import boundary_order, regimes_run, row_keys_of, used_key
 
 log = logging.getLogger("harness.report")
 
@@ -30,15 +31,24 @@ def _varying(table: pd.DataFrame, keys: Iterable[str], exclude: Iterable[str]) -
     return [k for k in keys if k not in set(exclude) and table[k].nunique() > 1]
 
 
-def _title(values: dict[str, Any]) -> str:
-    parts = [f"{k}={v}" for k, v in values.items()]
-    lines, line = [], ""
-    for part in parts:
-        if line and len(line) + len(part) > 90:
-            lines.append(line)
-            line = ""
-        line = f"{line}  {part}".strip()
-    return "\n".join([*lines, line])
+def _title(values: dict[str, Any], width: int = 90) -> str:
+    """key=value pairs wrapped at `width` characters, never inside a pair."""
+    return textwrap.fill(", ".join(f"{k}={v}" for k, v in values.items()), width, break_long_words=False)
+
+
+def smooth(values: pd.Series, factor: float = EMA_FACTOR) -> pd.Series:
+    """Chollet's EMA s_t = f * s_(t-1) + (1 - f) * x_t, as pandas' ewm (adjust=False is exactly that recursion)."""
+    return values.ewm(alpha=1 - factor, adjust=False).mean()
+
+
+def _legend(ax, below: bool = False) -> None:
+    """A legend that shows the line styles (long handles) and stays off the lines (beside or below the axes)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    labels = [textwrap.fill(label, 40, break_long_words=False) for label in labels]
+    where = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28)} if below else {"loc": "best"}
+    ax.legend(handles, labels, fontsize=8, handlelength=4, **where)
 
 
 def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "") -> Figure:
@@ -59,7 +69,7 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "")
         for _, seed_curve in part.groupby("seed"):
             axes[0].plot(seed_curve["step"] + 1, seed_curve["val_acc"], color=color, alpha=0.3, linewidth=1)
         axes[0].plot(epochs, mean.to_numpy(), "o-", color=color, markersize=4, label=f"{label} (mean of seeds)")
-        axes[1].plot(epochs, ema(mean.tolist()), "o-", color=color, markersize=4, label=label)
+        axes[1].plot(epochs, smooth(mean).to_numpy(), "o-", color=color, markersize=4, label=label)
     head_epochs = pd.to_numeric(finished.loc[finished["regime"] == "finetune", "epochs_head"], errors="coerce")
     for ax, name in zip(axes, ("raw", f"EMA {EMA_FACTOR:.1f}"), strict=True):
         if head_epochs.notna().any():  # as in Chollet's plots: where the head phase ends
@@ -68,7 +78,7 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "")
         ax.set_title(f"validation accuracy ({name})")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax)
     axes[0].set_ylabel("val_acc")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -120,7 +130,7 @@ def unfreeze_figure(table: pd.DataFrame) -> Figure:
     """
     keys = row_keys_of(table)
     backbone_names = list(dict.fromkeys(table["backbone"]))
-    fig, axes = plt.subplots(1, len(backbone_names), figsize=(6.5 * len(backbone_names), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(backbone_names), figsize=(6.5 * len(backbone_names), 6), squeeze=False)
     others = _varying(table, keys, ("unfreeze_at", "backbone"))
     for ax, backbone in zip(axes[0], backbone_names, strict=True):
         part = table[table["backbone"] == backbone]
@@ -134,7 +144,7 @@ def unfreeze_figure(table: pd.DataFrame) -> Figure:
         ax.set_xlabel(f"unfreeze_at ({backbone}, bottom to top)")
         ax.set_ylabel("test accuracy (mean, 95% CI)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, below=True)  # colour: regime, line style: the other keys; over the lines it hid both
     fig.tight_layout()
     return fig
 
@@ -143,7 +153,7 @@ def fraction_figure(table: pd.DataFrame) -> Figure:
     """Test accuracy against the fraction of training data, one line per regime, 95% CI bands."""
     keys = row_keys_of(table)
     others = _varying(table, keys, ("data_fraction",))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 6))
     for regime, style, rows in _regime_lines(table, others):
         rows = rows.assign(_x=pd.to_numeric(rows["data_fraction"], errors="coerce")).sort_values("_x")
         ax.errorbar(rows["_x"], rows[f"{regime}_test_acc_mean"], yerr=_ci_errors(rows, regime), marker="o", **style)
@@ -156,31 +166,53 @@ def fraction_figure(table: pd.DataFrame) -> Figure:
     ax.set_xlabel("data_fraction (of the training split, log scale)")
     ax.set_ylabel("test accuracy (mean, 95% CI)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, below=True)
     fig.tight_layout()
     return fig
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legends below the axes included
     close(fig)
     return path
 
 
+def single_value_axes(table: pd.DataFrame) -> dict[str, str]:
+    """Summary figures that would have one x position, and why: {file name: reason}. They say nothing."""
+    skipped = {}
+    if table.groupby("backbone")["unfreeze_at"].nunique().max() < 2:
+        skipped[FIGURE_UNFREEZE] = (
+            f"one unfreeze_at value per backbone ({', '.join(map(str, table['unfreeze_at'].unique()))})"
+        )
+    if table["data_fraction"].nunique() < 2:
+        skipped[FIGURE_FRACTION] = f"one data_fraction value ({table['data_fraction'].iloc[0]})"
+    return skipped
+
+
 def write_figures(table: pd.DataFrame, finished: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
-    """The per-configuration curves (named by the table's `config` number) and the two study figures."""
+    """The per-configuration curves (named by the table's `config` number) and the study figures that have an x axis.
+
+    A summary figure with a single x value is not drawn (and a stale one from an earlier report is removed).
+    """
     keys = row_keys_of(table)
-    for stale in out.glob(FIGURE_CURVES.replace("{:02d}", "*")):
-        stale.unlink()  # a previous report of more configurations
+    for stale in [*out.glob(FIGURE_CURVES.replace("{:02d}", "*")), out / FIGURE_UNFREEZE, out / FIGURE_FRACTION]:
+        stale.unlink(missing_ok=True)  # a previous report of other configurations
     written = []
+    ran = regimes_run(table)
+    title_keys = [k for k in keys if table[k].nunique() > 1 or used_key(k, ran)]  # no unused config defaults
     runs_by_config = finished.merge(table[["config", *keys]], on=keys)
     for config, runs in runs_by_config.groupby("config"):
         row = table[table["config"] == config].iloc[0]
-        title = f"config {config}: " + _title({k: row[k] for k in keys})
+        title = f"config {config}: " + _title({k: row[k] for k in title_keys})
         written.append(_save(curves_figure(runs, curves, title), out / FIGURE_CURVES.format(config)))
-    if table[[f"{r}_test_acc_mean" for r in REGIMES]].notna().any().any():
-        written.append(_save(unfreeze_figure(table), out / FIGURE_UNFREEZE))
-        written.append(_save(fraction_figure(table), out / FIGURE_FRACTION))
-    else:
+    if not table[[f"{r}_test_acc_mean" for r in REGIMES]].notna().any().any():
         log.info("no test_acc in any run (no test split): test-accuracy figures skipped")
+        return written
+    skipped = single_value_axes(table)
+    for name, reason in skipped.items():
+        log.info("%s skipped: %s, a single x position", name, reason)
+    if FIGURE_UNFREEZE not in skipped:
+        written.append(_save(unfreeze_figure(table), out / FIGURE_UNFREEZE))
+    if FIGURE_FRACTION not in skipped:
+        written.append(_save(fraction_figure(table), out / FIGURE_FRACTION))
     return written

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 
-ANY_BEGIN = re.compile(r"<!-- begin (\S+)")
+ANY_BEGIN = re.compile(r"<!-- begin ([\w./-]+)[ -]")
 
 
 def marker_name(readme: Path, results_md: Path) -> str:
