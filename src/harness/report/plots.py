@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -47,6 +48,8 @@ def _legend(ax, below: bool = False) -> None:
     if not handles:
         return
     labels = [textwrap.fill(label, 40, break_long_words=False) for label in labels]
+    # an errorbar's legend handle draws its error bar across the line; its data line alone shows the style
+    handles = [h.lines[0] if isinstance(h, ErrorbarContainer) else h for h in handles]
     where = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28)} if below else {"loc": "best"}
     ax.legend(handles, labels, fontsize=8, handlelength=4, **where)
 
