@@ -63,21 +63,33 @@ MOBILENET = ["backbone=mobilenetv2", "backbone.weights=null", "backbone.image_si
         (["unfreeze_at=block9_conv1"], "unfreeze_at='block9_conv1' is not a layer of backbone vgg16"),
         ([*MOBILENET, "unfreeze_at=block5_conv1"], "('block5_conv1' is a vgg16 layer). Valid mobilenetv2 boundaries"),
         (["backbone.name=resnet"], "backbone='resnet' is not known; choose one of ['mobilenetv2', 'vgg16']"),
-        (["lr=0"], "lr=0 must be a number > 0"),
-        (["head_lr=-0.1"], "head_lr=-0.1 must be a number > 0"),
-        (["lr=abc"], "lr='abc' must be a number > 0"),
-        (["data_fraction=0"], "data_fraction=0 must be a number in (0, 1]"),
-        (["data_fraction=2"], "data_fraction=2 must be a number in (0, 1]"),
-        (
-            ["regimes=[frozen,distill]"],
-            "['distill'] not allowed; use a non-empty subset of ['scratch', 'frozen', 'finetune']",
-        ),
+        (["lr=0"], "lr=0.0 must be > 0"),
+        (["head_lr=-0.1"], "head_lr=-0.1 must be > 0"),
+        (["data_fraction=0"], "data_fraction=0.0 must be in (0, 1]"),
+        (["data_fraction=2"], "data_fraction=2.0 must be in (0, 1]"),
         (["regimes=[scratch,finetune]"], "add frozen (regimes=[frozen,finetune])"),
         (["backbone.weights=/nowhere/w.h5"], "backbone.weights='/nowhere/w.h5': no such file"),
     ],
 )
 def test_bad_config_value(tmp_path, store, args, needle):
     expect_error(tmp_path, store, ["data=synthetic", *args], needle)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["lr=abc"], "Value 'abc' of type 'str' could not be converted to Float\n    full_key: lr"),
+        (["regimes=[frozen,distill]"], "Invalid value 'distill', expected one of [scratch, frozen, finetune]"),
+        (["-m", "optimizer=rmsprop,sgdd"], "Invalid value 'sgdd', expected one of [rmsprop, adam]"),
+    ],
+)
+def test_a_wrong_type_or_choice_is_refused_by_hydra_before_any_job(tmp_path, store, args, needle):
+    """Hydra's own message and exit status 1 (its convention for a config it cannot compose), no traceback."""
+    expect_error(tmp_path, store, [*args, "data=synthetic"], needle, code=1)
+
+
+def test_data_folder_without_a_path_says_how_to_name_one(tmp_path, store):
+    expect_error(tmp_path, store, ["data=folder"], "data=folder needs data.path: data.path=/path/to/images")
 
 
 def test_bad_value_inside_a_multirun_stops_it_before_any_job(tmp_path, store):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 
-from harness.config import problems, validate
+from harness.config import problems, to_container, validate
 from harness.errors import HarnessError
 from harness.paths import conf_dir
 
@@ -44,19 +45,19 @@ def test_quickstart_experiment_needs_no_network():
     ("override", "needle"),
     [
         ("unfreeze_at=block9_conv1", "unfreeze_at='block9_conv1' is not a layer of backbone vgg16"),
-        ("lr=0", "lr=0 must be a number > 0"),
-        ("head_lr=-1e-3", "head_lr=-0.001 must be a number > 0"),
-        ("lr=fast", "lr='fast' must be a number > 0"),
-        ("data_fraction=0", "data_fraction=0 must be a number in (0, 1]"),
-        ("data_fraction=1.5", "data_fraction=1.5 must be a number in (0, 1]"),
-        ("regimes=[frozen,transfer]", "['transfer'] not allowed"),
+        ("lr=0", "lr=0.0 must be > 0"),
+        ("head_lr=-1e-3", "head_lr=-0.001 must be > 0"),
+        ("data_fraction=0", "data_fraction=0.0 must be in (0, 1]"),
+        ("data_fraction=1.5", "data_fraction=1.5 must be in (0, 1]"),
         ("regimes=[finetune]", "fine-tuning starts from the trained frozen model"),
-        ("regimes=[]", "empty"),
-        ("optimizer=sgd", "optimizer='sgd' is not allowed"),
-        ("epochs.head=0", "epochs.head=0 must be an integer >= 1"),
-        ("batch_size=0", "batch_size=0 must be an integer >= 1"),
+        ("regimes=[]", "regimes=[] is empty; use a non-empty subset of ['scratch', 'frozen', 'finetune']"),
+        ("regimes=[frozen,frozen]", "names a regime twice"),
+        ("epochs.head=0", "epochs.head=0 must be >= 1 when regime frozen runs"),
+        ("batch_size=0", "batch_size=0 must be >= 1"),
+        ("head.dropout=1", "head.dropout=1.0 must be in [0, 1)"),
+        ("backbone.image_size=16", "backbone.image_size=16 must be >= 32 for vgg16"),
         ("backbone.weights=/no/such/file.h5", "backbone.weights='/no/such/file.h5': no such file"),
-        ("data.on_bad_file=ignore", "data.on_bad_file='ignore' is not allowed"),
+        ("data=folder", "data=folder needs data.path: data.path=/path/to/images"),
     ],
 )
 def test_each_bad_value_is_named_with_what_is_allowed(override, needle):
@@ -64,6 +65,34 @@ def test_each_bad_value_is_named_with_what_is_allowed(override, needle):
     with pytest.raises(HarnessError) as info:
         validate(cfg)
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "needle"),
+    [
+        ("lr=fast", "lr", "Value 'fast' of type 'str' could not be converted to Float"),
+        ("seed=1.5", "seed", "could not be converted to Integer"),
+        ("optimizer=sgd", "optimizer", "Invalid value 'sgd', expected one of [rmsprop, adam]"),
+        ("regimes=[frozen,transfer]", "regimes[1]", "expected one of [scratch, frozen, finetune]"),
+        ("data.on_bad_file=ignore", "data.on_bad_file", "expected one of [skip, stop]"),
+        ("head.pooling=max", "head.pooling", "expected one of [avg, flatten]"),
+        ("precision=fp8", "precision", "expected one of [fp32, bf16, fp16]"),
+        ("augment=maybe", "augment", "Value 'maybe' is not a valid bool"),
+    ],
+)
+def test_a_wrong_type_or_choice_fails_at_compose_time_naming_the_key(override, key, needle):
+    """The schema (harness.schema) types every key: Hydra refuses the override before anything runs."""
+    with pytest.raises(ConfigCompositionException) as info:
+        make(override)
+    message = f"{info.value} {info.value.__cause__}"
+    assert needle in message and f"full_key: {key}" in message, message
+
+
+def test_the_schema_keeps_choices_as_the_strings_the_yaml_has():
+    cfg = make("optimizer=adam", "regimes=[frozen,finetune]")
+    assert cfg.optimizer == "adam" and f"{cfg.optimizer}" == "adam"
+    assert "finetune" in cfg.regimes and [str(r) for r in cfg.regimes] == ["frozen", "finetune"]
+    assert to_container(cfg)["regimes"] == ["frozen", "finetune"]
 
 
 def test_vgg16_layer_with_mobilenet_says_whose_layer_it_is():

@@ -47,7 +47,7 @@ def cache_keys(job: Prepared) -> CacheKeys:
     common = {
         "backbone": cfg.backbone.name,
         "weights": weights if weights is not None else f"random-seed{cfg.seed}",
-        "precision": cfg.precision,
+        "precision": str(cfg.precision),
     }
     frozen_cut = backbones.frozen_cut(cfg.head.pooling, cfg.augment)
     cuts = [c for c, regime in ((frozen_cut, "frozen"), (cfg.unfreeze_at, "finetune")) if regime in cfg.regimes]
@@ -63,9 +63,9 @@ def cache_keys(job: Prepared) -> CacheKeys:
             {
                 **common,
                 "inputs": inputs,
-                "head": OmegaConf.to_container(cfg.head, resolve=True),
+                "head": OmegaConf.to_container(cfg.head, resolve=True, enum_to_str=True),
                 "head_lr": cfg.head_lr,
-                "optimizer": cfg.optimizer,
+                "optimizer": str(cfg.optimizer),
                 "epochs": cfg.epochs.head,
                 "batch_size": cfg.batch_size,
                 "seed": cfg.seed,

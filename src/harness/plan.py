@@ -86,7 +86,7 @@ def check_feature_memory(job: Prepared) -> None:
 
 def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
     """The dry-run listing: each job, what it would reuse or build (cache entries, head phase), its cost."""
-    uri = tracking.connect(jobs[0][1].get("tracking_uri")) if jobs else None
+    uri = tracking.connect(jobs[0][1].tracking_uri) if jobs else None
     built: set[str] = set()  # entries an earlier job of this sweep will have written
     total = 0.0
     for i, (overrides, cfg) in enumerate(jobs):
@@ -119,7 +119,7 @@ def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
             lines.append(f"head phase {head_state}")
         seconds = estimate_seconds(job, to_build, head_state == "build")
         total += seconds
-        print(f"job {i}: {head} identity={job.identity} regimes={list(cfg.regimes)}")
+        print(f"job {i}: {head} identity={job.identity} regimes={[str(r) for r in cfg.regimes]}")
         print(f"    {'; '.join(lines)}; est. ~{seconds / 60:.1f} min here")
         built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
         if keys.head:
