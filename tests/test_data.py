@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 
 import numpy as np
@@ -68,3 +69,41 @@ def test_missing_folder_and_split_are_named(tmp_path):
     shutil.rmtree(root / "validation")
     with pytest.raises(HarnessError, match=r"has no validation/ folder"):
         data.scan_folder(root)
+
+
+def _jpeg(size: int = 24, **save: object) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 90)).save(out, "JPEG", **save)
+    return out.getvalue()
+
+
+def _segment(content: bytes, wanted: int) -> int:
+    """Offset of the first marker segment `wanted` (0xDA: start of scan) in a JPEG."""
+    i = 2
+    while content[i + 1] != wanted:
+        i += 2 + int.from_bytes(content[i + 2 : i + 4], "big")
+    return i
+
+
+def test_jpeg_check_accepts_trailing_bytes_and_refuses_what_is_broken():
+    whole = _jpeg()
+    assert data.image_problem(whole) is None
+    assert data.image_problem(whole + b"\x00" * 500) is None  # a camera trailer after the end marker
+    assert data.image_problem(whole[:-2]) == "truncated JPEG (no end-of-image marker)"
+    assert data.image_problem(whole[:30]) == "truncated JPEG (ends inside its headers)"
+    garbled = whole[:20] + b"\x00" * 40 + whole[60:]  # headers overwritten: no marker where one must be
+    assert data.image_problem(garbled).startswith("corrupt JPEG (no segment marker at byte")
+
+
+def test_jpeg_check_is_not_fooled_by_a_thumbnails_end_marker():
+    """An EXIF thumbnail is a whole JPEG inside the header: its FF D9 must not vouch for a cut main image."""
+    thumbnail = _jpeg(8)
+    exif = b"Exif\x00\x00" + thumbnail
+    whole = _jpeg(64)
+    app1 = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    with_thumbnail = whole[:2] + app1 + whole[2:]
+    assert data.image_problem(with_thumbnail) is None
+    scan = _segment(with_thumbnail, 0xDA)
+    assert data.image_problem(with_thumbnail[: scan + 40]) == "truncated JPEG (no end-of-image marker)"

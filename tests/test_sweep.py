@@ -95,8 +95,10 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, sm
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, small_data, mobilenet_weights):
     broken = copy_small(small_data, tmp_path / "broken")
     victim = broken / "train" / "cats" / sorted(os.listdir(broken / "train" / "cats"))[0]
-    good = victim.read_bytes()
-    victim.write_bytes(good[:200] + os.urandom(3000) + b"\xff\xd9")  # right header and end, corrupt inside
+    content = bytearray(victim.read_bytes())
+    frame = content.index(b"\xff\xc0")  # baseline frame header: its first byte is the sample precision
+    content[frame + 4] = 12  # whole and well-formed, so the scan keeps it; TensorFlow's 8-bit decoder refuses it
+    victim.write_bytes(bytes(content))
 
     proc = run_cli(
         "-m", *tiny_frozen(mobilenet_weights, store, small_data), f"data.path={small_data},{broken}", cwd=tmp_path
