@@ -67,14 +67,23 @@ def main(cfg: DictConfig) -> float | None:
         if isinstance(results, job.Skipped):
             # the report follows this id to the finished run
             sweep.record(cfg.sweep_run, num, "skipped", results.run_id)
+            if not in_sweep:
+                _print_results(cfg, results.run_id)
             return tracking.run_metric(results.run_id, job.OBJECTIVE)
         sweep.record(cfg.sweep_run, num, "finished")
         if not in_sweep:
-            from harness import console
-
-            experiment_id = tracking.find_experiment(str(cfg.study))
-            log.info("%s", console.browse_hint(tracking.resolve_tracking_uri(cfg.tracking_uri), experiment_id))
+            _print_results(cfg, tracking.last_job_run_id())
         return job.objective(results)
+
+
+def _print_results(cfg: DictConfig, job_run_id: str | None) -> None:
+    """A single run ends as a sweep does: its results row and where to browse it."""
+    from harness import console, tracking
+
+    experiment_id = tracking.find_experiment(str(cfg.study))
+    if experiment_id is not None:
+        uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
+        console.print_results(experiment_id, uri, [job_run_id] if job_run_id else [], ["seed"])
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -35,6 +36,20 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    logging.getLogger("tensorflow").addFilter(_not_model_count_tracing)
+
+
+def _not_model_count_tracing(record: logging.LogRecord) -> bool:
+    """Drop TensorFlow's "N out of the last M calls ... triggered tf.function retracing" warning.
+
+    TensorFlow counts traces per Python code object, and every Keras model's train/test/predict step
+    shares one (`TensorFlowTrainer._make_function.<locals>.multi_step_on_iterator`): each new model's
+    first trace counts as a retrace of the last model's. A job builds several models (feature extractor,
+    head, fine-tuned model) and a sweep runs several jobs per process, so on small data the warning
+    fires although no function is traced twice for the same model (the datasets have an unknown batch
+    dimension, so a short last batch reuses the trace); tensorflow/tensorflow#42441 reports the same.
+    """
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def configure_runtime(cfg: DictConfig) -> int | None:
@@ -45,8 +60,8 @@ def configure_runtime(cfg: DictConfig) -> int | None:
     from harness.config import PRECISIONS
 
     tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(PRECISIONS[cfg.get("precision", "fp32")])
-    threads = cfg.get("threads") or default_threads()
+    keras.mixed_precision.set_global_policy(PRECISIONS[cfg.precision])
+    threads = cfg.threads or default_threads()
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(int(threads))

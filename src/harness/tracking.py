@@ -222,6 +222,14 @@ def finished_job(experiment_id: str, job_identity: str) -> FinishedJob | None:
     return FinishedJob(found[0].info.run_id, tags.get("code_digest", "unknown"), tags.get("git_commit", "unknown"))
 
 
+def last_job_run_id() -> str | None:
+    """The job run this process ended last (the regime runs end inside it), for the closing table."""
+    import mlflow
+
+    run = mlflow.last_active_run()
+    return run.info.run_id if run is not None else None
+
+
 def run_metric(run_id: str, key: str) -> float | None:
     """A final metric of a recorded run, or None if it has none."""
     import mlflow
