@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 PNG = b"\x89PNG\r\n\x1a\n"
 BOUNDARIES = ["block_15_expand", "block_16_expand"]
 FIGURES = ["val_acc_curves_01.png", "val_acc_curves_02.png", "test_acc_vs_unfreeze_at.png"]
-FIGURES.append("test_acc_vs_data_fraction.png")
+# one data_fraction in the sweep: its figure would have one x position and is not drawn
 
 
 def store_uri(folder: Path) -> str:
@@ -129,7 +129,11 @@ def test_csv_numbers_equal_what_the_store_holds(sweep):
             lo, hi = sps.t.interval(0.95, len(acc) - 1, loc=acc.mean(), scale=sps.sem(acc))
             assert row[f"{regime}_test_acc_ci95_lo"] == pytest.approx(lo, rel=1e-9)
             assert row[f"{regime}_test_acc_ci95_hi"] == pytest.approx(hi, rel=1e-9)
-            assert row[f"{regime}_train_time_s"] == pytest.approx(r["metrics.train_time_s"].mean(), rel=1e-12)
+            own = r[r.get("tags.head_phase", pd.Series("trained", index=r.index)).ne("reused")]  # reused: not here
+            if own.empty:
+                assert np.isnan(row[f"{regime}_train_time_s"])
+            else:
+                assert row[f"{regime}_train_time_s"] == pytest.approx(own["metrics.train_time_s"].mean(), rel=1e-12)
             histories = [history(client, runs, run) for _, run in r.iterrows()]
             mean_curve = pd.DataFrame(histories).mean()
             if mean_curve.empty:
@@ -138,6 +142,8 @@ def test_csv_numbers_equal_what_the_store_holds(sweep):
                 assert row[f"{regime}_best_val_acc"] == pytest.approx(mean_curve.max(), rel=1e-12)
                 assert row[f"{regime}_best_val_epoch"] == mean_curve.idxmax() + 1
         assert row["scratch_n"] == 0 and np.isnan(row["scratch_test_acc_mean"])  # regime not run: still a row
+        trained = mine[(mine["tags.regime"] == "frozen") & (mine["tags.head_phase"] == "trained")]
+        assert row["frozen_head_phases_trained"] == len(trained)
         # the pair of a fine-tuned run is the frozen run of the same job
         by_job = mine.pivot(index="tags.mlflow.parentRunId", columns="tags.regime", values="metrics.test_acc")
         paired = sps.ttest_rel(by_job["finetune"], by_job["frozen"])
@@ -166,11 +172,15 @@ def test_failed_and_unfinished_runs_are_left_out_and_counted(sweep):
 def test_markdown_and_latex_are_well_formed(sweep):
     md = (sweep["out"] / "results.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("|")]
-    assert len(rows) == 2 + 2  # header, rule, two configurations
-    assert len({line.count("|") for line in rows}) == 1
-    assert "block_15_expand" in rows[2] and "block_16_expand" in rows[3]
-    assert "fine-tuned test acc ± sd" in rows[0] and "scratch" not in rows[0]  # absent regime: no columns
+    assert len(rows) == 2 + 2 * 2  # header, rule, two configurations x (frozen, fine-tuned)
+    assert len({line.count("|") for line in rows}) == 1 and rows[0].count("|") - 1 <= 12
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header[:3] == ["config", "unfreeze_at", "regime"]  # the swept key; the constant ones in the caption
+    assert "block_15_expand" in rows[2] and "block_16_expand" in rows[4]
+    assert not any("scratch" in row for row in rows[2:])
+    assert md.startswith("Every row: backbone=mobilenetv2") and "epochs_scratch" not in md  # no scratch ran
     assert re.fullmatch(r"\s*0\.\d{3} ± 0\.\d{3}\s*", rows[2].split("|")[5])
+    assert sweep["log"].count(rows[0]) == 1  # the console shows the same table
 
     tex = (sweep["out"] / "results.tex").read_text()
     assert tex.startswith("\\begin{tabular}") and "\\end{tabular}" in tex
@@ -180,8 +190,9 @@ def test_markdown_and_latex_are_well_formed(sweep):
     assert "block\\_15\\_expand" in body and "block_15" not in body  # underscores escaped
     lines = body.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
     header = body.split("\\midrule")[0].strip().splitlines()[-1]
-    assert len(lines) == 2
+    assert len(lines) == 4
     assert {len(re.findall(r"(?<!\\)&", line)) for line in [*lines, header]} == {header.count("&")}
+    assert "test_acc_vs_data_fraction.png skipped: one data_fraction value" in sweep["log"]
 
 
 @pytest.mark.slow
@@ -245,8 +256,10 @@ def test_single_seed_job_without_sweep(quick):
     assert row[["scratch_test_acc_std", "scratch_test_acc_ci95_lo", "scratch_test_acc_ci95_hi"]].isna().all()
     assert row["ft_minus_frozen_n"] == 0 and np.isnan(row["ft_minus_frozen_p"])
     md = (quick["out"] / "results.md").read_text()
-    data_row = [line for line in md.splitlines() if line.startswith("|")][2]
-    assert "| –" in data_row and "fine-tuned" not in md.splitlines()[0]
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 2 and "scratch" in rows[2] and "frozen" in rows[3] and "fine-tuned" not in md
+    assert re.search(r"\|\s*–\s*\|", rows[2])  # one seed: no interval
+    assert "unfreeze_at=" not in md and "epochs_finetune" not in md and "epochs_scratch=" in md  # no fine-tuning ran
     assert quick["report"].summary["parent_run"] is None  # no sweep: nothing to log to
     assert (quick["out"] / "val_acc_curves_01.png").read_bytes()[:8] == PNG
 

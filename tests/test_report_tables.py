@@ -158,7 +158,7 @@ def test_frozen_time_counts_only_head_phases_these_runs_trained():
     assert np.isnan(table["frozen_train_time_s"].iloc[1])  # every head phase reused: no time of its own
     assert table["frozen_head_phases_trained"].tolist() == [2, 0]
     md = report.to_markdown(table)
-    assert "cached head phases they reused are left out" in md
+    assert "cached ones they reused left out" in md
     assert [cells(r)[-1] for r in md_rows(md)[2:]] == ["0.75", "2.00", "–", "2.00"]
 
 

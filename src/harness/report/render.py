@@ -107,19 +107,13 @@ def _notes(table: pd.DataFrame, has_val: bool, has_diff: bool) -> list[str]:
             "Δ vs frozen: fine-tuned − frozen test acc paired by seed, mean [95% CI]; p: paired t-test"
             " (– where fewer than 2 pairs or no spread)."
         )
-    time = "train min: mean minutes of the regime's own training (fine-tuned: the fine-tuning phase only"
-    if "frozen" not in regimes_run(table):
-        notes.append(time + ").")
-    elif HEAD_TRAINED in table:
-        notes.append(
-            time + "; frozen: the head phases these runs trained, cached head phases they reused are left out,"
-            " – when every one was reused)."
-        )
-    else:  # a results.csv written before the report told reused head phases apart
-        notes.append(
-            time + "; frozen: as recorded, a reused cached head phase counting with the time of the run that"
-            " trained it)."
-        )
+    ran = regimes_run(table)
+    parts = ["fine-tuned: the fine-tuning phase only"] * ("finetune" in ran)
+    if "frozen" in ran and HEAD_TRAINED in table:
+        parts.append("frozen: the head phases these runs trained, cached ones they reused left out, – if all were")
+    elif "frozen" in ran:  # a results.csv written before the report told reused head phases apart
+        parts.append("frozen: as recorded, a reused cached head phase with the time of the run that trained it")
+    notes.append("train min: mean minutes of the regime's own training" + (f" ({'; '.join(parts)})." if parts else "."))
     return notes
 
 
