@@ -187,3 +187,37 @@ def ray_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[s
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextmanager
+def mlflow_ui(*options: str, timeout_s: float = 300) -> Iterator[str]:
+    """`mlflow ui <options>` (e.g. the store options a sweep prints) on 127.0.0.1 at a free port, one worker;
+    yields its base URL and stops it (its whole process group) on the way out."""
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="harness-mlflow-ui-"))
+    log = folder / "ui.log"
+    cmd = [sys.executable, "-m", "mlflow", "ui", *options, "--host", HOST, "--port", str(port), "--workers", "1"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://{HOST}:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow ui exited:\n{log.read_text()[-3000:]}")
+        try:
+            return requests.get(f"{url}/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(healthy, timeout_s, "mlflow ui", log)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
