@@ -14,11 +14,10 @@ EMA_FACTOR = 0.8
 
 
 def ema(points: Sequence[float], factor: float = EMA_FACTOR) -> list[float]:
-    """Exponential moving average (Chollet's `smooth_curve`): s_t = f * s_{t-1} + (1 - f) * x_t."""
-    out: list[float] = []
-    for p in points:
-        out.append(out[-1] * factor + p * (1 - factor) if out else p)
-    return out
+    """Exponential moving average (Chollet's `smooth_curve`): s_t = f * s_{t-1} + (1 - f) * x_t, s_0 = x_0."""
+    import pandas as pd
+
+    return pd.Series(points, dtype=float).ewm(alpha=1 - factor, adjust=False).mean().tolist()
 
 
 def training_curves(
