@@ -107,3 +107,20 @@ def test_jpeg_check_is_not_fooled_by_a_thumbnails_end_marker():
     assert data.image_problem(with_thumbnail) is None
     scan = _segment(with_thumbnail, 0xDA)
     assert data.image_problem(with_thumbnail[: scan + 40]) == "truncated JPEG (no end-of-image marker)"
+
+
+def test_smaller_fractions_are_nested_in_larger_ones(tmp_path):
+    """One seeded permutation per class, a fraction takes its first files: 10% within 25% within 50% within all,
+    stratified as before, and another seed draws other files."""
+    folder = data.scan_folder(data.ensure_synthetic(tmp_path, {"train": 40, "validation": 2}))
+    train, names = folder.splits["train"], folder.class_names
+    fractions = (0.1, 0.25, 0.5, 1.0)
+    picks = {f: data.subsample(train, f, seed=5, class_names=names) for f in fractions}
+    assert [picks[f].class_counts(2) for f in fractions] == [[4, 4], [10, 10], [20, 20], [40, 40]]
+    for small, large in zip(fractions, fractions[1:], strict=False):
+        assert set(picks[small].files) < set(picks[large].files), (small, large)
+        assert set(picks[small].digests) <= set(picks[large].digests)
+    assert list(picks[0.25].files) == sorted(picks[0.25].files)  # file order, as before
+    other = data.subsample(train, 0.25, seed=6, class_names=names)
+    assert set(other.files) != set(picks[0.25].files)
+    assert set(data.subsample(train, 0.1, seed=6, class_names=names).files) < set(other.files)

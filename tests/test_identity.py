@@ -127,3 +127,31 @@ def test_resume_follows_content_across_paths_and_edits(tmp_path, store):
     assert edited.returncode == 0 and "skip:" not in edited.log, edited.log[-3000:]
     jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
     assert len(jobs) == 2 and jobs["tags.job_identity"].nunique() == 2
+
+
+# result_config digests of these configs (backbone.weights=null: no download or file digest involved), as
+# computed by the code before early_stopping and steps_budget existed: studies recorded then stay resumable.
+RECORDED = {
+    (): "3bbdc5c6cac5e9922f0e6116",
+    ("+experiment=quickstart",): "73d10013bc0594d4e8f17b38",
+    ("+experiment=tf_mobilenetv2",): "05042382bee823aed5356f5a",
+}
+
+
+@pytest.mark.parametrize("overrides", list(RECORDED))
+def test_new_options_at_their_defaults_keep_recorded_identities(overrides):
+    cfg = make(*overrides, "backbone.weights=null")
+    assert "early_stopping" in cfg and "steps_budget" in cfg  # the keys exist, at their off defaults
+    assert identity.digest(identity.result_config(cfg)) == RECORDED[overrides]
+    # off is off: the settings of a disabled rule change nothing
+    off = make(*overrides, "backbone.weights=null", "early_stopping.patience=7", "early_stopping.monitor=val_acc")
+    assert identity.digest(identity.result_config(off)) == RECORDED[overrides]
+
+
+def test_stopping_rule_and_step_budget_change_the_identity_when_on(photos):
+    base = job_id(photos)
+    on = ("early_stopping.enabled=true", "steps_budget.head=100", "steps_budget.finetune=5")
+    ids = {override: job_id(photos, override) for override in on}
+    assert base not in ids.values() and len(set(ids.values())) == len(on), ids
+    enabled = "early_stopping.enabled=true"
+    assert job_id(photos, enabled, "early_stopping.patience=5") != ids[enabled]

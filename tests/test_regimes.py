@@ -26,7 +26,7 @@ def test_vgg16_trainable_weights_30_to_4_and_block5_to_10():
     regimes.frozen_stage("vgg16", 64, base)  # freezes the whole base, as the frozen regime does
     assert regimes.count_trainable(regimes.full_model("vgg16", 64, base, head)) == 4
 
-    stage, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head))
+    stage, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head, 0))
     trained = {w.path for w in upper.trainable_weights} | {w.path for w in head.trainable_weights}
     assert len(trained) == 10
     assert {p.split("/")[0] for p in trained} == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
@@ -38,7 +38,7 @@ def test_block4_boundary_unfreezes_six_convs():
     base = backbones.build("vgg16", None, 64)
     head = regimes.build_head(base.output.shape[1:], cfg.head, 2)
     regimes.frozen_stage("vgg16", 64, base)
-    _, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head))
+    _, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head, 0))
     assert regimes.count_trainable(upper) == 12
 
 

@@ -64,6 +64,16 @@ def problems(cfg: DictConfig) -> list[str]:
         if value < 1:
             out.append(f"epochs.{epoch_keys[regime]}={value} must be >= 1 when regime {regime} runs")
 
+    for phase, steps in (cfg.get("steps_budget") or {}).items():
+        if steps is not None and steps < 1:
+            out.append(f"steps_budget.{phase}={steps} must be >= 1 (optimizer steps), or null to use epochs.{phase}")
+    stop = cfg.get("early_stopping")
+    if stop is not None:
+        if stop.patience < 1:
+            out.append(f"early_stopping.patience={stop.patience} must be >= 1 (epochs without improvement)")
+        if stop.min_delta < 0:
+            out.append(f"early_stopping.min_delta={stop.min_delta} must be >= 0")
+
     if cfg.head.units < 0:
         out.append(f"head.units={cfg.head.units} must be >= 0 (0: no hidden layer)")
     if not 0 <= cfg.head.dropout < 1:

@@ -2,7 +2,8 @@
 
 A job's images, each cut's features and its head phase are cache entries keyed by what determines them
 (the photographs' content, the weights' content, the backbone, the cut, the precision; for the head
-phase its training settings), so jobs and sweeps that share them compute them once.
+phase its training settings, its epochs after any step budget and its stopping rule), so jobs and sweeps
+that share them compute them once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from harness import backbones, cache, data, identity
+from harness import backbones, cache, data, identity, stopping
 from harness.inputs import Prepared
 
 if TYPE_CHECKING:
@@ -66,7 +67,10 @@ def cache_keys(job: Prepared) -> CacheKeys:
                 "head": OmegaConf.to_container(cfg.head, resolve=True, enum_to_str=True),
                 "head_lr": cfg.head_lr,
                 "optimizer": str(cfg.optimizer),
-                "epochs": cfg.epochs.head,
+                # the epochs it may run (from epochs.head, or the step budget on this training split) and
+                # the rule that may stop it sooner: a head trained under another rule is another head
+                "epochs": stopping.phase_budget(cfg, "frozen", len(job.train)).epochs,
+                "early_stopping": stopping.Rule.from_cfg(cfg).key(),
                 "batch_size": cfg.batch_size,
                 "seed": cfg.seed,
                 "augment": OmegaConf.to_container(cfg.augmentation, resolve=True) if cfg.augment else False,

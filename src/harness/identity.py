@@ -39,7 +39,20 @@ RESULT_FREE_KEYS = (
 )
 # The modules whose code decides what a cache entry holds: decoding, the backbones, the models and their
 # training, the cache's own layout and the derivation of features from cached cuts.
-PRODUCERS = ("harness.data", "harness.backbones", "harness.regimes", "harness.cache", "harness.features")
+PRODUCERS = (
+    "harness.data",
+    "harness.backbones",
+    "harness.regimes",
+    "harness.stopping",
+    "harness.cache",
+    "harness.features",
+)
+# Keys left out of the identity while they are off, so that adding them kept every recorded job's identity
+# (a study recorded before them is not re-trained): early stopping disabled, no step budget for any phase.
+OFF_WHEN = {
+    "early_stopping": lambda node: not node.get("enabled"),
+    "steps_budget": lambda node: all(v is None for v in node.values()),
+}
 
 
 def digest(data: Any) -> str:
@@ -108,12 +121,16 @@ def package_digest() -> str:
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config without the keys that cannot change a result, without the data node (replaced
-    by the photographs' content) and with the weights named by content rather than by path."""
+    by the photographs' content), without options that are off (OFF_WHEN) and with the weights named by
+    content rather than by path."""
     from harness.config import to_container
 
     out = to_container(cfg)
     for key in (*RESULT_FREE_KEYS, "data"):
         out.pop(key, None)
+    for key, off in OFF_WHEN.items():
+        if key in out and off(out[key]):
+            del out[key]
     out["backbone"] = {**out["backbone"], "weights": weights_identity(cfg.backbone.weights, cfg.backbone.name)}
     return out
 

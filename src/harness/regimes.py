@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from harness import backbones
+from harness import backbones, stopping
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class RegimeResult:
     train_time_s: float
     model: keras.Model | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    outcome: stopping.Outcome | None = None  # best epoch and why the phase stopped
+    budget: stopping.Budget | None = None  # the most epochs it could run, and from which setting
 
 
 @keras.saving.register_keras_serializable(package="harness")
@@ -235,6 +237,7 @@ class Trainer:
     features: Callable[[keras.Model, Arrays, str], dict[str, np.ndarray]] = field(
         default=lambda stage, arrays, cut: compute_features(stage, arrays)
     )
+    rule: stopping.Rule = field(default_factory=stopping.Rule)  # the same stopping rule for every phase
 
     def run(
         self,
@@ -249,7 +252,8 @@ class Trainer:
         first_epoch: int,
         epochs: int,
     ) -> RegimeResult:
-        """Train for `epochs` epochs numbered from `first_epoch`, then evaluate on test if present."""
+        """Train for at most `epochs` epochs numbered from `first_epoch` (fewer when the stopping rule ends the
+        phase, which then restores the best epoch's weights), then evaluate on test if present."""
         keras.utils.set_random_seed(self.seed)
         t0 = time.perf_counter()
         if self.augment is None:
@@ -270,6 +274,7 @@ class Trainer:
             return dataset(inputs[split], y, self.batch_size, self.seed if shuffle else None)
 
         last = first_epoch + epochs
+        stopper = stopping.stopper(self.rule)
         fit = model.fit(
             data("train", True),
             validation_data=data("validation", False),
@@ -277,7 +282,7 @@ class Trainer:
             epochs=last,
             verbose=0,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
-            callbacks=[ProgressLine(regime, last), *self.callbacks(regime, first_epoch)],
+            callbacks=[ProgressLine(regime, last), *self.callbacks(regime, first_epoch), stopper],
         )
         train_time = time.perf_counter() - t0
         history = {k: [float(v) for v in fit.history[k]] for k in METRICS}
@@ -285,7 +290,7 @@ class Trainer:
         if "test" in inputs:
             loss, acc = model.evaluate(data("test", False), verbose=0)
             test = {"test_loss": float(loss), "test_acc": float(acc)}
-        return RegimeResult(regime, history, first_epoch, test, train_time)
+        return RegimeResult(regime, history, first_epoch, test, train_time, outcome=stopper.outcome(epochs))
 
 
 def full_model(backbone: str, image_size: int, base: keras.Model, head: keras.Model, training=False) -> keras.Model:
@@ -305,10 +310,11 @@ def count_trainable(model: keras.Model) -> int:
 
 @dataclass
 class FrozenState:
-    """The trained frozen model, which fine-tuning starts from."""
+    """The trained frozen model, which fine-tuning starts from, and the epoch number fine-tuning continues at."""
 
     base: keras.Model
     head: keras.Model
+    next_epoch: int
 
 
 def train_scratch(cfg, arrays: Arrays, trainer: Trainer) -> RegimeResult:
@@ -318,7 +324,9 @@ def train_scratch(cfg, arrays: Arrays, trainer: Trainer) -> RegimeResult:
     base = backbones.build(name, None, size)
     head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
     stage = frozen_stage(name, size, None)
-    result = trainer.run("scratch", arrays, "pixels", stage, base, None, head, cfg.head_lr, 0, cfg.epochs.scratch)
+    budget = stopping.phase_budget(cfg, "scratch", len(arrays.y["train"]))
+    result = trainer.run("scratch", arrays, "pixels", stage, base, None, head, cfg.head_lr, 0, budget.epochs)
+    result.budget = budget
     if cfg.log_model:
         result.model = full_model(name, size, base, head)
     return result
@@ -332,10 +340,12 @@ def train_frozen(cfg, arrays: Arrays, trainer: Trainer, base: keras.Model) -> tu
     stage = frozen_stage(name, size, base, pool=cut == "pooled")
     head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
     trained = above_pooling(head) if cut == "pooled" else head
-    result = trainer.run("frozen", arrays, cut, stage, None, None, trained, cfg.head_lr, 0, cfg.epochs.head)
+    budget = stopping.phase_budget(cfg, "frozen", len(arrays.y["train"]))
+    result = trainer.run("frozen", arrays, cut, stage, None, None, trained, cfg.head_lr, 0, budget.epochs)
+    result.budget = budget
     if cfg.log_model:
         result.model = full_model(name, size, base, head)  # logged before fine-tuning changes `base`
-    return result, FrozenState(base, head)
+    return result, FrozenState(base, head, len(result.history["loss"]))
 
 
 def save_frozen(result: RegimeResult, state: FrozenState, folder) -> None:
@@ -347,6 +357,7 @@ def save_frozen(result: RegimeResult, state: FrozenState, folder) -> None:
     # fine-tuning from a head with a reset RNG state draws other dropout masks than the same job would
     np.savez(Path(folder) / "head_variables.npz", *[v.numpy() for v in state.head.variables])
     record = {"history": result.history, "test": result.test, "train_time_s": result.train_time_s}
+    record["outcome"] = result.outcome.as_record() if result.outcome else None  # the decision, reused as made
     (Path(folder) / "result.json").write_text(json.dumps(record))
 
 
@@ -364,9 +375,11 @@ def restore_frozen(cfg, arrays: Arrays, base: keras.Model, folder) -> tuple[Regi
             variable.assign(stored[f"arr_{i}"])
     record = json.loads((Path(folder) / "result.json").read_text())
     result = RegimeResult("frozen", record["history"], 0, record["test"], record["train_time_s"])
+    result.outcome = stopping.Outcome(**record["outcome"]) if record.get("outcome") else None
+    result.budget = stopping.phase_budget(cfg, "frozen", len(arrays.y["train"]))
     if cfg.log_model:
         result.model = full_model(name, size, base, head)
-    return result, FrozenState(base, head)
+    return result, FrozenState(base, head, len(result.history["loss"]))
 
 
 def finetune_parts(cfg, state: FrozenState) -> tuple[keras.Model, keras.Model]:
@@ -378,20 +391,13 @@ def finetune_parts(cfg, state: FrozenState) -> tuple[keras.Model, keras.Model]:
 
 
 def train_finetune(cfg, arrays: Arrays, trainer: Trainer, state: FrozenState) -> RegimeResult:
-    """Unfreeze `unfreeze_at` and above, recompile with a fresh optimizer at `lr`, continue the epochs."""
+    """Unfreeze `unfreeze_at` and above, recompile with a fresh optimizer at `lr`, continue the epochs after
+    those the head phase ran (all of them, unless the stopping rule ended it early)."""
     stage, upper = finetune_parts(cfg, state)
-    result = trainer.run(
-        "finetune",
-        arrays,
-        cfg.unfreeze_at,
-        stage,
-        upper,
-        False,
-        state.head,
-        cfg.lr,
-        cfg.epochs.head,
-        cfg.epochs.finetune,
-    )
+    budget = stopping.phase_budget(cfg, "finetune", len(arrays.y["train"]))
+    args = (cfg.unfreeze_at, stage, upper, False, state.head, cfg.lr, state.next_epoch, budget.epochs)
+    result = trainer.run("finetune", arrays, *args)
+    result.budget = budget
     if cfg.log_model:
         result.model = full_model(cfg.backbone.name, cfg.backbone.image_size, state.base, state.head)
     return result

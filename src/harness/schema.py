@@ -31,6 +31,12 @@ class Precision(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+    auto = "auto"  # resolved per job by harness.runtime.resolve_precision
+
+
+class Monitor(StrEnum):
+    val_loss = "val_loss"
+    val_acc = "val_acc"
 
 
 class Pooling(StrEnum):
@@ -81,6 +87,23 @@ class Epochs:
 
 
 @dataclass
+class StepsBudget:
+    """Optimizer steps per phase; null: the epochs key decides (harness.stopping)."""
+
+    scratch: int | None = None
+    head: int | None = None
+    finetune: int | None = None
+
+
+@dataclass
+class EarlyStopping:
+    enabled: bool = False
+    monitor: Monitor = Monitor.val_loss
+    patience: int = 3
+    min_delta: float = 0.0
+
+
+@dataclass
 class Augmentation:
     rotation_degrees: int = 40
     shift: float = 0.2
@@ -108,6 +131,8 @@ class Config:
     augment: bool = MISSING
     augmentation: Augmentation = field(default_factory=Augmentation)
     epochs: Epochs = field(default_factory=Epochs)
+    steps_budget: StepsBudget = field(default_factory=StepsBudget)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     batch_size: int = MISSING
     cache: bool = MISSING
     cache_dir: str = MISSING
