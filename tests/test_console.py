@@ -35,9 +35,8 @@ def test_results_table_has_one_row_per_job_and_a_column_per_regime(store):
 
 
 def test_browse_hint_gives_the_url_or_the_command_that_serves_it():
-    assert (
-        console.browse_hint("http://trackhost:5000/", "7") == "browse the runs: http://trackhost:5000/#/experiments/7"
-    )
+    served = console.browse_hint("http://trackhost:5000/", "7")
+    assert served == "browse the runs: http://trackhost:5000/#/experiments/7?workflowType=machine_learning"
     local = console.browse_hint("sqlite:////data/mlruns/mlflow.db", "3")
     assert "mlflow ui --backend-store-uri sqlite:////data/mlruns/mlflow.db" in local
-    assert "--default-artifact-root file:///data/mlruns/artifacts" in local and "#/experiments/3" in local
+    assert "--default-artifact-root file:///data/mlruns/artifacts" in local and "#/experiments/3?workflowType=machine_learning" in local

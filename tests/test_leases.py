@@ -15,6 +15,7 @@ import pytest
 from conftest import job_runs, run_cli, tiny_job
 
 from harness import data, leases
+from harness import owner as processes
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_claims_at_the_same_moment_let_exactly_one_train(experiment):
 
     def claimant(i: int) -> None:
         def create() -> str:
-            return new_run(experiment, job_identity="same", run_kind="job", owner=leases.owner())
+            return new_run(experiment, job_identity="same", run_kind="job", owner=processes.owner())
 
         barrier.wait()  # every claimant starts its claim at the same moment
         run_id, _ = leases.claim(experiment, "same", create, lambda: None, lease_s=60, heartbeat_s=30)
@@ -68,16 +69,16 @@ def test_a_run_is_dead_when_its_lease_expires_whichever_host_ran_it(experiment):
 def test_an_exited_or_reused_pid_on_this_host_is_dead_at_once(experiment):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        me = leases.owner().split("|")
-        started = leases._start_ticks(child.pid)
+        me = processes.owner().split("|")
+        started = processes._start_ticks(child.pid)
         alive = "|".join([*me[:3], str(child.pid), started])
         reused = "|".join([*me[:3], str(child.pid), str(int(started) - 1)])  # same pid, an earlier process
-        assert not leases.owner_exited(alive)
-        assert leases.owner_exited(reused)
+        assert not processes.owner_exited(alive)
+        assert processes.owner_exited(reused)
     finally:
         child.kill()
         child.wait()
-    assert leases.owner_exited(alive)
+    assert processes.owner_exited(alive)
     run = new_run(experiment, owner=alive, pid=str(child.pid), heartbeat=f"{time.time():.3f}")
     assert "has exited" in leases.is_dead(mlflow.MlflowClient().get_run(run), lease_s=3600)
 

@@ -12,6 +12,9 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 REGIMES = ("scratch", "frozen", "finetune")
+# MLflow 3.17's UI picks an experiment's page from this URL parameter, else from what the browser remembers,
+# else the GenAI overview; it does not read the experiment's mlflow.experimentKind tag (tests/test_ui.py).
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def swept_keys(jobs: Sequence[Sequence[str]], ignore: Sequence[str] = ()) -> list[str]:
@@ -33,16 +36,16 @@ def _param(run: pd.Series, key: str) -> str:
 
 def results_table(experiment_id: str, job_run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
     """One row per job run: its values of `keys`, the test accuracy of each regime it ran, minutes trained."""
-    import mlflow
+    from harness import tracking
 
     if not job_run_ids:
         return pd.DataFrame()
     quoted = ", ".join(f"'{run_id}'" for run_id in job_run_ids)
-    jobs = mlflow.search_runs([experiment_id], filter_string=f"attributes.run_id IN ({quoted})")
+    jobs = tracking.runs_table(experiment_id, f"attributes.run_id IN ({quoted})")
     rows = []
     for _, job in jobs.iterrows():
-        regimes = mlflow.search_runs(
-            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{job.run_id}' and tags.run_kind = 'regime'"
+        regimes = tracking.runs_table(
+            experiment_id, f"tags.mlflow.parentRunId = '{job.run_id}' and tags.run_kind = 'regime'"
         )
         row = {key: _param(job, key) for key in keys or ["seed"]}
         for _, regime in regimes.iterrows():
@@ -60,13 +63,14 @@ def browse_hint(uri: str, experiment_id: str) -> str:
     """The URL of the study's runs table; with a local store, also the `mlflow ui` command that serves it."""
     from harness.tracking import artifact_location
 
+    page = f"#/experiments/{experiment_id}?{TRAINING_VIEW}"
     if urlparse(uri).scheme in ("http", "https"):
-        return f"browse the runs: {uri.rstrip('/')}/#/experiments/{experiment_id}"
+        return f"browse the runs: {uri.rstrip('/')}/{page}"
     serve = f"mlflow ui --backend-store-uri {uri}"
     artifacts = artifact_location(uri)
     if artifacts:
         serve += f" --default-artifact-root {artifacts}"
-    return f"browse the runs: {serve}\n  then open http://127.0.0.1:5000/#/experiments/{experiment_id}"
+    return f"browse the runs: {serve}\n  then open http://127.0.0.1:5000/{page}"
 
 
 def print_results(experiment_id: str, uri: str, job_run_ids: Sequence[str], keys: Sequence[str]) -> None:

@@ -19,66 +19,19 @@ the store. So:
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from harness import tracking
+from harness.owner import owner_exited
 
 log = logging.getLogger(__name__)
 
 CLAIM_ATTEMPTS = 8
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def _start_ticks(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), None if it is gone."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat == "unknown":
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _pid_namespace() -> str:
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "unknown"
-
-
-def owner() -> str:
-    """This process, precisely enough to tell on this host whether it still runs: boot id, pid namespace,
-    pid and start time (a reused pid has a later start time)."""
-    pid = os.getpid()
-    return "|".join(
-        (
-            socket.gethostname(),
-            _read("/proc/sys/kernel/random/boot_id"),
-            _pid_namespace(),
-            str(pid),
-            _start_ticks(pid) or "unknown",
-        )
-    )
-
-
-def owner_exited(recorded: str | None) -> bool:
-    """True only when `recorded` is a process of this boot and pid namespace that no longer runs."""
-    parts = (recorded or "").split("|")
-    if len(parts) != 5 or "unknown" in parts:
-        return False
-    _, boot, namespace, pid, start = parts
-    if boot != _read("/proc/sys/kernel/random/boot_id") or namespace != _pid_namespace():
-        return False  # another machine or container: only its lease can tell
-    return _start_ticks(int(pid)) != start
 
 
 class Heartbeat:
@@ -107,17 +60,23 @@ class Heartbeat:
         with self._lock:
             self.runs.discard(run_id)
 
+    @contextmanager
+    def held(self, run_id: str, interval_s: float) -> Iterator[None]:
+        """Beat for `run_id` while the block runs."""
+        self.hold(run_id, interval_s)
+        try:
+            yield
+        finally:
+            self.release(run_id)
+
     def beat(self) -> None:
         """Refresh every held run now; a store that does not answer is logged, not fatal (the next beat retries)."""
-        import mlflow
-
         with self._lock:
             runs = list(self.runs)
         now = f"{time.time():.3f}"
-        client = mlflow.MlflowClient()
         for run_id in runs:
             try:
-                client.set_tag(run_id, "heartbeat", now)
+                tracking.set_tag(run_id, "heartbeat", now)
             except Exception as exc:  # noqa: BLE001 - a missed beat is survivable; the lease is longer
                 log.warning("heartbeat: could not refresh run %s (%s)", run_id, exc)
 
@@ -153,17 +112,14 @@ def is_dead(run: Any, lease_s: float, now: float | None = None) -> str | None:
 
 def reap(experiment_id: str, lease_s: float, extra_filter: str = "") -> int:
     """Mark KILLED, with the reason, every RUNNING run of the study that is dead (see `is_dead`)."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
     query = "attributes.status = 'RUNNING'" + (f" and {extra_filter}" if extra_filter else "")
     killed = 0
-    for run in client.search_runs([experiment_id], filter_string=query, max_results=50000):
+    for run in tracking.find_runs(experiment_id, query, max_results=50000):
         reason = is_dead(run, lease_s)
         if reason is None:
             continue
-        client.set_tag(run.info.run_id, "killed_reason", reason)
-        client.set_terminated(run.info.run_id, "KILLED")
+        tracking.set_tag(run.info.run_id, "killed_reason", reason)
+        tracking.end_run(run.info.run_id, "KILLED")
         killed += 1
     if killed:
         log.warning("tracking: marked %d run(s) left RUNNING by dead processes as KILLED", killed)
@@ -172,13 +128,9 @@ def reap(experiment_id: str, lease_s: float, extra_filter: str = "") -> int:
 
 def live_claims(experiment_id: str, job_identity: str, lease_s: float) -> list[str]:
     """Ids of RUNNING job runs of this identity that are not dead; dead ones are reaped on the way."""
-    import mlflow
-
     query = f"tags.job_identity = '{job_identity}' and tags.run_kind = 'job'"
     reap(experiment_id, lease_s, query)
-    found = mlflow.MlflowClient().search_runs(
-        [experiment_id], filter_string=f"{query} and attributes.status = 'RUNNING'", max_results=1000
-    )
+    found = tracking.find_runs(experiment_id, f"{query} and attributes.status = 'RUNNING'")
     return [run.info.run_id for run in found]
 
 
@@ -192,9 +144,6 @@ def claim(
 ) -> tuple[str | None, Any]:
     """Claim a job identity: (run id, None) when this process may train it, (None, what `done` found) when
     a FINISHED run has it, (None, None) when it is running elsewhere. `create` makes the job run."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
     for attempt in range(CLAIM_ATTEMPTS):
         finished = done()
         if finished is not None:
@@ -207,7 +156,7 @@ def claim(
         if not others:
             return run_id, None
         heartbeat.release(run_id)
-        client.delete_run(run_id)  # withdrawn: both claimants saw each other; one goes first after a back-off
+        tracking.delete_run(run_id)  # withdrawn: both claimants saw each other; one goes first after a back-off
         log.info("claim: job %s claimed at the same moment by run(s) %s; backing off", job_identity, others)
         time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
     return None, None

@@ -91,8 +91,6 @@ def start(
     if config.dry_run:
         plan.print_plan(jobs)
         sys.exit(0)
-    import mlflow
-
     try:
         if preflight is not None:
             preflight()
@@ -104,9 +102,9 @@ def start(
     leases.reap(experiment_id, config.lease_s)
     overrides = " ".join(config.hydra.overrides.task)
     command = shlex.join(["python", "-m", "harness", *sys.argv[1:]])
-    run = mlflow.MlflowClient().create_run(
+    run_id = tracking.create_run(
         experiment_id,
-        run_name=tracking.run_name(config.hydra.overrides.task, prefix="sweep"),
+        tracking.run_name(config.hydra.overrides.task, prefix="sweep"),
         tags={
             "run_kind": "sweep",
             "sweep_overrides": overrides,
@@ -118,25 +116,21 @@ def start(
             **tracking.process_tags(),
         },
     )
-    leases.heartbeat.hold(run.info.run_id, config.heartbeat_s)
-    log.info("sweep: MLflow parent run %s in study %r (%s)", run.info.run_id, config.study, uri)
-    return run.info.run_id
+    leases.heartbeat.hold(run_id, config.heartbeat_s)
+    log.info("sweep: MLflow parent run %s in study %r (%s)", run_id, config.study, uri)
+    return run_id
 
 
 def record(sweep_run: str | None, job_num: int, outcome: str, detail: str = "") -> None:
     """Write one job's outcome to the sweep ledger (a tag on the parent run); no-op outside a sweep."""
     if sweep_run is None:
         return
-    import mlflow
-
-    mlflow.MlflowClient().set_tag(sweep_run, f"{LEDGER_PREFIX}{job_num}", f"{outcome} {detail}".strip()[:4000])
+    tracking.set_tag(sweep_run, f"{LEDGER_PREFIX}{job_num}", f"{outcome} {detail}".strip()[:4000])
 
 
 def ledger(run_id: str) -> dict[str, list[str]]:
     """The outcomes written by the jobs of a sweep, grouped: {'finished': [...], 'skipped': [...], ...}."""
-    import mlflow
-
-    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    tags = tracking.tags_of(run_id)
     out: dict[str, list[str]] = {k: [] for k in OUTCOMES}
     for key, value in sorted(tags.items()):
         if key.startswith(LEDGER_PREFIX):
@@ -147,26 +141,21 @@ def ledger(run_id: str) -> dict[str, list[str]]:
 
 def missing_jobs(run_id: str, n_jobs: int) -> list[int]:
     """Job numbers that wrote no outcome: their process died (killed for memory, a lost node)."""
-    import mlflow
-
-    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    tags = tracking.tags_of(run_id)
     return [i for i in range(n_jobs) if f"{LEDGER_PREFIX}{i}" not in tags]
 
 
 def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
     """Close the parent run, print the summary and the results table; the exit status: 1 if any job
     failed or went missing."""
-    import mlflow
-
     n_jobs = len(jobs)
     outcomes = ledger(run_id)
     failed, missing = outcomes["failed"], missing_jobs(run_id, n_jobs)
     bad = bool(failed or missing)
-    client = mlflow.MlflowClient()
     leases.heartbeat.release(run_id)
     if missing:
-        client.set_tag(run_id, "missing_jobs", " ".join(map(str, missing)))
-    client.set_terminated(run_id, "FAILED" if bad else "FINISHED")
+        tracking.set_tag(run_id, "missing_jobs", " ".join(map(str, missing)))
+    tracking.end_run(run_id, "FAILED" if bad else "FINISHED")
     log.info(
         "sweep summary: %d finished, %d skipped (already FINISHED in the study), %d running elsewhere, "
         "%d failed, %d missing",
@@ -186,10 +175,10 @@ def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
         )
     from harness import console  # pandas: only once the sweep is over
 
-    experiment_id = client.get_run(run_id).info.experiment_id
-    children = f"tags.mlflow.parentRunId = '{run_id}' and tags.run_kind = 'job'"
-    trained = mlflow.search_runs([experiment_id], filter_string=f"{children} and attributes.status = 'FINISHED'")
+    experiment_id = tracking.experiment_of(run_id)
+    children = f"tags.mlflow.parentRunId = '{run_id}' and tags.run_kind = 'job' and attributes.status = 'FINISHED'"
+    trained = [run.info.run_id for run in tracking.find_runs(experiment_id, children, max_results=50000)]
     reused = [entry.split(": ", 1)[1] for entry in outcomes["skipped"] if ": " in entry]
     keys = console.swept_keys(jobs, ignore=[SWEEP_RUN_KEY])
-    console.print_results(experiment_id, mlflow.get_tracking_uri(), [*trained.run_id, *reused], keys)
+    console.print_results(experiment_id, tracking.current_uri(), [*trained, *reused], keys)
     return 1 if bad else 0

@@ -1,0 +1,234 @@
+"""Runs: a job run claimed on its identity, regime runs nested in it, their names and searchable tags."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.identity import package_digest
+from harness.tracking.provenance import git_commit, library_versions, process_tags
+
+log = logging.getLogger("harness.tracking")
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A FINISHED job run found for an identity, with the code version that produced it."""
+
+    run_id: str
+    code: str  # the harness package digest recorded on the run
+    commit: str
+
+
+def finished_job(experiment_id: str, job_identity: str) -> FinishedJob | None:
+    """The FINISHED job run with this identity, if the study already has one."""
+    import mlflow
+
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.job_identity = '{job_identity}' and tags.run_kind = 'job' and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+    )
+    if not found:
+        return None
+    tags = found[0].data.tags
+    return FinishedJob(found[0].info.run_id, tags.get("code_digest", "unknown"), tags.get("git_commit", "unknown"))
+
+
+def last_job_run_id() -> str | None:
+    """The job run this process ended last (the regime runs end inside it), for the closing table."""
+    import mlflow
+
+    run = mlflow.last_active_run()
+    return run.info.run_id if run is not None else None
+
+
+def run_metric(run_id: str, key: str) -> float | None:
+    """A final metric of a recorded run, or None if it has none."""
+    import mlflow
+
+    return mlflow.MlflowClient().get_run(run_id).data.metrics.get(key)
+
+
+@contextmanager
+def _record_errors() -> Iterator[None]:
+    """On an exception, tag the active run with it and attach the traceback before MLflow marks it FAILED."""
+    import mlflow
+
+    try:
+        yield
+    except Exception as exc:
+        mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:4000])
+        mlflow.log_text(traceback.format_exc(), "error.txt")
+        raise
+
+
+def run_tags(cfg: DictConfig, job_identity: str, commit: str, kind: str, regime: str | None = None) -> dict[str, str]:
+    """The searchable tags of a job or regime run."""
+    tags = {
+        "run_kind": kind,
+        "backbone": str(cfg.backbone.name),
+        "unfreeze_at": str(cfg.unfreeze_at),
+        "lr": str(cfg.lr),
+        "data_fraction": str(cfg.data_fraction),
+        "seed": str(cfg.seed),
+        "job_identity": job_identity,
+        "git_commit": commit,
+        "code_digest": package_digest(),
+        "study": str(cfg.study),
+        **process_tags(),
+    }
+    if regime is not None:
+        tags["regime"] = regime
+    return tags
+
+
+MAX_RUN_NAME = 250  # MLflow's runs.name column: VARCHAR(250) on PostgreSQL (SQLite does not check)
+
+
+def run_name(overrides: Iterable[str], prefix: str = "") -> str:
+    """A run's display name from its overrides: without the keys that do not change results (stores,
+    caches), paths shortened to their last part, at most MAX_RUN_NAME characters."""
+    from harness.identity import RESULT_FREE_KEYS
+
+    parts = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in RESULT_FREE_KEYS:
+            continue
+        if "/" in value and not value.startswith("["):
+            value = "…/" + value.rstrip("/").rsplit("/", 1)[-1]
+        parts.append(f"{key}={value}" if _ else override)
+    name = " ".join([prefix, *parts] if prefix else parts) or prefix or "defaults"
+    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 1] + "…"
+
+
+def create_job_run(cfg: DictConfig, job_identity: str, name: str, experiment_id: str) -> str:
+    """The job's run, created RUNNING under the sweep's parent run (if any): the claim on its identity."""
+    import mlflow
+
+    tags = run_tags(cfg, job_identity, git_commit(), "job")
+    if cfg.sweep_run is not None:
+        tags["mlflow.parentRunId"] = cfg.sweep_run
+    return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
+
+
+@contextmanager
+def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]:
+    """The claimed job run made active: config and environment logged; FAILED (with the error) on exception."""
+    import mlflow
+
+    from harness.config import flatten, to_container
+
+    with mlflow.start_run(run_id=run_id) as run:
+        resolved = to_container(cfg)
+        mlflow.log_params(flatten(resolved))
+        mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+        mlflow.log_text("\n".join(overrides) + "\n", "overrides.txt")
+        commit = run.data.tags.get("git_commit")
+        environment = {"versions": library_versions(), "argv": sys.argv, "git_commit": commit}
+        mlflow.log_dict(environment, "environment.json")
+        mlflow.set_tags({f"version.{k}": v for k, v in library_versions().items()})
+        with _record_errors():
+            yield run
+
+
+def regime_run_name(cfg: DictConfig, regime: str) -> str:
+    """What a regime run is, readable in the runs table: `finetune block5_conv1 lr=1e-05 seed=0`."""
+    what = {
+        "scratch": f"head_lr={cfg.head_lr}",  # scratch trains everything at the head's rate
+        "frozen": f"head_lr={cfg.head_lr}",
+        "finetune": f"{cfg.unfreeze_at} lr={cfg.lr}",
+    }[regime]
+    fraction = f" data_fraction={cfg.data_fraction}" if float(cfg.data_fraction) != 1.0 else ""
+    return f"{regime} {cfg.backbone.name} {what}{fraction} seed={cfg.seed}"
+
+
+@contextmanager
+def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[Any]:
+    """A run nested under the active job run for one regime; params repeated so the UI can compare."""
+    import mlflow
+
+    from harness.config import flatten, to_container
+
+    parent = mlflow.active_run()
+    with mlflow.start_run(
+        experiment_id=parent.info.experiment_id,  # nested runs otherwise land in the default experiment
+        run_name=regime_run_name(cfg, regime),
+        nested=True,
+        tags=run_tags(cfg, job_identity, parent.data.tags.get("git_commit", "unknown"), "regime", regime),
+    ) as run:
+        mlflow.log_params(flatten(to_container(cfg)))
+        with _record_errors():
+            yield run
+
+
+# --- runs by id: the sweep's parent run and its ledger, leases, the closing results table ------------
+
+
+def create_run(experiment_id: str, name: str, tags: dict[str, str]) -> str:
+    """A RUNNING run that no `with` block owns (the sweep's parent run): ended by `end_run`."""
+    import mlflow
+
+    return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
+
+
+def set_tag(run_id: str, key: str, value: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_tag(run_id, key, value)
+
+
+def tags_of(run_id: str) -> dict[str, str]:
+    import mlflow
+
+    return dict(mlflow.MlflowClient().get_run(run_id).data.tags)
+
+
+def experiment_of(run_id: str) -> str:
+    import mlflow
+
+    return mlflow.MlflowClient().get_run(run_id).info.experiment_id
+
+
+def delete_run(run_id: str) -> None:
+    """A withdrawn claim (see `harness.leases.claim`): deleted, so that no one counts it."""
+    import mlflow
+
+    mlflow.MlflowClient().delete_run(run_id)
+
+
+def end_run(run_id: str, status: str) -> None:
+    """Mark a run FINISHED, FAILED or KILLED."""
+    import mlflow
+
+    mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+def find_runs(experiment_id: str, query: str, max_results: int = 1000) -> list[Any]:
+    """Runs (MLflow `Run` objects: `.info`, `.data.tags`) of the study matching an MLflow filter string."""
+    import mlflow
+
+    return mlflow.MlflowClient().search_runs([experiment_id], filter_string=query, max_results=max_results)
+
+
+def runs_table(experiment_id: str, query: str) -> Any:
+    """Matching runs as a pandas DataFrame (`run_id`, `params.*`, `metrics.*`, `tags.*`)."""
+    import mlflow
+
+    return mlflow.search_runs([experiment_id], filter_string=query)
+
+
+def current_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
