@@ -155,7 +155,6 @@ def test_three_classes_with_augmentation(tmp_path, store, cats_dogs, mobilenet_w
     assert any((cache / "images").glob("*.npy")) and any((cache / "head").iterdir())
     assert not (cache / "features").exists()
     assert regimes.loc["frozen", "tags.head_phase"] == "trained"
-    for regime in ("frozen", "finetune"):
-        assert 0 <= regimes.loc[regime, "metrics.test_acc"] <= 1
+    assert regimes["metrics.test_acc"].notna().all()  # both regimes measured on the test split
     # bright disks on noise are trivially told apart from photographs: chance is 1/3
     assert regimes.loc["frozen", "metrics.test_acc"] > 0.5

@@ -103,7 +103,7 @@ def test_pooled_features_are_derived_from_cached_top_features(tmp_path, store, s
     assert "features@pooled: train/validation/test from cached features@top" in proc.log
     flatten, gap = (regime_runs(store, s).loc["frozen"] for s in ("flatten", "gap"))
     assert flatten["tags.cache"] == "miss" and gap["tags.cache"] == "miss"  # built, though not from pixels
-    assert 0.0 <= float(gap["metrics.test_acc"]) <= 1.0 and float(gap["metrics.cache_build_s"]) > 0
+    assert gap[["metrics.test_acc", "metrics.cache_build_s"]].notna().all() and float(gap["metrics.cache_build_s"]) > 0
 
 
 def test_dry_run_lists_jobs_reuse_and_cost_without_training(tmp_path, store, small_data, mobilenet_weights):
