@@ -57,7 +57,6 @@ class RegimeResult:
     test: dict[str, float] | None
     train_time_s: float
     model: keras.Model | None = None
-    extra: dict[str, float] = field(default_factory=dict)
     outcome: stopping.Outcome | None = None  # best epoch and why the phase stopped
     budget: stopping.Budget | None = None  # the most epochs it could run, and from which setting
 
