@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from harness import backbones, cache, data, identity, leases, tracking
+from harness import backbones, cache, data, identity, leases, stopping, tracking
 from harness.features import cache_keys, cached_features, load_arrays
 from harness.inputs import Prepared, fetch, needs_pretrained, prepare
 from harness.runtime import configure_runtime, quiet_tensorflow
@@ -70,6 +70,7 @@ def log_regime(
 
     final = {"train_time_s": result.train_time_s, **(result.test or {})}
     tracking.log_result_metrics(final)
+    log_stopping(result)
     if result.test is None:
         mlflow.set_tag("test_split", "absent")
     history, first = result.history, result.first_epoch
@@ -86,6 +87,20 @@ def log_regime(
     test = f"test_acc {result.test['test_acc']:.4f}" if result.test else "no test split"
     best = max(result.history["val_acc"])
     log.info("%-8s done: %s  best val_acc %.4f  (%.1fs)", result.regime, test, best, result.train_time_s)
+
+
+def log_stopping(result: regimes.RegimeResult) -> None:
+    """How long the phase could run and how it ended, so regimes are compared knowing both: param epochs_max
+    and steps_per_epoch, tag epochs_from (epochs | steps_budget), metrics best_epoch (curve step) and
+    epochs_run, tag stopped (early | max_epochs)."""
+    import mlflow
+
+    if result.budget is not None:
+        mlflow.log_params({"epochs_max": result.budget.epochs, "steps_per_epoch": result.budget.steps_per_epoch})
+        mlflow.set_tags({"epochs_from": result.budget.source})
+    if result.outcome is not None:
+        tracking.log_result_metrics({"best_epoch": result.outcome.best_epoch, "epochs_run": result.outcome.epochs_run})
+        mlflow.set_tags({"stopped": result.outcome.stopped})
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         augment=regimes.augmentation(cfg) if cfg.augment else None,
         callbacks=lambda regime, first: [tracking.epoch_logger()],
         features=cached_features(store, keys, cfg, pretrained),
+        rule=stopping.Rule.from_cfg(cfg),
     )
     results: dict[str, regimes.RegimeResult] = {}
     with tracking.job_run(cfg, run_id, overrides):
@@ -177,7 +193,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         if "finetune" in cfg.regimes:
             with tracking.regime_run(cfg, job.identity, "finetune"), cache_report(store):
                 results["finetune"] = regimes.train_finetune(cfg, arrays, trainer, state)
-                log_regime(results["finetune"], cfg, cfg.epochs.head, results["frozen"].history)
+                log_regime(results["finetune"], cfg, state.next_epoch, results["frozen"].history)
         tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
         tracking.log_result_metrics(store.stats.as_metrics())
         tracking.log_result_metrics({OBJECTIVE: objective(results)})

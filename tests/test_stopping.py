@@ -1,0 +1,156 @@
+"""One stopping rule for every phase, and budgets in optimizer steps: unit checks and the record in MLflow."""
+
+from __future__ import annotations
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from conftest import run_cli, tiny_job
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from harness import config, data, features, regimes, stopping
+from harness.inputs import prepare
+from harness.paths import conf_dir
+
+
+def make(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def diverging_validation(rule: stopping.Rule, max_epochs: int = 20, first_epoch: int = 0):
+    """A linear head on random features whose training labels follow x0 + 3 x1 and validation labels x0
+    alone: validation improves while the weights are small, then worsens as they grow (best epoch 5 of 8
+    with patience 2). The test split is the validation split, so the test metrics must equal the validation
+    metrics of the epoch whose weights are evaluated. Returns the result, the head's weights at the end of
+    every epoch, the head and the arrays."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 1, 1, 8)).astype("float32")
+    train = (x[:64, 0, 0, 0] + 3 * x[:64, 0, 0, 1] > 0).astype("int32")
+    val = (x[64:, 0, 0, 0] > 0).astype("int32")
+    arrays = regimes.Arrays({"train": x[:64], "validation": x[64:], "test": x[64:]}, {}, 2)
+    arrays.y = {"train": train, "validation": val, "test": val}
+    inputs = keras.Input((1, 1, 8))
+    stage = keras.Model(inputs, keras.layers.Identity()(inputs))
+    keras.utils.set_random_seed(0)
+    head = regimes.build_head((1, 1, 8), OmegaConf.create({"pooling": "flatten", "units": 0, "dropout": 0.0}), 2)
+    snapshots: dict[int, list[np.ndarray]] = {}
+    snap = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.update({epoch: head.get_weights()})
+    )
+    trainer = regimes.Trainer(
+        2, 16, 0, "rmsprop", None, lambda regime, first: [snap], features=lambda s, a, c: a.x, rule=rule
+    )
+    result = trainer.run("frozen", arrays, "top", stage, None, None, head, 3e-2, first_epoch, max_epochs)
+    return result, snapshots, head, arrays
+
+
+def test_early_stopping_stops_before_the_max_and_tests_the_best_epochs_weights():
+    rule = stopping.Rule(enabled=True, monitor="val_loss", patience=2)
+    result, snapshots, head, arrays = diverging_validation(rule)
+    val_loss, out = result.history["val_loss"], result.outcome
+    assert out.stopped == "early" and out.epochs_run == len(val_loss) < 20, (out, val_loss)
+    assert out.best_epoch == int(np.argmin(val_loss)) > 0 and out.restored
+    assert out.epochs_run == out.best_epoch + 1 + rule.patience  # patience epochs without improvement
+    assert val_loss[-1] > val_loss[out.best_epoch]  # the last weights are worse: restoring them matters
+    # test = validation: the evaluated weights are the best epoch's
+    assert result.test["test_loss"] == pytest.approx(val_loss[out.best_epoch], rel=1e-5)
+    assert result.test["test_acc"] == pytest.approx(result.history["val_acc"][out.best_epoch])
+    for now, best in zip(head.get_weights(), snapshots[out.best_epoch], strict=True):
+        np.testing.assert_array_equal(now, best)
+
+
+def test_disabled_rule_runs_every_epoch_and_keeps_the_last_weights():
+    result, snapshots, head, _ = diverging_validation(stopping.Rule(enabled=False), max_epochs=10)
+    out = result.outcome
+    assert (out.stopped, out.epochs_run, out.restored) == ("max_epochs", 10, False)
+    assert out.best_epoch == int(np.argmin(result.history["val_loss"])) != 9  # tracked, not restored
+    assert result.test["test_loss"] == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
+    for now, last in zip(head.get_weights(), snapshots[9], strict=True):
+        np.testing.assert_array_equal(now, last)
+
+
+def test_best_epoch_is_numbered_like_the_curves_when_a_phase_continues_another():
+    result, _, _, _ = diverging_validation(stopping.Rule(enabled=True, monitor="val_acc", patience=1), 20, 10)
+    acc = result.history["val_acc"]
+    assert result.outcome.best_epoch == 10 + int(np.argmax(acc))
+    assert result.outcome.stopped == "early"
+
+
+def test_step_budgets_give_each_fraction_the_same_updates(tmp_path):
+    """With a budget, epochs = ceil(steps / ceil(n_train / batch_size)) for the subsampled training split."""
+    cfg = make("steps_budget.head=630", "steps_budget.finetune=126", "batch_size=32", "epochs.scratch=4")
+    folder = data.scan_folder(data.ensure_synthetic(tmp_path, {"train": 100, "validation": 2}))
+    got = {}
+    for fraction in (0.05, 0.1, 0.25, 0.5, 1.0):
+        n = len(data.subsample(folder.splits["train"], fraction, 0, folder.class_names))
+        head, finetune = (stopping.phase_budget(cfg, r, n) for r in ("frozen", "finetune"))
+        got[fraction] = (n, head.steps_per_epoch, head.epochs, finetune.epochs, head.source)
+    assert got == {
+        0.05: (10, 1, 630, 126, "steps_budget"),
+        0.1: (20, 1, 630, 126, "steps_budget"),
+        0.25: (50, 2, 315, 63, "steps_budget"),
+        0.5: (100, 4, 158, 32, "steps_budget"),
+        1.0: (200, 7, 90, 18, "steps_budget"),
+    }
+    assert stopping.phase_budget(cfg, "scratch", 200) == stopping.Budget(4, 7, "epochs")  # no budget: the key
+    # the data_fraction study: 100% of 2,000 photographs keeps the 10 + 2 epochs it had
+    study = make("+experiment=data_fraction")
+    assert [stopping.phase_budget(study, r, 2000).epochs for r in ("frozen", "finetune")] == [10, 2]
+    assert [stopping.phase_budget(study, r, 200).epochs for r in ("frozen", "finetune")] == [90, 18]
+
+
+def test_bad_rule_and_budget_values_are_named():
+    found = config.problems(
+        make(
+            "early_stopping.patience=0", "early_stopping.min_delta=-0.1", "steps_budget.head=0", "backbone.weights=null"
+        )
+    )
+    assert "early_stopping.patience=0 must be >= 1 (epochs without improvement)" in found
+    assert "early_stopping.min_delta=-0.1 must be >= 0" in found
+    assert any(p.startswith("steps_budget.head=0 must be >= 1") for p in found), found
+    assert config.problems(make("early_stopping.enabled=true", "steps_budget.head=5", "backbone.weights=null")) == []
+
+
+def test_the_head_phase_cache_key_follows_the_rule_and_the_epochs_it_gets(tmp_path):
+    photos = data.ensure_synthetic(tmp_path, {"train": 8, "validation": 2})
+
+    def key(*overrides: str) -> str:
+        job = prepare(make("data=folder", f"data.path={photos}", "backbone.weights=null", "batch_size=4", *overrides))
+        return features.cache_keys(job).head
+
+    base = key()
+    assert key("early_stopping.patience=9") == base  # an off rule trains as any off rule
+    enabled = key("early_stopping.enabled=true")
+    assert enabled != base and key("early_stopping.enabled=true", "early_stopping.patience=9") != enabled
+    assert key("early_stopping.enabled=true", "early_stopping.monitor=val_acc") != enabled
+    # 16 images / 4 = 4 steps per epoch: a 40-step budget is the default 10 epochs, the same head phase
+    assert key("steps_budget.head=40") == base != key("steps_budget.head=44")
+
+
+@pytest.mark.slow
+def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
+    """Through the CLI, two jobs: a 12-step budget on 6 training images in batches of 2 is 4 epochs; with an
+    improvement threshold no epoch can meet, the rule stops after 1 + patience epochs, best epoch 0."""
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    args = tiny_job(store, photos, "data_fraction=0.5", "batch_size=2", "steps_budget.head=12")
+    args += ["early_stopping.patience=1", "early_stopping.min_delta=100", "early_stopping.enabled=false,true"]
+    proc = run_cli("-m", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.log[-3000:]
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.regime = 'frozen'")
+    got = {
+        row["params.early_stopping.enabled"]: (
+            row["params.epochs_max"],
+            row["params.steps_per_epoch"],
+            row["tags.epochs_from"],
+            row["metrics.epochs_run"],
+            row["metrics.best_epoch"],
+            row["tags.stopped"],
+        )
+        for _, row in runs.iterrows()
+    }
+    assert got["False"][:4] == ("4", "3", "steps_budget", 4.0) and got["False"][5] == "max_epochs", got
+    assert got["True"] == ("4", "3", "steps_budget", 2.0, 0.0, "early"), got
