@@ -304,9 +304,20 @@ def main() -> None:
     parser.add_argument("--boundaries", default="block_12_expand,block_14_expand,block_16_expand")
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--only-overhead", action="store_true", help="measure the start-up and per-job overhead alone")
     args = parser.parse_args()
     if not (DATA / "train").is_dir() or not WEIGHTS.is_file():
         sys.exit(f"benchmark skipped: needs {DATA} and {WEIGHTS}")
+    if args.only_overhead:
+        ov = overhead()
+        print("| measurement | time |\n| --- | --- |")
+        print(f"| imports (`import harness.job, harness.regimes, mlflow`) | {ov['imports_s']:.1f} s |")
+        print(f"| start-up, once per sweep (imports, store, pre-check, exit) | {ov['startup_s']:.1f} s |")
+        print(f"| overhead per job of a running sweep (median of jobs 2-{ov['jobs']}) | {ov['per_job_s']:.2f} s |")
+        spread = f"overhead per job with the start-up spread over a {ov['jobs']}-job sweep"
+        print(f"| {spread} | {ov['amortized_s']:.2f} s |")
+        print(f"| wall time of the {ov['jobs']}-job sweep | {ov['wall_s']:.1f} s |")
+        return
 
     machine = f"{platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     results: dict = {
