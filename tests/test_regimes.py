@@ -143,3 +143,19 @@ def test_the_time_left_follows_the_epochs_after_the_first():
     assert regimes.eta([5.0], 3) == ", about 15s left"  # one epoch so far: all there is to go by
     assert regimes.eta([30.0, 2.0, 2.0], 40) == ", about 1m20s left"  # the first epoch traced the graph
     assert regimes.eta([1.0], 0) == ""
+
+
+def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(tmp_path):
+    from harness import runtime
+
+    native = frozenset({"avx512f", "avx512_bf16"})
+    assert runtime.resolve_precision("auto", "vgg16", native, gpus=0) == "bf16"  # 12 -> 29 images/s
+    assert runtime.resolve_precision("auto", "vgg16", frozenset({"amx_bf16"}), gpus=0) == "bf16"
+    assert runtime.resolve_precision("auto", "mobilenetv2", native, gpus=0) == "fp32"  # 121 -> 100 images/s
+    assert runtime.resolve_precision("auto", "vgg16", frozenset({"avx512f", "avx2"}), gpus=0) == "fp32"  # emulated
+    assert runtime.resolve_precision("auto", "mobilenetv2", frozenset(), gpus=1) == "fp16"
+    assert runtime.resolve_precision("bf16", "mobilenetv2", frozenset(), gpus=0) == "bf16"  # asked for: as asked
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\nbugs\t\t: spectre\n")
+    assert runtime.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx512_bf16", "amx_tile"}
+    assert runtime.cpu_flags(str(tmp_path / "absent")) == frozenset()

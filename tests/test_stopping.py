@@ -135,7 +135,7 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
     """Through the CLI, two jobs: a 12-step budget on 6 training images in batches of 2 is 4 epochs; with an
     improvement threshold no epoch can meet, the rule stops after 1 + patience epochs, best epoch 0."""
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
-    args = tiny_job(store, photos, "data_fraction=0.5", "batch_size=2", "steps_budget.head=12")
+    args = tiny_job(store, photos, "data_fraction=0.5", "batch_size=2", "steps_budget.head=12", "precision=auto")
     args += ["early_stopping.patience=1", "early_stopping.min_delta=100", "early_stopping.enabled=false,true"]
     proc = run_cli("-m", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.log[-3000:]
@@ -154,3 +154,5 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
     }
     assert got["False"][:4] == ("4", "3", "steps_budget", 4.0) and got["False"][5] == "max_epochs", got
     assert got["True"] == ("4", "3", "steps_budget", 2.0, 0.0, "early"), got
+    jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
+    assert set(jobs["tags.precision_used"]) == {"fp32"}  # precision=auto: MobileNetV2 is slower in bf16

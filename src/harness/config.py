@@ -16,7 +16,8 @@ from harness import backbones
 from harness.errors import HarnessError
 from harness.schema import Regime
 
-PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# Keras policy of each precision; auto is resolved per job to one of the others (runtime.resolve_precision)
+PRECISIONS: dict[str, str | None] = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16", "auto": None}
 
 
 def problems(cfg: DictConfig) -> list[str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from harness import backbones, cache, data, identity, stopping
+from harness import backbones, cache, data, identity, runtime, stopping
 from harness.inputs import Prepared
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def cache_keys(job: Prepared) -> CacheKeys:
     common = {
         "backbone": cfg.backbone.name,
         "weights": weights if weights is not None else f"random-seed{cfg.seed}",
-        "precision": str(cfg.precision),
+        "precision": runtime.resolve_precision(cfg.precision, cfg.backbone.name),  # auto: what this job uses
     }
     frozen_cut = backbones.frozen_cut(cfg.head.pooling, cfg.augment)
     cuts = [c for c, regime in ((frozen_cut, "frozen"), (cfg.unfreeze_at, "finetune")) if regime in cfg.regimes]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from harness import backbones, cache, data, identity, leases, stopping, tracking
 from harness.features import cache_keys, cached_features, load_arrays
 from harness.inputs import Prepared, fetch, needs_pretrained, prepare
-from harness.runtime import configure_runtime, quiet_tensorflow
+from harness.runtime import configure_runtime, quiet_tensorflow, resolve_precision
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
     from harness import regimes
@@ -171,7 +171,9 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
 
         mlflow.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
         tracking.log_datasets(job.folder.root, job.splits, job.folder.class_names, job.split_identities())
-        mlflow.set_tags({"threads": str(threads or "all"), "precision": str(cfg.precision)})
+        used = resolve_precision(cfg.precision, cfg.backbone.name)  # auto: what this machine trains in
+        precision = {"precision": str(cfg.precision), "precision_used": used}
+        mlflow.set_tags({"threads": str(threads or "all"), **precision})
         with cache_report(store):
             arrays = load_arrays(job, store, keys)
         if "scratch" in cfg.regimes:
