@@ -156,3 +156,49 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
     assert got["True"] == ("4", "3", "steps_budget", 2.0, 0.0, "early"), got
     jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
     assert set(jobs["tags.precision_used"]) == {"fp32"}  # precision=auto: MobileNetV2 is slower in bf16
+    # the subsample trained on is the nested one, and is still listed file by file with each job
+    folder = data.scan_folder(photos)
+    half = data.subsample(folder.splits["train"], 0.5, 0, folder.class_names)
+    expected = sorted(str(f.relative_to(folder.root)) for f in half.files)
+    for run_id in jobs.run_id:
+        listed = mlflow.artifacts.load_text(f"runs:/{run_id}/data/train_files.csv").splitlines()
+        assert listed[0] == "file,label,sha256" and sorted(line.split(",")[0] for line in listed[1:]) == expected
+
+
+def test_a_rerun_and_a_cached_head_phase_reach_the_same_decision(tmp_path):
+    """Resume after a kill re-runs a phase from its start, or reuses the cached whole head phase: both must end
+    where the uninterrupted run ended (same epochs, best epoch, reason, weights, epoch fine-tuning continues at)."""
+    import tensorflow as tf
+
+    from harness import backbones
+
+    tf.config.experimental.enable_op_determinism()  # as configure_runtime does for every job
+    cfg = make(
+        "backbone=mobilenetv2",
+        "backbone.weights=null",
+        "backbone.image_size=32",
+        "epochs.head=8",
+        "head_lr=1e-2",
+        "batch_size=4",
+        "early_stopping.enabled=true",
+        "early_stopping.patience=1",
+    )
+    folder = data.scan_folder(data.ensure_synthetic(tmp_path / "gen", {"train": 8, "validation": 4, "test": 4}))
+    splits = folder.splits
+    arrays = regimes.Arrays(
+        {s: data.load_images(v.files, 32) for s, v in splits.items()}, {s: v.labels for s, v in splits.items()}, 2
+    )
+    runs = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        base = backbones.build("mobilenetv2", None, 32)
+        trainer = regimes.Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [], rule=stopping.Rule.from_cfg(cfg))
+        runs.append(regimes.train_frozen(cfg, arrays, trainer, base))
+    (first, state), (again, state_again) = runs
+    assert first.outcome == again.outcome and first.history == again.history and first.test == again.test
+    assert first.outcome.stopped == "early" and state.next_epoch == first.outcome.epochs_run < 8, first.outcome
+    regimes.save_frozen(first, state, tmp_path)
+    cached, cached_state = regimes.restore_frozen(cfg, arrays, state_again.base, tmp_path)
+    assert cached.outcome == first.outcome and cached_state.next_epoch == state.next_epoch
+    for a, b in zip(cached_state.head.get_weights(), state.head.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
