@@ -76,7 +76,7 @@ def test_each_bad_value_is_named_with_what_is_allowed(override, needle):
         ("regimes=[frozen,transfer]", "regimes[1]", "expected one of [scratch, frozen, finetune]"),
         ("data.on_bad_file=ignore", "data.on_bad_file", "expected one of [skip, stop]"),
         ("head.pooling=max", "head.pooling", "expected one of [avg, flatten]"),
-        ("precision=fp8", "precision", "expected one of [fp32, bf16, fp16]"),
+        ("precision=fp8", "precision", "expected one of [fp32, bf16, fp16, auto]"),
         ("augment=maybe", "augment", "Value 'maybe' is not a valid bool"),
     ],
 )
