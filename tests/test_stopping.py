@@ -132,17 +132,19 @@ def test_the_head_phase_cache_key_follows_the_rule_and_the_epochs_it_gets(tmp_pa
 
 @pytest.mark.slow
 def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
-    """Through the CLI, two jobs: a 12-step budget on 6 training images in batches of 2 is 4 epochs; with an
-    improvement threshold no epoch can meet, the rule stops after 1 + patience epochs, best epoch 0."""
+    """Through the CLI, two jobs: a 12-step budget on 6 training images in batches of 2 is 4 epochs per phase;
+    with an improvement threshold no epoch can meet, the rule stops each phase after 1 + patience epochs, at
+    its first epoch as the best, and fine-tuning's epochs continue after those the head phase ran."""
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
-    args = tiny_job(store, photos, "data_fraction=0.5", "batch_size=2", "steps_budget.head=12", "precision=auto")
-    args += ["early_stopping.patience=1", "early_stopping.min_delta=100", "early_stopping.enabled=false,true"]
+    args = tiny_job(store, photos, "data_fraction=0.5", "batch_size=2", "precision=auto", "regimes=[frozen,finetune]")
+    args += ["steps_budget.head=12", "steps_budget.finetune=12", "early_stopping.patience=1"]
+    args += ["early_stopping.min_delta=100", "early_stopping.enabled=false,true"]
     proc = run_cli("-m", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.log[-3000:]
     mlflow.set_tracking_uri(store)
-    runs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.regime = 'frozen'")
+    runs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'regime'")
     got = {
-        row["params.early_stopping.enabled"]: (
+        (row["tags.regime"], row["params.early_stopping.enabled"]): (
             row["params.epochs_max"],
             row["params.steps_per_epoch"],
             row["tags.epochs_from"],
@@ -152,8 +154,15 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
         )
         for _, row in runs.iterrows()
     }
-    assert got["False"][:4] == ("4", "3", "steps_budget", 4.0) and got["False"][5] == "max_epochs", got
-    assert got["True"] == ("4", "3", "steps_budget", 2.0, 0.0, "early"), got
+    for regime in ("frozen", "finetune"):
+        off = got[regime, "False"]
+        assert off[:4] == ("4", "3", "steps_budget", 4.0) and off[5] == "max_epochs", got
+    assert 0 <= got["frozen", "False"][4] <= 3 and 4 <= got["finetune", "False"][4] <= 7, got
+    assert got["frozen", "True"] == ("4", "3", "steps_budget", 2.0, 0.0, "early"), got
+    assert got["finetune", "True"] == ("4", "3", "steps_budget", 2.0, 2.0, "early"), got
+    early = runs[(runs["tags.regime"] == "finetune") & (runs["params.early_stopping.enabled"] == "True")]
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(early.run_id.iloc[0], "val_loss")]
+    assert steps == [2, 3], steps  # the curve continues after the head phase's 2 epochs
     jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
     assert set(jobs["tags.precision_used"]) == {"fp32"}  # precision=auto: MobileNetV2 is slower in bf16
     # the subsample trained on is the nested one, and is still listed file by file with each job
