@@ -14,6 +14,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from harness import tracking
 from harness.errors import HarnessError
 from harness.paths import conf_dir
 from harness.report.plots import write_figures
@@ -87,11 +88,7 @@ def render_from_csv(csv: Path | str) -> list[Path]:
 
 def log_to_run(run_id: str, files: Iterable[Path], artifact_path: str = "report") -> None:
     """Attach the report's files to an MLflow run (the sweep's parent run), under `report/`."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    for path in files:
-        client.log_artifact(run_id, str(path), artifact_path)
+    tracking.attach_files(run_id, files, artifact_path)
 
 
 def build_report(

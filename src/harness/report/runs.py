@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness import tracking
 from harness.errors import HarnessError
 from harness.identity import RESULT_FREE_KEYS
-from harness.tracking import resolve_tracking_uri
 
 log = logging.getLogger("harness.report")
 
@@ -57,21 +56,6 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(np.nan, index=df.index, dtype=object)
 
 
-def connect(tracking_uri: str | None) -> str:
-    """Point MLflow at an existing store; a report never creates one (a typo would look like 'no runs')."""
-    import mlflow
-
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise HarnessError(
-                f"no MLflow store at {db} (tracking_uri={uri!r}): run a study first or fix tracking_uri="
-            )
-    mlflow.set_tracking_uri(uri)
-    return uri
-
-
 def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) -> pd.DataFrame:
     """Every job and regime run of `study` (only those under sweep run `sweep` if given), any status.
 
@@ -79,15 +63,8 @@ def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) ->
     parent_run_id, seed, the configuration keys (CONFIG_KEYS, from params, tags as fallback), test_acc,
     test_loss, train_time_s. Raises HarnessError when the study or the sweep does not exist.
     """
-    import mlflow
-
-    uri = connect(tracking_uri)
-    experiment = mlflow.get_experiment_by_name(study)
-    if experiment is None:
-        known = sorted(e.name for e in mlflow.search_experiments())
-        raise HarnessError(f"study {study!r} does not exist in {uri}; studies there: {', '.join(known) or 'none'}")
-    raw = mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=100_000, output_format="pandas")
-    runs = pd.DataFrame(raw)
+    uri = tracking.open_existing(tracking_uri)
+    runs = pd.DataFrame(tracking.study_runs_table(study, uri))
     runs["run_kind"] = _col(runs, "tags.run_kind")
     runs["regime"] = _col(runs, "tags.regime")
     runs["parent_run_id"] = _col(runs, "tags.mlflow.parentRunId")
@@ -202,21 +179,18 @@ def load_curves(finished: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame
     the history of the run that trained that head phase (same content-addressed head_phase_key), which is
     the same training by construction. `source_run_id` says where each curve came from.
     """
-    import mlflow
-
-    client = mlflow.MlflowClient()
 
     def history(run_id: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in client.get_metric_history(run_id, metric)]
+        return tracking.metric_history(run_id, metric)
 
     rows = [(run_id, step, value, run_id) for run_id in finished["run_id"] for step, value in history(run_id)]
     have = {r[0] for r in rows}
     reused = finished[~finished["run_id"].isin(have) & _col(finished, "tags.head_phase_key").notna()]
     for key, runs in reused.groupby("tags.head_phase_key"):
-        trainers = client.search_runs(
+        trainers = tracking.find_runs(
             list(runs["experiment_id"].unique()),
-            filter_string=f"tags.head_phase_key = '{key}' and tags.head_phase = 'trained'",
-            order_by=["attributes.start_time DESC"],
+            f"tags.head_phase_key = '{key}' and tags.head_phase = 'trained'",
+            newest_first=True,
         )
         source = next((t.info.run_id for t in trainers if history(t.info.run_id)), None)
         if source is not None:

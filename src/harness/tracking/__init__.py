@@ -24,6 +24,7 @@ from harness.tracking.records import (
 from harness.tracking.runs import (
     MAX_RUN_NAME,
     FinishedJob,
+    attach_files,
     create_job_run,
     create_run,
     current_uri,
@@ -34,6 +35,7 @@ from harness.tracking.runs import (
     finished_job,
     job_run,
     last_job_run_id,
+    metric_history,
     regime_run,
     regime_run_name,
     run_metric,
@@ -41,6 +43,7 @@ from harness.tracking.runs import (
     run_tags,
     runs_table,
     set_tag,
+    study_runs_table,
     tags_of,
 )
 from harness.tracking.store import (
@@ -51,6 +54,7 @@ from harness.tracking.store import (
     default_tracking_uri,
     ensure_experiment,
     find_experiment,
+    open_existing,
     probe_server,
     resolve_tracking_uri,
 )
@@ -61,6 +65,7 @@ __all__ = [
     "MODEL_TRAINING",
     "FinishedJob",
     "artifact_location",
+    "attach_files",
     "connect",
     "create_job_run",
     "create_run",
@@ -84,6 +89,8 @@ __all__ = [
     "log_keras_model",
     "log_params",
     "log_result_metrics",
+    "metric_history",
+    "open_existing",
     "probe_server",
     "process_tags",
     "regime_run",
@@ -95,5 +102,6 @@ __all__ = [
     "runs_table",
     "set_tag",
     "set_tags",
+    "study_runs_table",
     "tags_of",
 ]

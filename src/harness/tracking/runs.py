@@ -214,11 +214,15 @@ def end_run(run_id: str, status: str) -> None:
     mlflow.MlflowClient().set_terminated(run_id, status)
 
 
-def find_runs(experiment_id: str, query: str, max_results: int = 1000) -> list[Any]:
+def find_runs(
+    experiment_id: str | list[str], query: str, max_results: int = 1000, newest_first: bool = False
+) -> list[Any]:
     """Runs (MLflow `Run` objects: `.info`, `.data.tags`) of the study matching an MLflow filter string."""
     import mlflow
 
-    return mlflow.MlflowClient().search_runs([experiment_id], filter_string=query, max_results=max_results)
+    ids = [experiment_id] if isinstance(experiment_id, str) else list(experiment_id)
+    order = ["attributes.start_time DESC"] if newest_first else None
+    return mlflow.MlflowClient().search_runs(ids, filter_string=query, max_results=max_results, order_by=order)
 
 
 def runs_table(experiment_id: str, query: str) -> Any:
@@ -232,3 +236,33 @@ def current_uri() -> str:
     import mlflow
 
     return mlflow.get_tracking_uri()
+
+
+def study_runs_table(study: str, uri: str) -> Any:
+    """Every run of a study as a pandas DataFrame (MLflow's columns); HarnessError naming the studies that
+    exist when this one does not."""
+    import mlflow
+
+    from harness.errors import HarnessError
+
+    experiment = mlflow.get_experiment_by_name(study)
+    if experiment is None:
+        known = sorted(e.name for e in mlflow.search_experiments())
+        raise HarnessError(f"study {study!r} does not exist in {uri}; studies there: {', '.join(known) or 'none'}")
+    return mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=100_000, output_format="pandas")
+
+
+def metric_history(run_id: str, metric: str) -> list[tuple[int, float]]:
+    """Every (step, value) a run logged for `metric`: per-epoch curves."""
+    import mlflow
+
+    return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, metric)]
+
+
+def attach_files(run_id: str, files: Iterable[Any], artifact_path: str) -> None:
+    """Files as artifacts of a run that is not active (a report on the sweep's parent run)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path)

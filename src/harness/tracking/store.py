@@ -135,3 +135,16 @@ def ensure_experiment(study: str, uri: str) -> str:
         if isinstance(exc, HarnessError):
             raise
         raise HarnessError(f"tracking_uri={uri!r}: the MLflow store cannot be used ({exc})") from exc
+
+
+def open_existing(configured_uri: str | None) -> str:
+    """Point MLflow at a store that must already exist: a report never creates one (a typo in the path
+    would otherwise read as 'no runs')."""
+    import mlflow
+
+    uri = resolve_tracking_uri(configured_uri)
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise HarnessError(f"no MLflow store at {db} (tracking_uri={uri!r}): run a study first or fix tracking_uri=")
+    mlflow.set_tracking_uri(uri)
+    return uri
