@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 @contextmanager
 def cache_report(store: cache.ArrayCache) -> Iterator[None]:
     """Tag the active run with its cache use: hit, miss, partial or off, and the build seconds."""
-    import mlflow
-
     hits, misses, build = len(store.stats.hits), len(store.stats.misses), store.stats.build_s
     yield
     h, m = len(store.stats.hits) - hits, len(store.stats.misses) - misses
@@ -37,8 +35,8 @@ def cache_report(store: cache.ArrayCache) -> Iterator[None]:
         state = "off"
     else:
         state = {(True, False): "hit", (False, True): "miss", (True, True): "partial"}.get((h > 0, m > 0), "none")
-    mlflow.set_tag("cache", state)
-    mlflow.log_metrics({"cache_hits": h, "cache_misses": m, "cache_build_s": store.stats.build_s - build})
+    tracking.set_tags({"cache": state})
+    tracking.log_result_metrics({"cache_hits": h, "cache_misses": m, "cache_build_s": store.stats.build_s - build})
 
 
 def data_summary(job: Prepared) -> dict[str, object]:
@@ -64,15 +62,13 @@ def log_regime(
     before: dict[str, list[float]] | None = None,
 ) -> None:
     """Final metrics, curves (raw + EMA) and, if asked, the model, into the active regime run."""
-    import mlflow
-
     from harness import figures
 
     final = {"train_time_s": result.train_time_s, **(result.test or {})}
     tracking.log_result_metrics(final)
     log_stopping(result)
     if result.test is None:
-        mlflow.set_tag("test_split", "absent")
+        tracking.set_tags({"test_split": "absent"})
     history, first = result.history, result.first_epoch
     if before is not None:  # fine-tuning: draw the head phase before it, as in the TensorFlow tutorial's plots
         history = {k: before[k] + result.history[k] for k in result.history}
@@ -80,27 +76,32 @@ def log_regime(
     fig = figures.training_curves(
         history, first, f"{cfg.backbone.name} {result.regime} (unfreeze_at={cfg.unfreeze_at})", marker_epoch
     )
-    mlflow.log_figure(fig, "curves.png")
+    tracking.log_figure(fig, "curves.png")
     figures.close(fig)
     if result.model is not None:
-        mlflow.keras.log_model(result.model, name="model")
+        tracking.log_keras_model(result.model)
     test = f"test_acc {result.test['test_acc']:.4f}" if result.test else "no test split"
     best = max(result.history["val_acc"])
     log.info("%-8s done: %s  best val_acc %.4f  (%.1fs)", result.regime, test, best, result.train_time_s)
+
+
+@contextmanager
+def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[None]:
+    """A regime's MLflow run, nested in the job's, kept alive by the heartbeat while it trains."""
+    with tracking.regime_run(cfg, job_identity, regime) as run, leases.heartbeat.held(run.info.run_id, cfg.heartbeat_s):
+        yield
 
 
 def log_stopping(result: regimes.RegimeResult) -> None:
     """How long the phase could run and how it ended, so regimes are compared knowing both: param epochs_max
     and steps_per_epoch, tag epochs_from (epochs | steps_budget), metrics best_epoch (curve step) and
     epochs_run, tag stopped (early | max_epochs)."""
-    import mlflow
-
     if result.budget is not None:
-        mlflow.log_params({"epochs_max": result.budget.epochs, "steps_per_epoch": result.budget.steps_per_epoch})
-        mlflow.set_tags({"epochs_from": result.budget.source})
+        tracking.log_params({"epochs_max": result.budget.epochs, "steps_per_epoch": result.budget.steps_per_epoch})
+        tracking.set_tags({"epochs_from": result.budget.source})
     if result.outcome is not None:
         tracking.log_result_metrics({"best_epoch": result.outcome.best_epoch, "epochs_run": result.outcome.epochs_run})
-        mlflow.set_tags({"stopped": result.outcome.stopped})
+        tracking.set_tags({"stopped": result.outcome.stopped})
 
 
 @dataclass(frozen=True)
@@ -161,27 +162,25 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         seed=cfg.seed,
         optimizer=cfg.optimizer,
         augment=regimes.augmentation(cfg) if cfg.augment else None,
-        callbacks=lambda regime, first: [tracking.epoch_logger()],
+        callbacks=lambda regime, first: [tracking.epoch_logger(after_epoch=leases.heartbeat.beat)],
         features=cached_features(store, keys, cfg, pretrained),
         rule=stopping.Rule.from_cfg(cfg),
     )
     results: dict[str, regimes.RegimeResult] = {}
-    with tracking.job_run(cfg, run_id, overrides):
-        import mlflow
-
-        mlflow.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
+    with leases.heartbeat.held(run_id, cfg.heartbeat_s), tracking.job_run(cfg, run_id, overrides):
+        tracking.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
         tracking.log_datasets(job.folder.root, job.splits, job.folder.class_names, job.split_identities())
         used = resolve_precision(cfg.precision, cfg.backbone.name)  # auto: what this machine trains in
         precision = {"precision": str(cfg.precision), "precision_used": used}
-        mlflow.set_tags({"threads": str(threads or "all"), **precision})
+        tracking.set_tags({"threads": str(threads or "all"), **precision})
         with cache_report(store):
             arrays = load_arrays(job, store, keys)
         if "scratch" in cfg.regimes:
-            with tracking.regime_run(cfg, job.identity, "scratch"):
+            with regime_run(cfg, job.identity, "scratch"):
                 results["scratch"] = regimes.train_scratch(cfg, arrays, trainer)
                 log_regime(results["scratch"], cfg)
         if "frozen" in cfg.regimes:
-            with tracking.regime_run(cfg, job.identity, "frozen"), cache_report(store):
+            with regime_run(cfg, job.identity, "frozen"), cache_report(store):
                 bundle = store.load_bundle(keys.head)
                 if bundle is not None:
                     results["frozen"], state = regimes.restore_frozen(cfg, arrays, pretrained, bundle)
@@ -190,10 +189,10 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
                 else:
                     results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
                     store.store_bundle(keys.head, lambda p: regimes.save_frozen(results["frozen"], state, p))
-                mlflow.set_tags({"head_phase": "reused" if bundle else "trained", "head_phase_key": keys.head})
+                tracking.set_tags({"head_phase": "reused" if bundle else "trained", "head_phase_key": keys.head})
                 log_regime(results["frozen"], cfg)
         if "finetune" in cfg.regimes:
-            with tracking.regime_run(cfg, job.identity, "finetune"), cache_report(store):
+            with regime_run(cfg, job.identity, "finetune"), cache_report(store):
                 results["finetune"] = regimes.train_finetune(cfg, arrays, trainer, state)
                 log_regime(results["finetune"], cfg, state.next_epoch, results["frozen"].history)
         tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
