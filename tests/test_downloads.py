@@ -30,6 +30,7 @@ def keras_home_with_archive(tmp_path: Path) -> Path:
     return home
 
 
+@pytest.mark.slow  # over 20 s: the slow tier runs it
 @pytest.mark.loopback_only
 def test_the_default_data_is_the_tutorials_archive_from_keras_cache(tmp_path, store, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(keras_home_with_archive(tmp_path)))

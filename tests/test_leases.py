@@ -97,6 +97,7 @@ def test_the_heartbeat_thread_refreshes_held_runs(experiment):
         leases.heartbeat.release(run)
 
 
+@pytest.mark.slow  # over 20 s: the slow tier runs it
 def test_two_sweeps_of_one_study_at_once_run_every_configuration_once(tmp_path, store):
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
     run_cli(*tiny_job(store, photos, "dry_run=true"), cwd=tmp_path)  # creates the store's tables once
@@ -119,6 +120,7 @@ def test_two_sweeps_of_one_study_at_once_run_every_configuration_once(tmp_path, 
     assert both.count("skip: job") == 4
 
 
+@pytest.mark.slow  # over 20 s: the slow tier runs it
 @pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare")
 def test_a_job_in_another_pid_namespace_is_reaped_only_when_its_lease_expires(tmp_path, store):
     """As a container sharing the store would be: its pid means nothing here, so only its lease can tell."""

@@ -113,6 +113,7 @@ def test_a_job_whose_worker_dies_is_counted_missing_and_fails_the_sweep(tmp_path
     assert "Sweep of 2 job(s)" in description and "python -m harness -m hydra/launcher=joblib" in description
 
 
+@pytest.mark.slow  # over 20 s: the slow tier runs it
 def test_another_sweeper_runs_the_jobs_and_says_what_it_leaves_out(tmp_path, store, photos):
     """Optuna's sweeper drives the jobs; the harness's objective is the best validation accuracy."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper is not installed")
