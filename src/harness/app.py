@@ -12,16 +12,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.errors import HarnessError
-from harness.paths import conf_dir
 
 log = logging.getLogger("harness")
 
-# conf/hydra/launcher/ray.yaml keeps the name Hydra's Ray launcher gives its schema (so that the command is
+# harness/conf/hydra/launcher/ray.yaml keeps the name Hydra's Ray launcher gives its schema (so that the command is
 # `hydra/launcher=ray`); Hydra then validates the file against that schema, as intended, with a warning.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Run one job. Bad input: one message, exit 2. In a multirun a failed job is recorded and the
     sweep goes on; the sweeper exits non-zero at the end if any job failed.

@@ -10,16 +10,17 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def project_root() -> Path:
-    """The checkout holding pyproject.toml (editable install), else the current directory."""
+    """The checkout holding pyproject.toml (editable install), else the current directory: where the default
+    store (`mlruns/`) and cache (`.cache/`) live, and what `${project_root:}` means in configs."""
     for parent in PACKAGE_DIR.parents:
-        if (parent / "pyproject.toml").is_file() and (parent / "conf").is_dir():
+        if (parent / "pyproject.toml").is_file() and (parent / "src" / "harness").is_dir():
             return parent
     return Path.cwd().resolve()
 
 
 def conf_dir() -> Path:
-    """The Hydra config tree `conf/` at the project root."""
-    return project_root() / "conf"
+    """The Hydra config tree, shipped inside the package so that any install, editable or not, finds it."""
+    return PACKAGE_DIR / "conf"
 
 
 def register_resolvers() -> None:

@@ -1,7 +1,7 @@
 """The config's types, as dataclasses in Hydra's ConfigStore: a wrong type or an unknown choice fails at
 compose time with Hydra's own message naming the key (`lr=abc`, `optimizer=sgdd`), before anything runs.
 
-conf/config.yaml lists `schema` first in its defaults, so every YAML file and override is merged onto these
+harness/conf/config.yaml lists `schema` first in its defaults, so every YAML file and override is merged onto these
 types. Ranges and cross-field rules (a learning rate > 0, a layer of the chosen backbone) are checked after
 composition, in `harness.config`. Choices are `StrEnum`s: they compare equal to their names and print as
 them, so run names, MLflow params and job identities read the same strings as the YAML.
@@ -114,7 +114,7 @@ class Augmentation:
 
 @dataclass
 class Config:
-    """The primary config's keys and types; the values and their comments live in conf/config.yaml."""
+    """The primary config's keys and types; the values and their comments live in harness/conf/config.yaml."""
 
     backbone: Backbone = field(default_factory=Backbone)
     data: Data = field(default_factory=Data)
@@ -147,5 +147,5 @@ class Config:
     sweep_run: str | None = None
 
 
-# where conf/config.yaml's defaults list finds it (`- schema`), for `python -m harness` and Hydra's compose API
+# where harness/conf/config.yaml's defaults list finds it (`- schema`), for `python -m harness` and Hydra's compose API
 ConfigStore.instance().store(name="schema", node=Config, provider="harness")

@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 
 from harness import tracking
 from harness.errors import HarnessError
-from harness.paths import conf_dir
 from harness.report.plots import write_figures
 from harness.report.readme import check_readme, splice
 from harness.report.render import to_latex, to_markdown
@@ -170,7 +169,7 @@ def summary_text(report: Report) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="report", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Write the report of `study` (or re-render `from_csv`), and splice its table into `readme`.
 

@@ -1,0 +1,1 @@
+"""Hydra configs of the harness, a package so that an installed harness finds them (`config_path="conf"`)."""
