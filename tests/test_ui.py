@@ -183,7 +183,11 @@ def test_the_ui_shows_a_sweep_as_nested_training_runs_with_names_datasets_descri
     (sweep,) = [r for r, k in kind.items() if k == "sweep"]
     jobs = [r for r, k in kind.items() if k == "job"]
     regimes = [r for r, k in kind.items() if k == "regime"]
-    assert len(jobs) == 2 and len(regimes) == 2 and set(runs.experiment_id) == {printed_url.rsplit("/", 1)[-1]}
+    assert (
+        len(jobs) == 2
+        and len(regimes) == 2
+        and set(runs.experiment_id) == {re.search(r"#/experiments/(\d+)", printed_url).group(1)}
+    )
 
     problems = []
     shots = os.environ.get("HARNESS_UI_SCREENSHOTS")

@@ -35,9 +35,18 @@ CONFIG_PARAMS = {
 CONFIG_KEYS = tuple(CONFIG_PARAMS)
 NUMERIC_KEYS = ("lr", "head_lr", "data_fraction", "image_size", "epochs_scratch", "epochs_head", "epochs_finetune")
 TAG_FALLBACK = ("backbone", "unfreeze_at", "lr", "data_fraction")  # also tags, for runs lacking params
-# Params that never separate configurations: replicates (seed), bookkeeping, and what a job ran (regimes)
-# or the backbone's default boundary (implied by backbone.name).
-NOT_CONFIG_PARAMS = {"seed", "regimes", "backbone.unfreeze_at", "data.on_bad_file", *RESULT_FREE_KEYS}
+# Params that never separate configurations: replicates (seed), bookkeeping, what a job ran (regimes), the
+# backbone's default boundary (implied by backbone.name), and what a phase could run (epochs_max and
+# steps_per_epoch differ between the regimes of one job by design).
+NOT_CONFIG_PARAMS = {
+    "seed",
+    "regimes",
+    "backbone.unfreeze_at",
+    "data.on_bad_file",
+    "epochs_max",
+    "steps_per_epoch",
+    *RESULT_FREE_KEYS,
+}
 STATS = ("n", "test_acc_mean", "test_acc_std", "test_acc_ci95_lo", "test_acc_ci95_hi")
 CURVE_STATS = ("best_val_acc", "best_val_epoch")
 DIFF = "ft_minus_frozen"
@@ -117,7 +126,7 @@ def ledger_counts(runs: pd.DataFrame, sweep: str | None) -> dict[str, int]:
 def extra_config_keys(regime_runs: pd.DataFrame) -> list[str]:
     """Other config params that differ between the runs (optimizer, head.pooling, data.path, ...).
 
-    The issue's configuration keys do not include them, but merging e.g. adam and rmsprop runs into one
+    CONFIG_PARAMS does not include them, but merging e.g. adam and rmsprop runs into one
     row would report a mean over two different experiments; they become extra row keys instead.
     """
     covered = set(CONFIG_PARAMS.values()) | NOT_CONFIG_PARAMS
