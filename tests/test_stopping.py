@@ -163,6 +163,18 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
     early = runs[(runs["tags.regime"] == "finetune") & (runs["params.early_stopping.enabled"] == "True")]
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(early.run_id.iloc[0], "val_loss")]
     assert steps == [2, 3], steps  # the curve continues after the head phase's 2 epochs
+    # the report says which rule each row used: the rule varies (a column), the budget does not (the caption)
+    from harness import report
+
+    long = report.long_table(report.summarize(report.load_runs(store, "default")))
+    rows = {(r["stopping"], r["regime"]): r["epochs run"] for _, r in long.frame.iterrows()}
+    assert rows == {
+        ("off", "frozen"): "4",
+        ("off", "fine-tuned"): "4",
+        ("val_loss, patience 1, min_delta 100.0", "frozen"): "2 (1 early)",
+        ("val_loss, patience 1, min_delta 100.0", "fine-tuned"): "2 (1 early)",
+    }, rows
+    assert "budget=steps head 12, finetune 12" in long.caption, long.caption
     jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
     assert set(jobs["tags.precision_used"]) == {"fp32"}  # precision=auto: MobileNetV2 is slower in bf16
     # the subsample trained on is the nested one, and is still listed file by file with each job

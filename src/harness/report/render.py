@@ -55,16 +55,28 @@ def _key_columns(table: pd.DataFrame, varying: list[str], room: int) -> dict[str
     return {"configuration": joined}
 
 
+def _epochs(row: pd.Series, regime: str) -> str:
+    """Mean epochs run, with "(k early)" when the early-stopping rule ended k of the runs."""
+    mean, early = row.get(f"{regime}_epochs_run"), row.get(f"{regime}_stopped_early")
+    if mean is None or pd.isna(mean):
+        return MISSING
+    text = f"{mean:.0f}" if float(mean).is_integer() else f"{mean:.1f}"
+    return text + (f" ({int(early)} early)" if early is not None and not pd.isna(early) and early else "")
+
+
 def long_table(table: pd.DataFrame, latex: bool = False) -> LongTable:
     """One row per configuration x regime that ran, at most MAX_COLUMNS columns; see the module docstring."""
     varying, constant = split_keys(table)
     pm = "$\\pm$" if latex else "±"
     has_val = bool(table[[f"{r}_best_val_epoch" for r in regimes_run(table)]].notna().any().any())
     has_diff = bool(table[f"{DIFF}_n"].any())
+    lengths = [f"{r}_epochs_run" for r in regimes_run(table) if f"{r}_epochs_run" in table]
+    has_epochs = bool(lengths) and bool(table[lengths].notna().any().any())
     stats = ["regime", "n", f"test acc (mean {pm} sd)", "95% CI"]
     stats += ["best val acc (epoch)"] * has_val
     delta = "$\\Delta$ vs frozen [95% CI]" if latex else "Δ vs frozen [95% CI]"
     stats += [delta, "p (paired t)"] * has_diff
+    stats += ["epochs run"] * has_epochs
     stats += ["train min"]
     keys = _key_columns(table, varying, MAX_COLUMNS - 1 - len(stats))
     rows = []
@@ -84,6 +96,7 @@ def long_table(table: pd.DataFrame, latex: bool = False) -> LongTable:
                     else f"{row[f'{regime}_best_val_acc']:.3f} ({int(row[f'{regime}_best_val_epoch'])})",
                     delta: _delta(row) if regime == "finetune" else NOT_APPLICABLE,
                     "p (paired t)": _num(row[f"{DIFF}_p"], ".3g") if regime == "finetune" else NOT_APPLICABLE,
+                    "epochs run": _epochs(row, regime),
                     "train min": _num(row[f"{regime}_train_time_s"] / 60, ".2f"),
                 }
             )
@@ -91,10 +104,11 @@ def long_table(table: pd.DataFrame, latex: bool = False) -> LongTable:
     columns = ["config", *keys, *stats]
     frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
     caption = ("Every row: " + ", ".join(f"{k}={v}" for k, v in constant.items()) + ".") if constant else ""
-    return LongTable(frame, caption, _notes(table, has_val, has_diff), 2 + len(keys))
+    notes = _notes(table, has_val, has_diff, has_epochs)
+    return LongTable(frame, caption, notes, 2 + len(keys))
 
 
-def _notes(table: pd.DataFrame, has_val: bool, has_diff: bool) -> list[str]:
+def _notes(table: pd.DataFrame, has_val: bool, has_diff: bool, has_epochs: bool = False) -> list[str]:
     """What the columns mean, only for the columns shown."""
     notes = [
         "config: the configuration's number (val_acc_curves_NN.png); n: seeds (finished runs); test acc: mean ± sd"
@@ -108,6 +122,12 @@ def _notes(table: pd.DataFrame, has_val: bool, has_diff: bool) -> list[str]:
             " (– where fewer than 2 pairs or no spread)."
         )
     ran = regimes_run(table)
+    if has_epochs:
+        after = " (fine-tuned: after the head phase)" if "finetune" in ran else ""
+        notes.append(
+            f"epochs run: mean epochs of the regime's own phase{after}; (k early): k runs ended by the"
+            " early-stopping rule (caption: stopping), evaluated on their best epoch's weights."
+        )
     parts = ["fine-tuned: the fine-tuning phase only"] * ("finetune" in ran)
     if "frozen" in ran and HEAD_TRAINED in table:
         parts.append("frozen: the head phases these runs trained, cached ones they reused left out, – if all were")

@@ -31,9 +31,14 @@ CONFIG_PARAMS = {
     "epochs_scratch": "epochs.scratch",
     "epochs_head": "epochs.head",
     "epochs_finetune": "epochs.finetune",
+    "scratch_size": "scratch.image_size",
+    "scratch_bn_momentum": "scratch.bn_momentum",
 }
-CONFIG_KEYS = tuple(CONFIG_PARAMS)
+# Keys derived from several params: the early-stopping rule and the step budget, each in one readable cell.
+RULE_KEYS = ("stopping", "budget")
+CONFIG_KEYS = (*CONFIG_PARAMS, *RULE_KEYS)
 NUMERIC_KEYS = ("lr", "head_lr", "data_fraction", "image_size", "epochs_scratch", "epochs_head", "epochs_finetune")
+PHASES = ("scratch", "head", "finetune")
 TAG_FALLBACK = ("backbone", "unfreeze_at", "lr", "data_fraction")  # also tags, for runs lacking params
 # Params that never separate configurations: replicates (seed), bookkeeping, what a job ran (regimes), the
 # backbone's default boundary (implied by backbone.name), and what a phase could run (epochs_max and
@@ -45,6 +50,8 @@ NOT_CONFIG_PARAMS = {
     "data.on_bad_file",
     "epochs_max",
     "steps_per_epoch",
+    *(f"early_stopping.{k}" for k in ("enabled", "monitor", "patience", "min_delta")),  # in `stopping`
+    *(f"steps_budget.{phase}" for phase in PHASES),  # in `budget`
     *RESULT_FREE_KEYS,
 }
 STATS = ("n", "test_acc_mean", "test_acc_std", "test_acc_ci95_lo", "test_acc_ci95_hi")
@@ -83,8 +90,10 @@ def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) ->
         if key in TAG_FALLBACK:
             value = value.fillna(_col(runs, f"tags.{key}"))
         runs[key] = value
-    for metric in ("test_acc", "test_loss", "train_time_s"):
+    runs["stopping"], runs["budget"] = stopping_rule(runs), step_budget(runs)
+    for metric in ("test_acc", "test_loss", "train_time_s", "epochs_run"):
         runs[metric] = pd.to_numeric(_col(runs, f"metrics.{metric}"), errors="coerce")
+    runs["stopped_early"] = _col(runs, "tags.stopped").eq("early")
 
     if sweep is not None:
         sweeps = runs[runs["run_kind"] == "sweep"]
@@ -99,6 +108,37 @@ def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) ->
         runs = runs[keep]
     runs = runs[runs["run_kind"].isin(["sweep", "job", "regime"])]
     return runs.reset_index(drop=True)
+
+
+def _logged(value: object) -> bool:
+    return isinstance(value, str) and value not in ("", "None")
+
+
+def stopping_rule(runs: pd.DataFrame) -> pd.Series:
+    """The early-stopping rule of each run as one cell: "val_loss, patience 5" (", min_delta 0.001" when set),
+    or "off" (also for runs recorded before the rule existed, which all ran their epochs)."""
+
+    def rule(row: pd.Series) -> str:
+        if str(row["params.early_stopping.enabled"]) != "True":
+            return "off"
+        text = f"{row['params.early_stopping.monitor']}, patience {row['params.early_stopping.patience']}"
+        delta = row["params.early_stopping.min_delta"]
+        return text + (f", min_delta {delta}" if _logged(delta) and float(delta) else "")
+
+    params = [f"params.early_stopping.{k}" for k in ("enabled", "monitor", "patience", "min_delta")]
+    frame = pd.DataFrame({p: _col(runs, p) for p in params}, index=runs.index)
+    return frame.apply(rule, axis=1) if len(frame) else pd.Series("off", index=runs.index, dtype=object)
+
+
+def step_budget(runs: pd.DataFrame) -> pd.Series:
+    """The step budget of each run as one cell: "epochs" (none set) or "steps head 630, finetune 126"."""
+    columns = {phase: _col(runs, f"params.steps_budget.{phase}") for phase in PHASES}
+
+    def budget(i: int) -> str:
+        set_ = [f"{phase} {col.iloc[i]}" for phase, col in columns.items() if _logged(col.iloc[i])]
+        return "steps " + ", ".join(set_) if set_ else "epochs"
+
+    return pd.Series([budget(i) for i in range(len(runs))], index=runs.index, dtype=object)
 
 
 def ledger_reused_jobs(sweep_run: pd.Series) -> set[str]:
@@ -142,6 +182,11 @@ def _with_keys(regime_runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for name in extras:
         out[name] = out[f"params.{name}"]
     keys = [*CONFIG_KEYS, *extras]
+    for key in keys:  # a key no run logged (a study recorded before it existed): one empty value
+        if key not in out:
+            out[key] = ""
+    out["epochs_run"] = pd.to_numeric(_col(out, "epochs_run"), errors="coerce")
+    out["stopped_early"] = _col(out, "stopped_early").eq(True)
     out[keys] = out[keys].astype("string").fillna("")
     out["seed"] = out["seed"].astype("string").fillna("")
     return out, keys

@@ -23,11 +23,15 @@ from harness.report.runs import (
 
 log = logging.getLogger("harness.report")
 
+# How long each regime's runs trained: mean epochs run, and how many of them the early-stopping rule ended
+RUN_LENGTH = ("epochs_run", "stopped_early")
 HEAD_TRAINED = "frozen_head_phases_trained"  # the last column: how many frozen runs frozen_train_time_s is over
 # Keys that only some regimes use: when none of those regimes ran, a constant value is a config default
 # that nothing used (epochs_scratch=30 in a study without scratch), and is not listed as the rows' setting.
 KEY_REGIMES = {
     "epochs_scratch": ("scratch",),
+    "scratch_size": ("scratch",),
+    "scratch_bn_momentum": ("scratch",),
     "epochs_head": ("frozen", "finetune"),
     "epochs_finetune": ("finetune",),
     "lr": ("finetune",),
@@ -91,9 +95,10 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     """One row per configuration, scratch / frozen / finetune side by side, aggregated over seeds.
 
     Per regime: n (finished runs = seeds), mean, std (ddof=1) and 95% Student-t interval of test_acc,
-    best seed-mean val_acc and its epoch (needs `curves`, see `load_curves`), mean train_time_s and the
-    seeds. Then the paired fine-tuned - frozen difference (ttest_rel; NaN below two pairs). Only FINISHED
-    runs count (see `finished_runs`); a configuration missing a regime has n = 0 and blanks there.
+    best seed-mean val_acc and its epoch (needs `curves`, see `load_curves`), mean train_time_s, mean
+    epochs run and how many runs the early-stopping rule ended (RUN_LENGTH), and the seeds. Then the paired
+    fine-tuned - frozen difference (ttest_rel; NaN below two pairs). Only FINISHED runs count (see
+    `finished_runs`); a configuration missing a regime has n = 0 and blanks there.
 
     frozen_train_time_s counts only the head phases these runs trained: a frozen run tagged
     head_phase=reused restored a cached head phase and records the time of the run that trained it
@@ -116,6 +121,8 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
         test_acc_std=("test_acc", "std"),
         train_time_s=("_own_time", "mean"),
         trained=("_trained", "sum"),
+        epochs_run=("epochs_run", "mean"),
+        stopped_early=("stopped_early", "sum"),
         seeds=("seed", lambda s: ",".join(sorted(s, key=lambda v: (len(v), v)))),
     )
     half = stats.t_half_width(per["test_acc_std"], per["n_test"])
@@ -123,7 +130,7 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     per["test_acc_ci95_hi"] = per["test_acc_mean"] + half
     best = best_validation(finished, curves, keys) if curves is not None else None
     per = per.join(best) if best is not None else per.assign(best_val_acc=np.nan, best_val_epoch=np.nan)
-    regime_stats = [*STATS, *CURVE_STATS, "train_time_s", "seeds"]
+    regime_stats = [*STATS, *CURVE_STATS, "train_time_s", *RUN_LENGTH, "seeds"]
     wide = per[regime_stats].unstack("regime")
     wide = wide.reindex(columns=pd.MultiIndex.from_product([regime_stats, REGIMES]))
     wide = wide.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([REGIMES, regime_stats]))
@@ -131,6 +138,7 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     for regime in REGIMES:
         wide[f"{regime}_n"] = wide[f"{regime}_n"].fillna(0).astype(int)
         wide[f"{regime}_best_val_epoch"] = wide[f"{regime}_best_val_epoch"].astype("Int64")
+        wide[f"{regime}_stopped_early"] = wide[f"{regime}_stopped_early"].astype("Int64")
     table = wide.join(paired_differences(finished, keys))
     table[f"{DIFF}_n"] = table[f"{DIFF}_n"].fillna(0).astype(int)
     trained = per["trained"].unstack("regime").reindex(index=table.index, columns=REGIMES)["frozen"]
@@ -164,7 +172,11 @@ def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     keys = row_keys_of(table)
     varying = [k for k in keys if table[k].astype(str).nunique() > 1]
     ran = regimes_run(table)
-    constant = {k: str(table[k].iloc[0]) for k in keys if k not in varying and len(table) and used_key(k, ran)}
+    constant = {
+        k: str(table[k].iloc[0])
+        for k in keys
+        if k not in varying and len(table) and used_key(k, ran) and str(table[k].iloc[0]) not in ("", "None", "nan")
+    }
     return varying, constant
 
 
@@ -183,5 +195,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
     text = {c: str for c in [*keys, *(f"{r}_seeds" for r in REGIMES)]}
     table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values={c: [""] for c in columns if c not in text})
     for regime in REGIMES:
-        table[f"{regime}_best_val_epoch"] = table[f"{regime}_best_val_epoch"].astype("Int64")
+        for stat in ("best_val_epoch", "stopped_early"):
+            if f"{regime}_{stat}" in table:  # a results.csv of an older report may lack the run lengths
+                table[f"{regime}_{stat}"] = table[f"{regime}_{stat}"].astype("Int64")
     return table
