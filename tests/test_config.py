@@ -56,6 +56,8 @@ def test_quickstart_experiment_needs_no_network():
         ("batch_size=0", "batch_size=0 must be >= 1"),
         ("head.dropout=1", "head.dropout=1.0 must be in [0, 1)"),
         ("backbone.image_size=16", "backbone.image_size=16 must be >= 32 for vgg16"),
+        ("scratch.image_size=16", "scratch.image_size=16 must be >= 32 for vgg16, or null"),
+        ("scratch.bn_momentum=1", "scratch.bn_momentum=1.0 must be in [0, 1) (e.g. 0.99), or null"),
         ("backbone.weights=/no/such/file.h5", "backbone.weights='/no/such/file.h5': no such file"),
         ("data=folder", "data=folder needs data.path: data.path=/path/to/images"),
     ],

@@ -130,22 +130,39 @@ def test_resume_follows_content_across_paths_and_edits(tmp_path, store):
 
 
 # result_config digests of these configs (backbone.weights=null: no download or file digest involved), as
-# computed by the code before early_stopping and steps_budget existed: studies recorded then stay resumable.
+# computed by the code before early_stopping, steps_budget and the scratch settings existed: studies recorded
+# then stay resumable. Jobs with the scratch regime are new jobs since its BatchNorm momentum changed.
 RECORDED = {
-    (): "3bbdc5c6cac5e9922f0e6116",
-    ("+experiment=quickstart",): "73d10013bc0594d4e8f17b38",
-    ("+experiment=tf_mobilenetv2",): "05042382bee823aed5356f5a",
+    (): "d929fc79e1c1bd31a09b9af9",
+    ("+experiment=quickstart",): "aa45fe3b6154a7bc21290117",
+    ("+experiment=tf_mobilenetv2",): "90576cd6cf75156a8f552ad2",
+    ("+experiment=data_fraction",): "a1b43d08bd0e4cafc44d77e3",
 }
 
 
 @pytest.mark.parametrize("overrides", list(RECORDED))
 def test_new_options_at_their_defaults_keep_recorded_identities(overrides):
-    cfg = make(*overrides, "backbone.weights=null")
-    assert "early_stopping" in cfg and "steps_budget" in cfg  # the keys exist, at their off defaults
+    cfg = make(*overrides, "backbone.weights=null", "regimes=[frozen,finetune]")
+    assert "early_stopping" in cfg and "steps_budget" in cfg and "scratch" in cfg  # the keys exist
     assert identity.digest(identity.result_config(cfg)) == RECORDED[overrides]
-    # off is off: the settings of a disabled rule change nothing
-    off = make(*overrides, "backbone.weights=null", "early_stopping.patience=7", "early_stopping.monitor=val_acc")
+    # off is off: the settings of a disabled rule, or of a regime the job does not run, change nothing
+    off = make(
+        *overrides,
+        "backbone.weights=null",
+        "regimes=[frozen,finetune]",
+        "early_stopping.patience=7",
+        "early_stopping.monitor=val_acc",
+        "scratch.image_size=64",
+    )
     assert identity.digest(identity.result_config(off)) == RECORDED[overrides]
+
+
+def test_scratch_settings_change_the_identity_of_jobs_that_train_scratch():
+    digests = {
+        o: identity.digest(identity.result_config(make("backbone.weights=null", *o)))
+        for o in [(), ("scratch.image_size=64",), ("scratch.bn_momentum=null",), ("scratch.bn_momentum=0.99",)]
+    }
+    assert len(set(digests.values())) == len(digests), digests
 
 
 def test_stopping_rule_and_step_budget_change_the_identity_when_on(photos):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -159,3 +160,36 @@ def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\nbugs\t\t: spectre\n")
     assert runtime.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx512_bf16", "amx_tile"}
     assert runtime.cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
+@pytest.mark.slow
+def test_scratch_inference_statistics_follow_training_with_its_bn_momentum(tmp_path):
+    """Why scratch predicted one class for every image in the tf_mobilenetv2 study: with MobileNetV2's own
+    momentum (0.999) the moving statistics after a short run still hold their initial 0 / 1 and the
+    network's output is the same for every image; at scratch.bn_momentum=0.9 the outputs differ.
+    The resized input (scratch.image_size) is what the backbone is built for."""
+    folder = data.scan_folder(data.ensure_synthetic(tmp_path, {"train": 32, "validation": 16}))
+    pick = {s: folder.splits[s] for s in ("train", "validation")}
+    arrays = regimes.Arrays(
+        {s: data.load_images(v.files, 64) for s, v in pick.items()}, {s: v.labels for s, v in pick.items()}, 2
+    )
+    spread = {}
+    for momentum in ("null", "0.9"):
+        cfg = make(
+            "backbone=mobilenetv2",
+            "backbone.image_size=64",
+            "scratch.image_size=48",
+            f"scratch.bn_momentum={momentum}",
+            "epochs.scratch=5",
+            "batch_size=4",
+            "log_model=true",
+        )
+        trainer = regimes.Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [])
+        result = regimes.train_scratch(cfg, arrays, trainer)
+        assert result.model.input.shape[1:] == (48, 48, 3)
+        layers = [layer for layer in result.model.layers if hasattr(layer, "layers")]
+        bn = [x for layer in layers for x in layer.layers if isinstance(x, keras.layers.BatchNormalization)]
+        assert len(bn) == 52 and {x.momentum for x in bn} == {0.999 if momentum == "null" else 0.9}
+        images = keras.ops.image.resize(arrays.x["validation"].astype("float32"), (48, 48), antialias=True)
+        spread[momentum] = float(np.std(result.model.predict(images, verbose=0)))
+    assert spread["null"] < 1e-3 < spread["0.9"], spread

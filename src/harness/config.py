@@ -40,6 +40,11 @@ def problems(cfg: DictConfig) -> list[str]:
     minimum = backbones.get_spec(name).min_image_size
     if cfg.backbone.image_size < minimum:
         out.append(f"backbone.image_size={cfg.backbone.image_size} must be >= {minimum} for {name}")
+    scratch = cfg.scratch
+    if scratch.image_size is not None and scratch.image_size < minimum:
+        out.append(f"scratch.image_size={scratch.image_size} must be >= {minimum} for {name}, or null")
+    if scratch.bn_momentum is not None and not 0 <= scratch.bn_momentum < 1:
+        out.append(f"scratch.bn_momentum={scratch.bn_momentum} must be in [0, 1) (e.g. 0.99), or null")
 
     for key in ("lr", "head_lr"):
         if not cfg[key] > 0:

@@ -47,11 +47,13 @@ PRODUCERS = (
     "harness.cache",
     "harness.features",
 )
-# Keys left out of the identity while they are off, so that adding them kept every recorded job's identity
-# (a study recorded before them is not re-trained): early stopping disabled, no step budget for any phase.
+# Keys left out of the identity while they cannot act, so that adding them kept every recorded job's identity
+# (a study recorded before them is not re-trained): early stopping disabled, no step budget for any phase, the
+# scratch settings in a job without the scratch regime. Each predicate gets the node and the whole config.
 OFF_WHEN = {
-    "early_stopping": lambda node: not node.get("enabled"),
-    "steps_budget": lambda node: all(v is None for v in node.values()),
+    "early_stopping": lambda node, config: not node.get("enabled"),
+    "steps_budget": lambda node, config: all(v is None for v in node.values()),
+    "scratch": lambda node, config: "scratch" not in config.get("regimes", ()),
 }
 
 
@@ -129,7 +131,7 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     for key in (*RESULT_FREE_KEYS, "data"):
         out.pop(key, None)
     for key, off in OFF_WHEN.items():
-        if key in out and off(out[key]):
+        if key in out and off(out[key], out):
             del out[key]
     out["backbone"] = {**out["backbone"], "weights": weights_identity(cfg.backbone.weights, cfg.backbone.name)}
     return out

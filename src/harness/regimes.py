@@ -150,15 +150,21 @@ def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | N
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def frozen_stage(backbone: str, image_size: int, lower: keras.Model | None, pool: bool = False) -> keras.Model:
-    """Images -> preprocessing -> the frozen layers (inference mode) [-> global average pooling].
+def frozen_stage(
+    backbone: str, image_size: int, lower: keras.Model | None, pool: bool = False, resize_to: int | None = None
+) -> keras.Model:
+    """Images -> [resizing] -> preprocessing -> the frozen layers (inference mode) [-> global average pooling].
 
     Its output can be cached. With `pool`, the stage ends with the head's own pooling, which has no
     weights: the cached features are then 25x smaller (MobileNetV2: 1280 numbers instead of 5x5x1280)
-    and every head epoch is that much cheaper, with the same arithmetic.
+    and every head epoch is that much cheaper, with the same arithmetic. `resize_to` (scratch at a lower
+    resolution) resizes the decoded images in the graph, antialiased as the decoder does.
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = BackbonePreprocess(backbone, name="preprocess")(inputs)
+    x = inputs
+    if resize_to is not None and resize_to != image_size:
+        x = keras.layers.Resizing(resize_to, resize_to, antialias=True, name="resize")(keras.ops.cast(x, "float32"))
+    x = BackbonePreprocess(backbone, name="preprocess")(x)
     if lower is not None:
         backbones.set_trainable(lower, False)
         x = lower(x, training=False)
@@ -316,18 +322,46 @@ class FrozenState:
     next_epoch: int
 
 
+def _walk(layer: keras.layers.Layer):
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _walk(inner)
+
+
+def set_bn_momentum(model: keras.Model, momentum: float | None) -> int:
+    """Set every BatchNormalization layer's moving-average momentum (None: leave the architecture's); returns
+    how many layers it changed.
+
+    A network trained from scratch on a small dataset runs a few hundred steps, and MobileNetV2's 0.999
+    averages over ~1,000: its moving statistics, which inference uses, then still mostly hold their initial
+    mean 0 / variance 1, and every validation and test image gets the same class although training
+    accuracy rises. Momentum is read when the layer is called, so setting it before training is enough.
+    """
+    if momentum is None:
+        return 0
+    layers = [layer for layer in _walk(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = float(momentum)
+    return len(layers)
+
+
 def train_scratch(cfg, arrays: Arrays, trainer: Trainer) -> RegimeResult:
-    """Random-init backbone, everything trained (BatchNorm in training mode), at head_lr."""
+    """Random-init backbone, everything trained (BatchNorm in training mode, at `scratch.bn_momentum`), at
+    head_lr, on images resized in the graph to `scratch.image_size` when set."""
     keras.utils.set_random_seed(cfg.seed)  # before any layer exists: initial weights follow the seed
     name, size = cfg.backbone.name, cfg.backbone.image_size
-    base = backbones.build(name, None, size)
+    scratch_size = cfg.scratch.image_size or size
+    base = backbones.build(name, None, scratch_size)
+    changed = set_bn_momentum(base, cfg.scratch.bn_momentum)
+    log.info("scratch  %s at %d px, BatchNorm momentum %s (%d layers)", name, scratch_size,
+             cfg.scratch.bn_momentum if changed else "as built", changed)  # fmt: skip
     head = build_head(base.output.shape[1:], cfg.head, arrays.num_classes)
-    stage = frozen_stage(name, size, None)
+    stage = frozen_stage(name, size, None, resize_to=scratch_size)
     budget = stopping.phase_budget(cfg, "scratch", len(arrays.y["train"]))
     result = trainer.run("scratch", arrays, "pixels", stage, base, None, head, cfg.head_lr, 0, budget.epochs)
     result.budget = budget
     if cfg.log_model:
-        result.model = full_model(name, size, base, head)
+        result.model = full_model(name, scratch_size, base, head)
     return result
 
 

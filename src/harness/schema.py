@@ -104,6 +104,14 @@ class EarlyStopping:
 
 
 @dataclass
+class Scratch:
+    """How the scratch regime trains beyond its epochs (harness.regimes.train_scratch)."""
+
+    bn_momentum: float | None = None  # null: the architecture's own
+    image_size: int | None = None  # null: backbone.image_size
+
+
+@dataclass
 class Augmentation:
     rotation_degrees: int = 40
     shift: float = 0.2
@@ -132,6 +140,7 @@ class Config:
     augmentation: Augmentation = field(default_factory=Augmentation)
     epochs: Epochs = field(default_factory=Epochs)
     steps_budget: StepsBudget = field(default_factory=StepsBudget)
+    scratch: Scratch = field(default_factory=Scratch)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     batch_size: int = MISSING
     cache: bool = MISSING
