@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from harness import backbones, cache, tracking
+from harness import backbones, cache, stopping, tracking
 from harness.errors import HarnessError
 from harness.features import cache_keys
 from harness.inputs import Prepared, prepare
@@ -23,24 +23,30 @@ TRAIN_GFLOPS = 10.0
 
 
 def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) -> float:
-    """A rough compute estimate of one job on this machine, given which feature cuts and head phase it builds."""
+    """A rough compute estimate of one job on this machine, given which feature cuts and head phase it builds.
+
+    Each phase counts the epochs it may run (its epochs key, or its step budget on this job's training
+    split); with early stopping that is an upper bound. Scratch counts at its own image size.
+    """
     cfg = job.cfg
     per_image = FORWARD_GFLOP_224[cfg.backbone.name] * (cfg.backbone.image_size / 224) ** 2
     boundaries = backbones.get_spec(cfg.backbone.name).boundaries
     n = {s: len(v) for s, v in job.splits.items()}
     n_all, n_train, n_val = sum(n.values()), n["train"], n["validation"]
+    epochs = {str(r): stopping.phase_budget(cfg, str(r), n_train).epochs for r in cfg.regimes}
     lower = boundaries.index(cfg.unfreeze_at) / len(boundaries)  # share of the trunk below the cut
     forward = train = 0.0
     for cut in build_features:
         forward += n_all * per_image * (1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries))
     if cfg.augment and train_head:  # augmented pixels: the frozen trunk runs every epoch
-        forward += cfg.epochs.head * (n_train + n_val) * per_image
-    if "finetune" in cfg.regimes:
+        forward += epochs["frozen"] * (n_train + n_val) * per_image
+    if "finetune" in epochs:
         if cfg.augment:
-            forward += cfg.epochs.finetune * (n_train + n_val) * per_image * lower
-        train += cfg.epochs.finetune * (3 * n_train + n_val) * per_image * (1 - lower)
-    if "scratch" in cfg.regimes:
-        train += cfg.epochs.scratch * (3 * n_train + n_val) * per_image
+            forward += epochs["finetune"] * (n_train + n_val) * per_image * lower
+        train += epochs["finetune"] * (3 * n_train + n_val) * per_image * (1 - lower)
+    if "scratch" in epochs:
+        scratch_size = cfg.scratch.image_size or cfg.backbone.image_size
+        train += epochs["scratch"] * (3 * n_train + n_val) * per_image * (scratch_size / cfg.backbone.image_size) ** 2
     return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS
 
 
@@ -120,8 +126,11 @@ def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
         seconds = estimate_seconds(job, to_build, head_state == "build")
         total += seconds
         print(f"job {i}: {head} identity={job.identity} regimes={[str(r) for r in cfg.regimes]}")
-        print(f"    {'; '.join(lines)}; est. ~{seconds / 60:.1f} min here")
+        bound = "at most " if cfg.early_stopping.enabled else ""  # the rule may end phases sooner
+        print(f"    {'; '.join(lines)}; est. {bound}~{seconds / 60:.1f} min here")
         built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
         if keys.head:
             built.add(keys.head)
-    print(f"total: est. ~{total / 60:.1f} min on this machine (rough: +-2x; compute only, no start-up)")
+    stops = any(cfg.early_stopping.enabled for _, cfg in jobs)
+    bound = "at most " if stops else ""
+    print(f"total: est. {bound}~{total / 60:.1f} min on this machine (rough: +-2x; compute only, no start-up)")

@@ -1,0 +1,33 @@
+"""The dry run's cost estimate follows what each phase may run: step budgets, scratch's own size, the rule."""
+
+from __future__ import annotations
+
+from hydra import compose, initialize_config_dir
+
+from harness import data, plan
+from harness.inputs import prepare
+from harness.paths import conf_dir
+
+
+def estimate(photos, *overrides: str) -> float:
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "data=folder",
+                f"data.path={photos}",
+                "backbone=mobilenetv2",
+                "backbone.weights=null",
+                *overrides,
+            ],
+        )
+    return plan.estimate_seconds(prepare(cfg), set(), True)
+
+
+def test_estimate_counts_budgets_and_scratch_size(tmp_path):
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 8, "validation": 2, "test": 2})
+    finetune = ("regimes=[frozen,finetune]", "batch_size=4", "epochs.finetune=10")  # 2 x 8 / 4 = 4 steps per epoch
+    assert estimate(photos, *finetune, "steps_budget.finetune=20") == estimate(photos, *finetune, "epochs.finetune=5")
+    scratch = ("regimes=[scratch]", "backbone.image_size=160")
+    full, half = estimate(photos, *scratch), estimate(photos, *scratch, "scratch.image_size=80")
+    assert half == full / 4, (full, half)
