@@ -140,12 +140,6 @@ def test_steps_per_execution_changes_speed_not_numbers(monkeypatch):
     assert history() == batched and len(batched["val_loss"]) == 3
 
 
-def test_the_time_left_follows_the_epochs_after_the_first():
-    assert regimes.eta([5.0], 3) == ", about 15s left"  # one epoch so far: all there is to go by
-    assert regimes.eta([30.0, 2.0, 2.0], 40) == ", about 1m20s left"  # the first epoch traced the graph
-    assert regimes.eta([1.0], 0) == ""
-
-
 def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(tmp_path):
     from harness import runtime
 

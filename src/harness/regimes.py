@@ -21,10 +21,10 @@ import keras
 import numpy as np
 
 from harness import backbones, stopping
+from harness.progress import METRICS, ProgressLine
 
 log = logging.getLogger(__name__)
 
-METRICS = ("loss", "acc", "val_loss", "val_acc")
 PREDICT_BATCH = 64
 # Batches run per call into the compiled train/eval function. Same batches, same updates, same numbers
 # (tested): it removes the per-batch Python round trip, which dominates head epochs on cached features.
@@ -195,37 +195,6 @@ def predict_by_split(model: keras.Model, xs: dict[str, np.ndarray]) -> dict[str,
 def compute_features(stage: keras.Model, arrays: Arrays) -> dict[str, np.ndarray]:
     """The frozen stage's output for every image of every split."""
     return predict_by_split(stage, arrays.x)
-
-
-class ProgressLine(keras.callbacks.Callback):
-    """One console line per epoch: regime, epoch k/n, the four metrics, seconds, and the time left."""
-
-    def __init__(self, regime: str, last_epoch: int):
-        super().__init__()
-        self.regime, self.last_epoch = regime, last_epoch
-        self._seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        seconds = time.perf_counter() - self._t0
-        self._seconds.append(seconds)
-        values = "  ".join(f"{k} {logs[k]:.4f}" for k in METRICS if k in logs)
-        log.info(
-            "%-8s epoch %3d/%d  %s  (%.1fs%s)", self.regime, epoch + 1, self.last_epoch, values, seconds,
-            eta(self._seconds, self.last_epoch - (epoch + 1)),
-        )  # fmt: skip
-
-
-def eta(epoch_seconds: list[float], left: int) -> str:
-    """', about 1m05s left' from the epochs so far (the first, which traces the graph, only when alone)."""
-    if left <= 0 or not epoch_seconds:
-        return ""
-    typical = epoch_seconds[1:] or epoch_seconds
-    remaining = round(sum(typical) / len(typical) * left)
-    return f", about {remaining // 60}m{remaining % 60:02d}s left" if remaining >= 60 else f", about {remaining}s left"
 
 
 @dataclass
