@@ -118,7 +118,8 @@ def test_quickstart_runs_offline_and_logs_loadable_models(tmp_path, store):
 
 
 def test_three_classes_with_augmentation(tmp_path, store, cats_dogs, mobilenet_weights):
-    """Softmax head for > 2 classes, and augmentation layers in the graph (the whole stack runs per batch)."""
+    """Softmax head for > 2 classes, and augmentation layers in the graph (the whole stack runs per training
+    batch)."""
     import shutil
 
     from conftest import copy_small
@@ -150,10 +151,11 @@ def test_three_classes_with_augmentation(tmp_path, store, cats_dogs, mobilenet_w
     jobs = df[df["tags.run_kind"] == "job"]
     assert jobs["params.data.class_names"].item() == "['cats', 'disks', 'dogs']"
     regimes = df[df["tags.run_kind"] == "regime"].set_index("tags.regime")
-    # augmented pixels differ every epoch: decoded images and the head phase are cached, frozen features are not
+    # augmented pixels differ every epoch: decoded images and the head phase are cached, and features only of
+    # the held-out splits (validation, test at block_16_expand and at the top), never of the training images
     cache = tmp_path / "cache"
     assert any((cache / "images").glob("*.npy")) and any((cache / "head").iterdir())
-    assert not (cache / "features").exists()
+    assert len(list((cache / "features").glob("*.npy"))) == 2 * 2
     assert regimes.loc["frozen", "tags.head_phase"] == "trained"
     assert regimes["metrics.test_acc"].notna().all()  # both regimes measured on the test split
     # bright disks on noise are trivially told apart from photographs: chance is 1/3

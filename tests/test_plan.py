@@ -31,3 +31,15 @@ def test_estimate_counts_budgets_and_scratch_size(tmp_path):
     scratch = ("regimes=[scratch]", "backbone.image_size=160")
     full, half = estimate(photos, *scratch), estimate(photos, *scratch, "scratch.image_size=80")
     assert half == full / 4, (full, half)
+
+
+def test_augmented_jobs_hold_features_of_the_held_out_splits_only(tmp_path):
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 8, "validation": 2, "test": 2})
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        overrides = ["data=folder", f"data.path={photos}", "backbone=mobilenetv2", "backbone.weights=null"]
+        plain = prepare(compose(config_name="config", overrides=[*overrides, "regimes=[frozen]", "head=flatten"]))
+        augmented = prepare(
+            compose(config_name="config", overrides=[*overrides, "regimes=[frozen]", "head=flatten", "augment=true"])
+        )
+    # 16 train + 4 validation + 4 test images; augmented, only the 8 held-out ones are staged
+    assert plan.feature_bytes(augmented)["top"] * 24 == plan.feature_bytes(plain)["top"] * 8

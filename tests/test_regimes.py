@@ -187,3 +187,40 @@ def test_scratch_inference_statistics_follow_training_with_its_bn_momentum(tmp_p
         images = keras.ops.image.resize(arrays.x["validation"].astype("float32"), (48, 48), antialias=True)
         spread[momentum] = float(np.std(result.model.predict(images, verbose=0)))
     assert spread["null"] < 1e-3 < spread["0.9"], spread
+
+
+def test_augmented_training_validates_on_staged_features_as_on_pixels(tmp_path):
+    """With augmentation only the training images go through the frozen stage every epoch: validation and test
+    are staged once, and their numbers are those of the whole classifier evaluated on their pixels."""
+    cfg = make(
+        "backbone=mobilenetv2",
+        "backbone.weights=null",
+        "backbone.image_size=32",
+        "augment=true",
+        "epochs.head=2",
+        "head_lr=1e-2",
+        "log_model=true",
+    )
+    folder = data.scan_folder(data.ensure_synthetic(tmp_path, {"train": 8, "validation": 4, "test": 4}))
+    splits = folder.splits
+    arrays = regimes.Arrays(
+        {s: data.load_images(v.files, 32) for s, v in splits.items()}, {s: v.labels for s, v in splits.items()}, 2
+    )
+    staged = []
+
+    def features(stage, arrays, cut):
+        staged.append(sorted(arrays.x))
+        return regimes.compute_features(stage, arrays)
+
+    trainer = regimes.Trainer(2, 4, 0, "rmsprop", regimes.augmentation(cfg), lambda r, f: [], features=features)
+    keras.utils.set_random_seed(0)
+    result, _ = regimes.train_frozen(cfg, arrays, trainer, backbones.build("mobilenetv2", None, 32))
+    assert staged == [["test", "validation"]]
+    regimes.compile_for(result.model, "rmsprop", 1e-2, 2)
+    for split, (loss, acc) in (
+        ("validation", (result.history["val_loss"][-1], result.history["val_acc"][-1])),
+        ("test", (result.test["test_loss"], result.test["test_acc"])),
+    ):
+        y = regimes.targets(arrays.y[split], 2)
+        on_pixels = result.model.evaluate(regimes.dataset(arrays.x[split], y, 4), verbose=0)
+        np.testing.assert_allclose(on_pixels, [loss, acc], rtol=1e-5, atol=1e-6)

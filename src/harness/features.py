@@ -153,6 +153,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
                     out.update(from_source(source, cut, splits))
             return out
 
-        return store.arrays(keys.features[cut], build)
+        # only the splits asked for: with augmentation the training images are never staged, only the held-out ones
+        return store.arrays({s: k for s, k in keys.features[cut].items() if s in arrays.x}, build)
 
     return features

@@ -36,13 +36,14 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
     epochs = {str(r): stopping.phase_budget(cfg, str(r), n_train).epochs for r in cfg.regimes}
     lower = boundaries.index(cfg.unfreeze_at) / len(boundaries)  # share of the trunk below the cut
     forward = train = 0.0
+    staged = n_all - n_train if cfg.augment else n_all  # augmented: only the held-out splits are staged once
     for cut in build_features:
-        forward += n_all * per_image * (1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries))
-    if cfg.augment and train_head:  # augmented pixels: the frozen trunk runs every epoch
-        forward += epochs["frozen"] * (n_train + n_val) * per_image
+        forward += staged * per_image * (1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries))
+    if cfg.augment and train_head:  # augmented pixels: the frozen trunk runs over the training split every epoch
+        forward += epochs["frozen"] * n_train * per_image
     if "finetune" in epochs:
         if cfg.augment:
-            forward += epochs["finetune"] * (n_train + n_val) * per_image * lower
+            forward += epochs["finetune"] * n_train * per_image * lower
         train += epochs["finetune"] * (3 * n_train + n_val) * per_image * (1 - lower)
     if "scratch" in epochs:
         scratch_size = cfg.scratch.image_size or cfg.backbone.image_size
@@ -51,17 +52,20 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
 
 
 def feature_cuts(cfg: DictConfig) -> list[str]:
-    """The cuts whose features a job holds in memory: none with augmentation (pixels change every epoch)."""
-    if cfg.augment:
-        return []
-    cuts = [backbones.frozen_cut(cfg.head.pooling, False)] if "frozen" in cfg.regimes else []
+    """The cuts whose features a job holds in memory (with augmentation, of the held-out splits only)."""
+    cuts = [backbones.frozen_cut(cfg.head.pooling, cfg.augment)] if "frozen" in cfg.regimes else []
     return cuts + ([cfg.unfreeze_at] if "finetune" in cfg.regimes else [])
 
 
+def staged_splits(job: Prepared) -> list[str]:
+    """The splits that go through the frozen stage once: all, or with augmentation all but train."""
+    return [s for s in job.splits if not (job.cfg.augment and s == "train")]
+
+
 def feature_bytes(job: Prepared) -> dict[str, int]:
-    """Bytes of float32 features per cut of this job, over all its splits."""
+    """Bytes of float32 features per cut of this job, over the splits it stages."""
     cfg = job.cfg
-    n = sum(len(v) for v in job.splits.values())
+    n = sum(len(job.splits[s]) for s in staged_splits(job))
     out = {}
     for cut in feature_cuts(cfg):
         size = 4 * n
@@ -79,13 +83,14 @@ def gb(n_bytes: float) -> str:
 def check_feature_memory(job: Prepared) -> None:
     """Refuse a cut whose features would not fit in `feature_memory_gb`, naming it and what to change."""
     budget = float(job.cfg.feature_memory_gb) * 1e9
-    n = sum(len(v) for v in job.splits.values())
+    n = sum(len(job.splits[s]) for s in staged_splits(job))
     for cut, size in feature_bytes(job).items():
         if size > budget:
             raise HarnessError(
                 f"features at cut {cut!r} of {job.cfg.backbone.name} at {job.cfg.backbone.image_size} px would take "
                 f"{gb(size)} for {n} images, over feature_memory_gb={job.cfg.feature_memory_gb}. Choose a deeper "
-                "unfreeze_at, a smaller backbone.image_size or data_fraction, augment=true (no cached features), "
+                "unfreeze_at, a smaller backbone.image_size or data_fraction, augment=true (features of the held-out "
+                "splits only), "
                 "or raise feature_memory_gb."
             )
 
@@ -114,9 +119,9 @@ def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
         lines.append("images " + " ".join(f"{s}:{state(k)}" for s, k in keys.images.items()))
         head_state = state(keys.head, "") if keys.head else None
         for cut, by_split in keys.features.items():
-            if cut in backbones.TOP_CUTS and (cfg.augment or head_state == "reuse"):
-                continue  # reused head phase, or augmented head training: the top features are not needed
-            states = {s: state(k) for s, k in by_split.items()}
+            if cut in backbones.TOP_CUTS and head_state == "reuse":
+                continue  # a reused head phase needs no top features
+            states = {s: state(k) for s, k in by_split.items() if s in staged_splits(job)}
             size = f" ({gb(sizes[cut])})" if cut in sizes else ""
             lines.append(f"features@{cut}{size} " + " ".join(f"{s}:{v}" for s, v in states.items()))
             if "build" in states.values():

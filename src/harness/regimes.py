@@ -6,7 +6,8 @@ Every regime is the same stack, trained differently:
 
 Without augmentation the frozen stage is a pure function of the image, so its output is computed once
 and the trainable part trains on it (the expensive forward pass is not repeated every epoch). With
-augmentation the whole stack runs per batch, since every epoch sees different pixels.
+augmentation the whole stack runs per training batch, since every epoch sees different pixels; the
+validation and test images are never augmented, so they go through the frozen stage once, as above.
 BatchNorm layers of a pretrained backbone always run in inference mode (`training=False`).
 """
 
@@ -197,9 +198,28 @@ def compute_features(stage: keras.Model, arrays: Arrays) -> dict[str, np.ndarray
     return predict_by_split(stage, arrays.x)
 
 
+class HeldOutValidation(keras.callbacks.Callback):
+    """Validation at the end of each epoch, on the frozen stage's outputs rather than on pixels.
+
+    With augmentation the trained model starts at the pixels, and fit's own validation would run the frozen
+    trunk over the validation images every epoch, though they are never augmented. Here they go through
+    the stage once (cached like any features) and each epoch evaluates only the part that trains, sharing
+    its weights. Listed first, so the stopping rule, the console and the history all read these numbers.
+    """
+
+    def __init__(self, on_features: keras.Model, data):
+        super().__init__()
+        self.on_features, self.data = on_features, data
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss, acc = self.on_features.evaluate(self.data, verbose=0)
+        logs["val_loss"], logs["val_acc"] = float(loss), float(acc)
+
+
 @dataclass
 class Trainer:
-    """Fits `trainable` + `head` above a frozen stage, on cached features or on augmented images."""
+    """Fits `trainable` + `head` above a frozen stage, on cached features or on augmented images (then only the
+    training split goes through the stage every epoch)."""
 
     num_classes: int
     batch_size: int
@@ -230,18 +250,23 @@ class Trainer:
         phase, which then restores the best epoch's weights), then evaluate on test if present."""
         keras.utils.set_random_seed(self.seed)
         t0 = time.perf_counter()
+
+        def above(x):  # the trained part, over the frozen stage's output
+            if trainable is not None:
+                x = InferenceMode(trainable, name="trainable")(x) if trainable_training is False else trainable(x)
+            return head(x)
+
+        features_in = keras.Input(stage.output.shape[1:], name="features")
+        on_features = keras.Model(features_in, above(features_in), name=f"{regime}_on_features")
+        compile_for(on_features, self.optimizer, lr, self.num_classes)
         if self.augment is None:
-            inputs = self.features(stage, arrays, cut)
-            x_in = keras.Input(stage.output.shape[1:], name="features")
-            x = x_in
-        else:
-            inputs = arrays.x
-            x_in = keras.Input(stage.input.shape[1:], name="image")
-            x = InferenceMode(stage, name="frozen")(self.augment(x_in))
-        if trainable is not None:
-            x = InferenceMode(trainable, name="trainable")(x) if trainable_training is False else trainable(x)
-        model = keras.Model(x_in, head(x), name=f"{regime}_model")
-        compile_for(model, self.optimizer, lr, self.num_classes)
+            model, inputs = on_features, self.features(stage, arrays, cut)
+        else:  # new pixels every epoch for training; validation and test are never augmented: staged once
+            image_in = keras.Input(stage.input.shape[1:], name="image")
+            model = keras.Model(image_in, above(InferenceMode(stage, name="frozen")(self.augment(image_in))))
+            compile_for(model, self.optimizer, lr, self.num_classes)
+            staged = self.features(stage, arrays.subset([s for s in arrays.x if s != "train"]), cut)
+            inputs = {"train": arrays.x["train"], **staged}
 
         def data(split: str, shuffle: bool):
             y = targets(arrays.y[split], self.num_classes)
@@ -249,20 +274,22 @@ class Trainer:
 
         last = first_epoch + epochs
         stopper = stopping.stopper(self.rule)
+        # on features the model is on_features, and fit validates it; on pixels the callback does, on features
+        held_out = [] if model is on_features else [HeldOutValidation(on_features, data("validation", False))]
         fit = model.fit(
             data("train", True),
-            validation_data=data("validation", False),
+            validation_data=data("validation", False) if model is on_features else None,
             initial_epoch=first_epoch,
             epochs=last,
             verbose=0,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
-            callbacks=[ProgressLine(regime, last), *self.callbacks(regime, first_epoch), stopper],
+            callbacks=[*held_out, ProgressLine(regime, last), *self.callbacks(regime, first_epoch), stopper],
         )
         train_time = time.perf_counter() - t0
         history = {k: [float(v) for v in fit.history[k]] for k in METRICS}
         test = None
         if "test" in inputs:
-            loss, acc = model.evaluate(data("test", False), verbose=0)
+            loss, acc = on_features.evaluate(data("test", False), verbose=0)
             test = {"test_loss": float(loss), "test_acc": float(acc)}
         return RegimeResult(regime, history, first_epoch, test, train_time, outcome=stopper.outcome(epochs))
 
