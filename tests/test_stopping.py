@@ -175,6 +175,7 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
         ("val_loss, patience 1, min_delta 100.0", "fine-tuned"): "2 (1 early)",
     }, rows
     assert "budget=steps head 12, finetune 12" in long.caption, long.caption
+    assert "epochs_head" not in long.caption and "epochs_finetune" not in long.caption  # the budget decided
     jobs = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'")
     assert set(jobs["tags.precision_used"]) == {"fp32"}  # precision=auto: MobileNetV2 is slower in bf16
     # the subsample trained on is the nested one, and is still listed file by file with each job

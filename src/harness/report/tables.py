@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,6 +178,8 @@ def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
         for k in keys
         if k not in varying and len(table) and used_key(k, ran) and str(table[k].iloc[0]) not in ("", "None", "nan")
     }
+    for phase in re.findall(r"(\w+) \d+", constant.get("budget", "")):  # a phase on a step budget: its epochs
+        constant.pop(f"epochs_{phase}", None)  # key decided nothing (epochs run says what it ran)
     return varying, constant
 
 
