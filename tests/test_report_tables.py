@@ -190,3 +190,23 @@ def test_titles_wrap_between_pairs():
     title = plots._title({f"key_{i}": "value_" * 3 for i in range(8)}, width=60)
     assert all(len(line) <= 60 for line in title.splitlines()) and len(title.splitlines()) > 1
     assert all("=" in part for line in title.splitlines() for part in line.strip(", ").split(", "))
+
+
+def test_a_step_budget_hides_the_epochs_keys_it_overrode():
+    from harness.report.tables import decided_by_budget
+
+    assert decided_by_budget("steps head 630, finetune 126") == {"epochs_head", "epochs_finetune"}
+    assert decided_by_budget("epochs") == set()
+
+
+def test_the_fine_tuning_marker_follows_the_curves_not_the_epochs_key():
+    """A budget or the stopping rule decides where the head phase ends: seed 0's ran 3 epochs, seed 1's 5."""
+
+    finished = pd.DataFrame(
+        {"run_id": ["f0", "t0", "f1", "t1"], "regime": ["frozen", "finetune"] * 2, "seed": ["0", "0", "1", "1"]}
+    )
+    steps = {"f0": range(3), "t0": range(3, 5), "f1": range(5), "t1": range(5, 7)}
+    curves = pd.DataFrame([(r, s, 0.9) for r, ss in steps.items() for s in ss], columns=["run_id", "step", "val_acc"])
+    fig = plots.curves_figure(finished, curves)
+    markers = [line for line in fig.axes[0].lines if line.get_label().startswith("start fine-tuning")]
+    assert [m.get_xdata()[0] for m in markers] == [3.5] and "earliest seed" in markers[0].get_label()

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from harness.figures import EMA_FACTOR, close, plt  # pyplot with the Agg backend figures.py chose
 from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES
-from harness.report.tables import boundary_order, regimes_run, row_keys_of, used_key
+from harness.report.tables import boundary_order, decided_by_budget, regimes_run, row_keys_of, shown, used_key
 
 log = logging.getLogger("harness.report")
 
@@ -73,10 +73,13 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "")
             axes[0].plot(seed_curve["step"] + 1, seed_curve["val_acc"], color=color, alpha=0.3, linewidth=1)
         axes[0].plot(epochs, mean.to_numpy(), "o-", color=color, markersize=4, label=f"{label} (mean of seeds)")
         axes[1].plot(epochs, smooth(mean).to_numpy(), "o-", color=color, markersize=4, label=label)
-    head_epochs = pd.to_numeric(finished.loc[finished["regime"] == "finetune", "epochs_head"], errors="coerce")
+    # as in Chollet's plots: where the head phase ends, read from the curves (a step budget or the stopping rule
+    # decides it, not the epochs key); with seeds stopped at different epochs, where the first one starts
+    starts = merged.loc[merged["regime"] == "finetune"].groupby("seed")["step"].min()
     for ax, name in zip(axes, ("raw", f"EMA {EMA_FACTOR:.1f}"), strict=True):
-        if head_epochs.notna().any():  # as in Chollet's plots: where the head phase ends
-            ax.axvline(head_epochs.max() + 0.5, color="grey", linestyle="--", linewidth=1, label="start fine-tuning")
+        if len(starts):
+            label = "start fine-tuning" if starts.nunique() == 1 else "start fine-tuning (earliest seed)"
+            ax.axvline(starts.min() + 0.5, color="grey", linestyle="--", linewidth=1, label=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"validation accuracy ({name})")
         ax.set_xlabel("epoch")
@@ -206,7 +209,8 @@ def write_figures(table: pd.DataFrame, finished: pd.DataFrame, curves: pd.DataFr
     runs_by_config = finished.merge(table[["config", *keys]], on=keys)
     for config, runs in runs_by_config.groupby("config"):
         row = table[table["config"] == config].iloc[0]
-        title = f"config {config}: " + _title({k: row[k] for k in title_keys})
+        hidden = decided_by_budget(str(row.get("budget", "")))
+        title = f"config {config}: " + _title({k: row[k] for k in title_keys if k not in hidden and shown(k, row[k])})
         written.append(_save(curves_figure(runs, curves, title), out / FIGURE_CURVES.format(config)))
     if not table[[f"{r}_test_acc_mean" for r in REGIMES]].notna().any().any():
         log.info("no test_acc in any run (no test split): test-accuracy figures skipped")

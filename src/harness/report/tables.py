@@ -168,6 +168,17 @@ def used_key(key: str, ran: Sequence[str]) -> bool:
     return any(r in ran for r in KEY_REGIMES.get(key, REGIMES))
 
 
+def decided_by_budget(budget: str) -> set[str]:
+    """The epochs keys that a step budget ("steps head 630, finetune 126") overrode: they decided nothing, and
+    the table's epochs run says what each phase ran."""
+    return {f"epochs_{phase}" for phase in re.findall(r"(\w+) \d+", budget)}
+
+
+def shown(key: str, value: object) -> bool:
+    """Whether a key's value says something: not blank (a key no run logged)."""
+    return str(value) not in ("", "None", "nan")
+
+
 def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     """(keys that vary between rows, {constant key: value}) - constants only where a regime that ran uses them."""
     keys = row_keys_of(table)
@@ -176,10 +187,10 @@ def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     constant = {
         k: str(table[k].iloc[0])
         for k in keys
-        if k not in varying and len(table) and used_key(k, ran) and str(table[k].iloc[0]) not in ("", "None", "nan")
+        if k not in varying and len(table) and used_key(k, ran) and shown(k, table[k].iloc[0])
     }
-    for phase in re.findall(r"(\w+) \d+", constant.get("budget", "")):  # a phase on a step budget: its epochs
-        constant.pop(f"epochs_{phase}", None)  # key decided nothing (epochs run says what it ran)
+    for key in decided_by_budget(constant.get("budget", "")):
+        constant.pop(key, None)
     return varying, constant
 
 
