@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import platform
 import statistics
@@ -37,18 +36,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_sweep import DATA, SIZE, WEIGHTS, SeedsLoader  # noqa: E402 (the same data, weights and loader)
 from hydra import compose, initialize_config_dir  # noqa: E402
-from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from harness import backbones, data, regimes  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared").resolve()
-DATA = SHARED / "data" / "cats_and_dogs_small"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-SIZE = 160
 BATCH = 32
 
 
@@ -94,34 +88,15 @@ def random_affine(image: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarra
     return out
 
 
-class AugmentingLoader(keras.utils.PyDataset):
-    """flow_from_directory with ImageDataGenerator's augmentation and preprocessing_function: per image, in Python."""
+class AugmentingLoader(SeedsLoader):
+    """bench_sweep's flow_from_directory loader with ImageDataGenerator's augmentation: per image, in Python."""
 
     def __init__(self, split: data.Split, cfg, augment: bool, seed: int = 0):
-        super().__init__()
-        self.split, self.cfg, self.augment = split, cfg, augment
-        self.order = np.arange(len(split))
-        self.rng = np.random.default_rng(seed)
-        self.preprocess = backbones.preprocess_fn("mobilenetv2")
-        self.on_epoch_end()
+        self.cfg = cfg
+        super().__init__(split, BATCH, shuffle=augment, seed=seed)
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.split) / BATCH)
-
-    def on_epoch_end(self) -> None:
-        if self.augment:
-            self.rng.shuffle(self.order)
-
-    def __getitem__(self, i: int):
-        images = []
-        for k in self.order[i * BATCH : (i + 1) * BATCH]:
-            with Image.open(self.split.files[k]) as img:
-                array = np.asarray(img.convert("RGB").resize((SIZE, SIZE), Image.NEAREST), dtype=np.float32)
-            if self.augment:
-                array = random_affine(array, self.rng, self.cfg)
-            images.append(self.preprocess(array))
-        labels = self.split.labels[self.order[i * BATCH : (i + 1) * BATCH]]
-        return np.stack(images), labels.astype("float32").reshape(-1, 1)
+    def transform(self, array: np.ndarray) -> np.ndarray:
+        return random_affine(array, self.rng, self.cfg) if self.shuffle else array
 
 
 def config():

@@ -84,13 +84,17 @@ class SeedsLoader(keras.utils.PyDataset):
         if self.shuffle:
             self.rng.shuffle(self.order)
 
+    def transform(self, array: np.ndarray) -> np.ndarray:
+        """The per-image random transform before preprocessing: none here (see bench_augment.py)."""
+        return array
+
     def __getitem__(self, i: int):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         images = []
         for k in idx:
             with Image.open(self.split.files[k]) as img:
                 array = np.asarray(img.convert("RGB").resize((SIZE, SIZE), Image.NEAREST), dtype=np.float32)
-            images.append(self.preprocess(array))  # ImageDataGenerator applies it image by image
+            images.append(self.preprocess(self.transform(array)))  # ImageDataGenerator's order, image by image
         return np.stack(images), self.split.labels[idx].astype("float32").reshape(-1, 1)
 
 
