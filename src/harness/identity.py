@@ -43,6 +43,7 @@ PRODUCERS = (
     "harness.data",
     "harness.backbones",
     "harness.regimes",
+    "harness.augmentation",
     "harness.stopping",
     "harness.cache",
     "harness.features",

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from harness import backbones, stopping
+from harness.augmentation import RandomAffine
 from harness.progress import METRICS, ProgressLine
 
 log = logging.getLogger(__name__)
@@ -95,18 +96,12 @@ class InferenceMode(keras.layers.Layer):
         return self.inner(inputs, training=False)
 
 
-def augmentation(cfg) -> keras.Sequential:
-    """Chollet's ImageDataGenerator transforms as Keras layers (active only while training)."""
+def augmentation(cfg) -> keras.Layer:
+    """Chollet's ImageDataGenerator transforms as one layer in the graph (active only while training), seeded by
+    the job's seed so that the same config gives the same pixels."""
     a = cfg.augmentation
-    layers = [
-        keras.layers.RandomRotation(a.rotation_degrees / 360.0, fill_mode="nearest"),
-        keras.layers.RandomTranslation(a.shift, a.shift, fill_mode="nearest"),
-        keras.layers.RandomShear(a.shear, a.shear, fill_mode="nearest"),
-        keras.layers.RandomZoom(a.zoom, fill_mode="nearest"),
-    ]
-    if a.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal"))
-    return keras.Sequential(layers, name="augmentation")
+    flip = a.horizontal_flip
+    return RandomAffine(a.rotation_degrees, a.shift, a.shear, a.zoom, flip, seed=cfg.seed, name="augmentation")
 
 
 def build_head(feature_shape: Sequence[int], head_cfg, num_classes: int) -> keras.Sequential:
@@ -225,7 +220,7 @@ class Trainer:
     batch_size: int
     seed: int
     optimizer: str
-    augment: keras.Sequential | None
+    augment: keras.Layer | None
     callbacks: Callable[[str, int], list[keras.callbacks.Callback]]
     # (stage, arrays, cut) -> features by split; the job swaps in a cached version
     features: Callable[[keras.Model, Arrays, str], dict[str, np.ndarray]] = field(
