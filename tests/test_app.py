@@ -118,7 +118,7 @@ def test_quickstart_runs_offline_and_logs_loadable_models(tmp_path, store):
 
 
 def test_three_classes_with_augmentation(tmp_path, store, cats_dogs, mobilenet_weights):
-    """Softmax head for > 2 classes, and augmentation layers in the graph (the whole stack runs per training
+    """Softmax head for > 2 classes, and the augmentation layer in the graph (the whole stack runs per training
     batch)."""
     import shutil
 
