@@ -41,6 +41,22 @@ def test_quickstart_experiment_needs_no_network():
     assert problems(cfg) == []
 
 
+def test_tf_mobilenetv2_val_loss_is_the_study_with_only_its_stopping_rule_changed():
+    """Its README compares the two records as the same protocol under two rules: nothing else may differ."""
+    base = to_container(make("+experiment=tf_mobilenetv2", "backbone.weights=null"))
+    other = to_container(make("+experiment=tf_mobilenetv2_val_loss", "backbone.weights=null"))
+    changed = {key for key in base.keys() | other.keys() if base.get(key) != other.get(key)}
+    assert changed == {"study", "epochs", "early_stopping"}, changed
+    assert other["early_stopping"] == {**base["early_stopping"], "monitor": "val_loss"}
+    assert other["epochs"] == {**base["epochs"], "head": 100}
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        seeds = [
+            compose("config", [f"+experiment={name}"], return_hydra_config=True).hydra.sweeper.params
+            for name in ("tf_mobilenetv2", "tf_mobilenetv2_val_loss")
+        ]
+    assert seeds[0] == seeds[1] == {"seed": "0,1,2,3,4"}
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
