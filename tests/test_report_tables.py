@@ -16,6 +16,7 @@ from test_report import plain_runs
 from harness import report
 from harness.report import plots
 from harness.report.render import MAX_COLUMNS
+from harness.report.tables import best_validation
 
 BEGIN = "<!-- begin results/results.md (generated: do not edit by hand) -->"
 END = "<!-- end results/results.md -->"
@@ -210,3 +211,36 @@ def test_the_fine_tuning_marker_follows_the_curves_not_the_epochs_key():
     fig = plots.curves_figure(finished, curves)
     markers = [line for line in fig.axes[0].lines if line.get_label().startswith("start fine-tuning")]
     assert [m.get_xdata()[0] for m in markers] == [3.5] and "earliest seed" in markers[0].get_label()
+
+
+def test_seed_means_count_each_phase_from_its_start_over_the_epochs_every_seed_ran():
+    """A stopping rule ended seed 0's head at epoch 3, seed 1's at 5: fine-tuning ran epochs 4-5 and 6-8."""
+    finished = pd.DataFrame(
+        {
+            "run_id": ["f0", "t0", "f1", "t1"],
+            "regime": ["frozen", "finetune"] * 2,
+            "seed": ["0", "0", "1", "1"],
+            "backbone": "mobilenetv2",
+        }
+    )
+    acc = {
+        "f0": [0.80, 0.90, 0.92],
+        "f1": [0.70, 0.80, 0.94, 0.99, 0.99],
+        "t0": [0.95, 0.93],
+        "t1": [0.91, 0.97, 0.99],
+    }
+    start = {"f0": 0, "f1": 0, "t0": 3, "t1": 5}
+    curves = pd.DataFrame(
+        [(run, start[run] + i, a) for run, values in acc.items() for i, a in enumerate(values)],
+        columns=["run_id", "step", "val_acc"],
+    )
+    best = best_validation(finished, curves, ["backbone"])
+    # frozen: epochs 1-3 (seed 1's 4 and 5 left out), mean 0.75, 0.85, 0.93; fine-tuned: its epochs 1-2
+    assert best.loc[("mobilenetv2", "frozen")].tolist() == pytest.approx([0.93, 3])
+    assert best.loc[("mobilenetv2", "finetune")].tolist() == pytest.approx([0.95, 2])
+    fig = plots.curves_figure(finished, curves)
+    means = {line.get_label(): line for line in fig.axes[0].lines if "mean" in line.get_label()}
+    tuned = means["fine-tuned (mean of seeds, epochs all ran)"]
+    assert list(tuned.get_xdata()) == [4, 5] and list(tuned.get_ydata()) == pytest.approx([0.93, 0.95])
+    assert list(means["frozen (mean of seeds, epochs all ran)"].get_xdata()) == [1, 2, 3]
+    plots.close(fig)

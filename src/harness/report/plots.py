@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from harness.figures import EMA_FACTOR, close, plt  # pyplot with the Agg backend figures.py chose
-from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES
+from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES, seed_mean_curve
 from harness.report.tables import boundary_order, decided_by_budget, regimes_run, row_keys_of, shown, used_key
 
 log = logging.getLogger("harness.report")
@@ -57,22 +57,27 @@ def _legend(ax, below: bool = False) -> None:
 def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "") -> Figure:
     """Validation accuracy of the regimes of one configuration overlaid, raw and EMA-smoothed.
 
-    Thin lines: seeds; thick: their mean. Fine-tuning's epochs continue after the head phase, so the
-    fine-tuned curve starts where the frozen one ends, as in Chollet's plots.
+    Thin lines: seeds; thick: their mean over the epochs every seed ran (`seed_mean_curve`). Fine-tuning's
+    epochs continue after the head phase, so the fine-tuned curve starts where the frozen one ends, as in
+    Chollet's plots; where a stopping rule ended the seeds' head phases at different epochs, the fine-tuned
+    mean is aligned on the start of fine-tuning and drawn from the earliest seed's.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     merged = curves.merge(finished[["run_id", "regime", "seed"]], on="run_id").sort_values("step")
+    means = seed_mean_curve(merged, ["regime"]) if not merged.empty else None
     for regime in REGIMES:
         part = merged[merged["regime"] == regime]
         if part.empty:
             continue
         color, label = REGIME_COLORS[regime], REGIME_LABELS[regime]
-        mean = part.groupby("step")["val_acc"].mean()
-        epochs = mean.index.to_numpy() + 1
+        mean = means[means["regime"] == regime]
+        epochs = (mean["first_step"] + mean["phase_step"] + 1).to_numpy()
         for _, seed_curve in part.groupby("seed"):
             axes[0].plot(seed_curve["step"] + 1, seed_curve["val_acc"], color=color, alpha=0.3, linewidth=1)
-        axes[0].plot(epochs, mean.to_numpy(), "o-", color=color, markersize=4, label=f"{label} (mean of seeds)")
-        axes[1].plot(epochs, smooth(mean).to_numpy(), "o-", color=color, markersize=4, label=label)
+        ragged = part.groupby("run_id")["step"].agg(["min", "max"]).nunique().max() > 1
+        mean_label = f"{label} (mean of seeds{', epochs all ran' if ragged else ''})"
+        axes[0].plot(epochs, mean["val_acc"].to_numpy(), "o-", color=color, markersize=4, label=mean_label)
+        axes[1].plot(epochs, smooth(mean["val_acc"]).to_numpy(), "o-", color=color, markersize=4, label=label)
     # as in Chollet's plots: where the head phase ends, read from the curves (a step budget or the stopping rule
     # decides it, not the epochs key); with seeds stopped at different epochs, where the first one starts
     starts = merged.loc[merged["regime"] == "finetune"].groupby("seed")["step"].min()

@@ -115,7 +115,10 @@ def _notes(table: pd.DataFrame, has_val: bool, has_diff: bool, has_epochs: bool 
         " over seeds; 95% CI: Student-t interval of the mean (not clipped at 1)."
     ]
     if has_val:
-        notes.append("best val acc (epoch): best epoch of the seed-mean validation curve.")
+        notes.append(
+            "best val acc (epoch): best epoch of the seed-mean validation curve, over the epochs every seed ran"
+            " (fine-tuned: counted from the start of fine-tuning)."
+        )
     if has_diff:
         notes.append(
             "Δ vs frozen: fine-tuned − frozen test acc paired by seed, mean [95% CI]; p: paired t-test"

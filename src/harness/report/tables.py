@@ -20,6 +20,7 @@ from harness.report.runs import (
     STATS,
     finished_runs,
     row_keys,
+    seed_mean_curve,
 )
 
 log = logging.getLogger("harness.report")
@@ -65,15 +66,17 @@ def best_validation(finished: pd.DataFrame, curves: pd.DataFrame, keys: Sequence
 
     The seeds' curves are averaged per epoch first, so the epoch is one number that says how long to
     train that configuration (Chollet 5.3's reading of the curves), not a mean of noisy per-seed argmaxes.
+    Epochs are the phase's own (fine-tuning's counted from its start) and only those every seed ran
+    (`seed_mean_curve`): a mean of fewer seeds would be another population's number.
     """
     group = [*keys, "regime"]
-    merged = curves.dropna(subset=["val_acc"]).merge(finished[["run_id", *group]], on="run_id")
-    if merged.empty:
+    merged = curves.merge(finished[["run_id", *group]], on="run_id")
+    mean_curve = seed_mean_curve(merged, group) if not merged.empty else merged
+    if mean_curve.empty:
         return pd.DataFrame(columns=list(CURVE_STATS), index=pd.MultiIndex.from_tuples([], names=group))
-    mean_curve = merged.groupby([*group, "step"], sort=False)["val_acc"].mean().reset_index()
     best = mean_curve.loc[mean_curve.groupby(group, sort=False)["val_acc"].idxmax()]
     return pd.DataFrame(
-        {"best_val_acc": best["val_acc"].to_numpy(), "best_val_epoch": (best["step"] + 1).to_numpy()},
+        {"best_val_acc": best["val_acc"].to_numpy(), "best_val_epoch": (best["phase_step"] + 1).to_numpy()},
         index=pd.MultiIndex.from_frame(best[group]),
     )
 
