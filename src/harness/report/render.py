@@ -114,17 +114,16 @@ def _notes(table: pd.DataFrame, has_val: bool, has_diff: bool, has_epochs: bool 
         "config: the configuration's number (val_acc_curves_NN.png); n: seeds (finished runs); test acc: mean ± sd"
         " over seeds; 95% CI: Student-t interval of the mean (not clipped at 1)."
     ]
+    ran = regimes_run(table)
     if has_val:
-        notes.append(
-            "best val acc (epoch): best epoch of the seed-mean validation curve, over the epochs every seed ran"
-            " (fine-tuned: counted from the start of fine-tuning)."
-        )
+        tuned = " (fine-tuned: counted from the start of fine-tuning)" if "finetune" in ran else ""
+        curve = "the seed-mean validation curve, over the epochs every seed ran"
+        notes.append(f"best val acc (epoch): best epoch of {curve}{tuned}.")
     if has_diff:
         notes.append(
             "Δ vs frozen: fine-tuned − frozen test acc paired by seed, mean [95% CI]; p: paired t-test"
             " (– where fewer than 2 pairs or no spread)."
         )
-    ran = regimes_run(table)
     if has_epochs:
         after = " (fine-tuned: after the head phase)" if "finetune" in ran else ""
         notes.append(
