@@ -1,6 +1,11 @@
 """Benchmark: the Chollet's pipeline against the harness, measured side by side in one run.
 
     python benchmarks/bench_sweep.py [--seeds-epochs 30] [--out benchmarks/latest.md]
+    python benchmarks/bench_sweep.py --only-speedup [--seeds-epochs 10]   # measurement 1 alone
+
+Each in-process measurement runs in a Python process of its own (`--only PART`, which prints JSON): in one
+process a pipeline measured first slows the ones after it (bench_augment: harness 51 s/epoch after Chollet's
+pipeline, 39 s alone), which would bias every ratio here.
 
 Needs ../shared (real photographs and MobileNetV2 weights); prints a Markdown table. MobileNetV2 at 160 px
 on cats_and_dogs_small (2,000 train / 1,000 validation / 1,000 test). Measures:
@@ -53,6 +58,7 @@ def config(*overrides: str):
         return compose(
             config_name="config",
             overrides=[
+                "data=cats_and_dogs_small",  # the shared photographs (the default data is a download)
                 "backbone=mobilenetv2",
                 f"backbone.weights={WEIGHTS}",
                 f"backbone.image_size={SIZE}",
@@ -301,6 +307,60 @@ def overhead(jobs: int = 4) -> dict:
     }
 
 
+def measure_part(part: str, args: argparse.Namespace) -> dict:
+    """One in-process measurement, here (the child's side of `isolated`)."""
+    if part == "harness_frozen":
+        with tempfile.TemporaryDirectory() as tmp:
+            return harness_frozen(args.epochs, Path(tmp) / "cache")
+    if part == "seeds_frozen":
+        return seeds_frozen(config(), data.scan_folder(DATA), args.seeds_epochs)
+    if part == "throughput":
+        return throughput()
+    return precision_effect()
+
+
+PARTS = ("harness_frozen", "seeds_frozen", "throughput", "precision")
+
+
+def isolated(part: str, args: argparse.Namespace) -> dict:
+    """`measure_part` in a fresh Python process: nothing a previous measurement left behind can slow it."""
+    cmd = [sys.executable, __file__, "--only", part, "--epochs", str(args.epochs)]
+    cmd += ["--seeds-epochs", str(args.seeds_epochs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    print(f"{part}:", result, flush=True)
+    return result
+
+
+def speedup_rows(results: dict, epochs: int) -> list[tuple[str, str, str, str]]:
+    """Measurement 1 as table rows: the Chollet's pipeline against the harness, frozen, no augmentation."""
+    seeds, harness = results["seeds_frozen"], results["harness_frozen"]
+    seeds_n = seeds["train_s"] / seeds["epochs"] * epochs  # flat per-epoch cost: it caches nothing
+    return [
+        (
+            f"frozen, {epochs} epochs, no augmentation: Chollet's pipeline",
+            f"{seeds_n:.0f} s" + ("" if seeds["epochs"] == epochs else f" ({seeds['epochs']} epochs measured)"),
+            f"test_acc {seeds['test_acc']:.4f}",
+            "",
+        ),
+        (
+            f"frozen, {epochs} epochs, no augmentation: harness (cold cache)",
+            f"{harness['seconds']:.1f} s",
+            f"test_acc {harness['test_acc']:.4f}",
+            f"**{seeds_n / harness['seconds']:.1f}x faster** (target >= 20x)",
+        ),
+    ]
+
+
+def print_table(rows: list[tuple[str, str, str, str]], out: Path | None, results: dict) -> None:
+    table = "| measurement | time / rate | accuracy | vs target |\n| --- | --- | --- | --- |\n"
+    table += "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
+    print()
+    print(table)
+    if out:
+        out.write_text(table + "\n\n```json\n" + json.dumps(results, indent=1, default=str) + "\n```\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds-epochs", type=int, default=30)
@@ -309,9 +369,14 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--only-overhead", action="store_true", help="measure the start-up and per-job overhead alone")
+    parser.add_argument("--only-speedup", action="store_true", help="measure the two frozen pipelines alone")
+    parser.add_argument("--only", choices=PARTS, help="measure one part here and print it as JSON")
     args = parser.parse_args()
     if not (DATA / "train").is_dir() or not WEIGHTS.is_file():
         sys.exit(f"benchmark skipped: needs {DATA} and {WEIGHTS}")
+    if args.only:
+        print(json.dumps(measure_part(args.only, args), default=float))
+        return
     if args.only_overhead:
         ov = overhead()
         print("| measurement | time |\n| --- | --- |")
@@ -328,43 +393,26 @@ def main() -> None:
         "machine": machine,
         "versions": {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__},
     }
-    cfg = config()
-    folder = data.scan_folder(DATA)
-    with tempfile.TemporaryDirectory() as tmp:
-        results["harness_frozen"] = harness_frozen(args.epochs, Path(tmp) / "cache")
-    print("harness frozen:", results["harness_frozen"], flush=True)
-    results["seeds_frozen"] = seeds_frozen(cfg, folder, args.seeds_epochs)
-    print("seeds frozen:", results["seeds_frozen"], flush=True)
-    results["throughput"] = throughput()
-    print("throughput:", results["throughput"], flush=True)
+    if args.only_speedup:
+        for part in ("harness_frozen", "seeds_frozen"):
+            results[part] = isolated(part, args)
+        print_table(speedup_rows(results, args.epochs), args.out, results)
+        return
+    for part in ("harness_frozen", "seeds_frozen", "throughput"):
+        results[part] = isolated(part, args)
     boundaries = args.boundaries.split(",")
     results["sweep_1"] = sweep_cost(boundaries[:1], 10, args.finetune_epochs)
     results["sweep_3"] = sweep_cost(boundaries, 10, args.finetune_epochs)
     print("sweeps:", results["sweep_1"], results["sweep_3"], flush=True)
     results["overhead"] = overhead()
     print("overhead:", results["overhead"], flush=True)
-    results["precision"] = precision_effect()
-    print("precision:", results["precision"], flush=True)
+    results["precision"] = isolated("precision", args)
 
-    seeds, harness = results["seeds_frozen"], results["harness_frozen"]
-    seeds_30 = seeds["train_s"] / seeds["epochs"] * args.epochs  # flat per-epoch cost: it caches nothing
-    speedup = seeds_30 / harness["seconds"]
     tp = results["throughput"]
     ratio_sweep = results["sweep_3"]["seconds"] / results["sweep_1"]["seconds"]
     ov = results["overhead"]
     rows = [
-        (
-            "frozen, 30 epochs, no augmentation: Chollet's pipeline",
-            f"{seeds_30:.0f} s" + ("" if seeds["epochs"] == args.epochs else f" ({seeds['epochs']} epochs measured)"),
-            f"test_acc {seeds['test_acc']:.4f}",
-            "",
-        ),
-        (
-            "frozen, 30 epochs, no augmentation: harness (cold cache)",
-            f"{harness['seconds']:.1f} s",
-            f"test_acc {harness['test_acc']:.4f}",
-            f"**{speedup:.1f}x faster** (target >= 20x)",
-        ),
+        *speedup_rows(results, args.epochs),
         (f"sweep, 1 boundary ({boundaries[0]})", f"{results['sweep_1']['seconds']:.0f} s", "", ""),
         (
             f"sweep, {len(boundaries)} boundaries ({', '.join(boundaries)})",
@@ -409,12 +457,7 @@ def main() -> None:
             for p, r in results["precision"].items()
         ),
     ]
-    table = "| measurement | time / rate | accuracy | vs target |\n| --- | --- | --- | --- |\n"
-    table += "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
-    print()
-    print(table)
-    if args.out:
-        args.out.write_text(table + "\n\n```json\n" + json.dumps(results, indent=1, default=str) + "\n```\n")
+    print_table(rows, args.out, results)
 
 
 if __name__ == "__main__":
