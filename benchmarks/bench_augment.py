@@ -32,8 +32,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -41,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_sweep import DATA, SIZE, WEIGHTS, SeedsLoader  # noqa: E402 (the same data, weights and loader)
+from bench_sweep import DATA, SIZE, WEIGHTS, SeedsLoader, in_own_process  # noqa: E402 (same data, weights, loader)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
@@ -212,9 +210,7 @@ def main() -> None:
         return
     results = {}
     for pipeline in PIPELINES:  # a fresh process each: no pipeline inherits another's threads or memory
-        cmd = [sys.executable, __file__, "--only", pipeline, "--epochs", str(args.epochs)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[pipeline] = json.loads(out.strip().splitlines()[-1])
+        results[pipeline] = in_own_process(__file__, pipeline, "--epochs", str(args.epochs))
 
     floor = statistics.median(results["floor"]["epochs"][1:])
     lines = [

@@ -307,27 +307,32 @@ def overhead(jobs: int = 4) -> dict:
     }
 
 
-def measure_part(part: str, args: argparse.Namespace) -> dict:
-    """One in-process measurement, here (the child's side of `isolated`)."""
-    if part == "harness_frozen":
-        with tempfile.TemporaryDirectory() as tmp:
-            return harness_frozen(args.epochs, Path(tmp) / "cache")
-    if part == "seeds_frozen":
-        return seeds_frozen(config(), data.scan_folder(DATA), args.seeds_epochs)
-    if part == "throughput":
-        return throughput()
-    return precision_effect()
+def harness_frozen_cold(args: argparse.Namespace) -> dict:
+    """`harness_frozen` from an empty cache, removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return harness_frozen(args.epochs, Path(tmp) / "cache")
 
 
-PARTS = ("harness_frozen", "seeds_frozen", "throughput", "precision")
+# The in-process measurements, each run by `in_own_process` (`--only PART`): part -> measure(args).
+PARTS = {
+    "harness_frozen": harness_frozen_cold,
+    "seeds_frozen": lambda args: seeds_frozen(config(), data.scan_folder(DATA), args.seeds_epochs),
+    "throughput": lambda args: throughput(),
+    "precision": lambda args: precision_effect(),
+}
+
+
+def in_own_process(script: str, part: str, *options: str) -> dict:
+    """`script --only PART *options` in a fresh Python process, its last line of output read as JSON: nothing
+    a measurement run before it (threads, memory, traced functions) can slow it. bench_augment uses it too."""
+    cmd = [sys.executable, script, "--only", part, *options]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def isolated(part: str, args: argparse.Namespace) -> dict:
-    """`measure_part` in a fresh Python process: nothing a previous measurement left behind can slow it."""
-    cmd = [sys.executable, __file__, "--only", part, "--epochs", str(args.epochs)]
-    cmd += ["--seeds-epochs", str(args.seeds_epochs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    """One of PARTS measured in its own process, with this run's epochs."""
+    result = in_own_process(__file__, part, "--epochs", str(args.epochs), "--seeds-epochs", str(args.seeds_epochs))
     print(f"{part}:", result, flush=True)
     return result
 
@@ -375,7 +380,7 @@ def main() -> None:
     if not (DATA / "train").is_dir() or not WEIGHTS.is_file():
         sys.exit(f"benchmark skipped: needs {DATA} and {WEIGHTS}")
     if args.only:
-        print(json.dumps(measure_part(args.only, args), default=float))
+        print(json.dumps(PARTS[args.only](args), default=float))
         return
     if args.only_overhead:
         ov = overhead()

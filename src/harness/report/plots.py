@@ -64,7 +64,7 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str = "")
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     merged = curves.merge(finished[["run_id", "regime", "seed"]], on="run_id").sort_values("step")
-    means = seed_mean_curve(merged, ["regime"]) if not merged.empty else None
+    means = seed_mean_curve(merged, ["regime"])
     for regime in REGIMES:
         part = merged[merged["regime"] == regime]
         if part.empty:

@@ -264,7 +264,10 @@ def seed_mean_curve(curves: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     Columns: *group, phase_step, val_acc, first_step (the group's earliest first step, where the phase starts
     on a plot of raw epochs).
     """
+    columns = [*group, "phase_step", "val_acc", "first_step"]
     curves = curves.dropna(subset=["val_acc"])
+    if curves.empty:  # groupby on empty columns of pyarrow-backed dtypes fails: nothing to average
+        return pd.DataFrame(columns=columns)
     first = curves.groupby("run_id")["step"].transform("min")
     curves = curves.assign(phase_step=curves["step"] - first, first_step=first)
     runs = curves.groupby(group, sort=False)["run_id"].nunique().rename("runs")
@@ -273,4 +276,4 @@ def seed_mean_curve(curves: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     )
     per_epoch = per_epoch.join(runs, on=group)
     common = per_epoch[per_epoch["seeds"] == per_epoch["runs"]].reset_index().sort_values("phase_step", kind="stable")
-    return common[[*group, "phase_step", "val_acc", "first_step"]]
+    return common[columns]

@@ -70,8 +70,7 @@ def best_validation(finished: pd.DataFrame, curves: pd.DataFrame, keys: Sequence
     (`seed_mean_curve`): a mean of fewer seeds would be another population's number.
     """
     group = [*keys, "regime"]
-    merged = curves.merge(finished[["run_id", *group]], on="run_id")
-    mean_curve = seed_mean_curve(merged, group) if not merged.empty else merged
+    mean_curve = seed_mean_curve(curves.merge(finished[["run_id", *group]], on="run_id"), group)
     if mean_curve.empty:
         return pd.DataFrame(columns=list(CURVE_STATS), index=pd.MultiIndex.from_tuples([], names=group))
     best = mean_curve.loc[mean_curve.groupby(group, sort=False)["val_acc"].idxmax()]
