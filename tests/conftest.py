@@ -40,6 +40,17 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
+def compose(*overrides: str):
+    """The config `python -m harness <overrides>` would run, composed in-process (Hydra's compose API)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from harness.paths import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
 @pytest.fixture(scope="session")
 def cats_dogs() -> Path:
     if not (CATS_DOGS / "train").is_dir():

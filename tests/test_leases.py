@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import mlflow
 import pytest
-from conftest import job_runs, run_cli, tiny_job
+from conftest import compose, job_runs, run_cli, tiny_job
 
 from harness import data, leases
+from harness import job as jobs
 from harness import owner as processes
 
 
@@ -28,31 +29,6 @@ def new_run(experiment: str, **tags: str) -> str:
     return mlflow.MlflowClient().create_run(experiment, tags=tags).info.run_id
 
 
-def test_claims_at_the_same_moment_let_exactly_one_train(experiment):
-    n = 6
-    barrier = threading.Barrier(n)
-    outcomes: list[str | None] = [None] * n
-
-    def claimant(i: int) -> None:
-        def create() -> str:
-            return new_run(experiment, job_identity="same", run_kind="job", owner=processes.owner())
-
-        barrier.wait()  # every claimant starts its claim at the same moment
-        run_id, _ = leases.claim(experiment, "same", create, lambda: None, lease_s=60, heartbeat_s=30)
-        outcomes[i] = run_id
-
-    threads = [threading.Thread(target=claimant, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    winners = [o for o in outcomes if o is not None]
-    assert len(winners) == 1, outcomes
-    live = leases.live_claims(experiment, "same", lease_s=60)
-    assert live == winners  # the losers withdrew their runs
-    leases.heartbeat.release(winners[0])
-
-
 def test_a_run_is_dead_when_its_lease_expires_whichever_host_ran_it(experiment):
     elsewhere = "other-host|another-boot|4026531836|12345|999"
     fresh = new_run(experiment, owner=elsewhere, heartbeat=f"{time.time():.3f}")
@@ -64,6 +40,57 @@ def test_a_run_is_dead_when_its_lease_expires_whichever_host_ran_it(experiment):
     assert client.get_run(stale).info.status == "KILLED"
     assert "lease_s=120" in client.get_run(stale).data.tags["killed_reason"]
     assert client.get_run(fresh).info.status == "RUNNING"
+
+
+def test_a_run_is_judged_by_the_lease_it_recorded_not_by_the_reapers(experiment):
+    elsewhere = "other-host|another-boot|4026531836|12345|999"
+    now = time.time()
+    patient = new_run(experiment, owner=elsewhere, heartbeat=f"{now - 300:.3f}", lease_s="600")
+    hasty = new_run(experiment, owner=elsewhere, heartbeat=f"{now - 100:.3f}", lease_s="60")
+    legacy = new_run(experiment, owner=elsewhere, heartbeat=f"{now - 100:.3f}")  # no lease recorded
+    assert leases.reap(experiment, lease_s=3600) == 1  # the reaper's own lease is long; the hasty run's is not
+    client = mlflow.MlflowClient()
+    assert client.get_run(hasty).info.status == "KILLED"
+    assert "lease_s=60" in client.get_run(hasty).data.tags["killed_reason"]
+    assert client.get_run(patient).info.status == "RUNNING" and client.get_run(legacy).info.status == "RUNNING"
+    assert leases.reap(experiment, lease_s=30) == 1  # a legacy run falls back to the reaper's setting
+    assert client.get_run(legacy).info.status == "KILLED" and client.get_run(patient).info.status == "RUNNING"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "setpriv")), reason="needs root, unshare, setpriv"
+)
+def test_a_process_that_proc_hides_is_not_taken_for_exited(tmp_path):
+    """/proc mounted with hidepid=2 shows a user only its own processes: another user's live job has no
+    /proc/<pid>. Its run must wait for its lease, not be reaped at once; once it has really exited, it is."""
+    check = (
+        "import sys; from harness.owner import owner_exited; import os; "
+        "print(os.path.exists('/proc/' + sys.argv[1].split('|')[3]), owner_exited(sys.argv[1]))"
+    )
+    record = (
+        "import sys; from harness import owner as o; pid = int(sys.argv[1]); "
+        "print('|'.join([*o.owner().split('|')[:3], str(pid), o._start_ticks(pid)]))"
+    )
+    py = shlex.quote(sys.executable)
+    # uid 0 without capabilities and outside group 0 (which hidepid exempts): an ordinary user for /proc and kill
+    capless = "setpriv --regid=65534 --clear-groups --bounding-set=-all --inh-caps=-all --"
+    script = f"""
+        set -e
+        mount -t proc -o hidepid=2 proc /proc
+        setpriv --reuid=65534 --regid=65534 --clear-groups sleep 60 &
+        job=$!
+        sleep 0.5
+        rec=$({py} -c {shlex.quote(record)} $job)
+        {capless} {py} -c {shlex.quote(check)} "$rec"
+        kill $job; wait $job || true
+        {capless} {py} -c {shlex.quote(check)} "$rec"
+    """
+    proc = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["False", "False", "False", "True"], proc.stdout + proc.stderr
 
 
 def test_an_exited_or_reused_pid_on_this_host_is_dead_at_once(experiment):
@@ -101,7 +128,8 @@ def test_the_heartbeat_thread_refreshes_held_runs(experiment):
 def test_two_sweeps_of_one_study_at_once_run_every_configuration_once(tmp_path, store):
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
     run_cli(*tiny_job(store, photos, "dry_run=true"), cwd=tmp_path)  # creates the store's tables once
-    args = [sys.executable, "-m", "harness", "-m", "seed=0,1,2,3", *tiny_job(store, photos)]
+    # wait_for_others: a sweep that meets a configuration held by the other waits for it, then counts it done
+    args = [sys.executable, "-m", "harness", "-m", "seed=0,1,2,3", *tiny_job(store, photos, "wait_for_others=true")]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["HARNESS_CACHE_DIR"] = str(tmp_path / "cache")
     procs = [
@@ -154,7 +182,7 @@ def test_a_job_in_another_pid_namespace_is_reaped_only_when_its_lease_expires(tm
     killed_at = time.monotonic()
 
     early = run_cli(*tiny_job(store, photos, *lease), cwd=tmp_path)
-    assert early.returncode == 0 and "running elsewhere" in early.log, early.log[-3000:]
+    assert early.returncode == 1 and "running elsewhere" in early.log, early.log[-3000:]  # not done here
     assert time.monotonic() - killed_at < lease_s, "too slow to check the lease before it expired"
     time.sleep(max(0.0, lease_s + 1 - (time.monotonic() - killed_at)))
     late = run_cli(*tiny_job(store, photos, *lease), cwd=tmp_path)
@@ -162,3 +190,108 @@ def test_a_job_in_another_pid_namespace_is_reaped_only_when_its_lease_expires(tm
     jobs = job_runs(store)
     assert sorted(jobs.status) == ["FINISHED", "KILLED"]
     assert "no heartbeat" in jobs.loc[jobs.status == "KILLED", "tags.killed_reason"].item()
+
+
+def start_cli(args: list[str], cwd) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONUNBUFFERED="1", HARNESS_CACHE_DIR=str(cwd / "cache"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for(condition, timeout_s: float = 300, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.3)
+
+
+@pytest.mark.slow  # a job stopped past its lease, another trained meanwhile: about a minute
+def test_a_job_stopped_past_its_lease_learns_it_lost_the_claim_and_stops(tmp_path, store):
+    """SIGSTOP a training job for longer than its lease, run the same command meanwhile (it reaps the stopped
+    job's run and trains), then SIGCONT: the first job notices at its next heartbeat or epoch, stops, leaves
+    its run KILLED and exits non-zero; the study holds one FINISHED job run."""
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    args = tiny_job(store, photos, "lease_s=6", "heartbeat_s=1", "epochs.head=400")
+    job_runs(store)  # the store's tables exist before two processes use it
+    first = start_cli(args, tmp_path)
+    client = mlflow.MlflowClient()
+
+    def training() -> bool:
+        return not mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'regime'").empty
+
+    wait_for(training, what="the first job never started training")
+    time.sleep(1)
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        time.sleep(6 + 2)
+        second = run_cli(*args, cwd=tmp_path)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    out = first.communicate(timeout=300)[0]
+    assert second.returncode == 0 and "frozen   done:" in second.log, second.log[-3000:]
+    assert first.returncode == 1, out[-3000:]
+    assert "lost its lease" in out and "left KILLED" in out, out[-3000:]
+    assert "frozen   done:" not in out  # it stopped training
+    jobs = job_runs(store)
+    assert sorted(jobs.status) == ["FINISHED", "KILLED"], jobs[["status", "tags.killed_reason"]]
+    killed = jobs[jobs.status == "KILLED"].iloc[0]
+    assert "no heartbeat" in killed["tags.killed_reason"]
+    regimes = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'regime'")
+    assert sorted(regimes.status) == ["FINISHED", "KILLED"]
+    assert client.get_run(killed.run_id).info.status == "KILLED"
+
+
+def identity_of(store: str, photos, *extra: str, cwd) -> str:
+    plan = run_cli(*tiny_job(store, photos, "dry_run=true", *extra), cwd=cwd)
+    return plan.log.split("identity=")[1].split()[0]
+
+
+@pytest.mark.slow  # three CLI runs
+def test_running_elsewhere_is_not_success_unless_the_sweep_waits_for_it(tmp_path, store):
+    """A configuration held by a live claim of another process: the sweep says so and exits 1; with
+    wait_for_others=true it waits, and counts it done once the holder finishes (or trains it if the holder dies)."""
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    identity = identity_of(store, photos, cwd=tmp_path)
+    mlflow.set_tracking_uri(store)
+    experiment = mlflow.set_experiment("default").experiment_id
+    elsewhere = "other-host|another-boot|4026531836|12345|999"
+    holder = new_run(experiment, job_identity=identity, run_kind="job", owner=elsewhere, claim_ticket="1", lease_s="60")
+    leases.heartbeat.hold(holder, interval_s=1)  # the other process, alive
+    try:
+        sweep = run_cli("-m", "seed=0", *tiny_job(store, photos), cwd=tmp_path)
+        assert sweep.returncode == 1, sweep.log[-3000:]
+        assert "1 running elsewhere" in sweep.log and f"held by run(s) {holder}" in sweep.log, sweep.log[-3000:]
+        assert "wait_for_others=true" in sweep.log
+
+        waiting = start_cli(["-m", "seed=0", *tiny_job(store, photos, "wait_for_others=true")], tmp_path)
+        time.sleep(20)  # it starts and finds the holder
+        assert waiting.poll() is None
+    finally:
+        leases.heartbeat.release(holder)
+    mlflow.MlflowClient().set_terminated(holder, "FINISHED")  # the other process finishes it
+    out = waiting.communicate(timeout=300)[0]
+    assert waiting.returncode == 0, out[-3000:]
+    assert "waiting for it (wait_for_others=true)" in out and "1 skipped" in out, out[-3000:]
+    assert "frozen   done:" not in out
+
+
+def test_an_error_between_the_claim_and_training_ends_the_run_failed(tmp_path, store, monkeypatch):
+    """No orphan claim: whatever fails after the job run was created (here the cache keys) ends that run FAILED
+    with the error, instead of leaving a RUNNING run that the heartbeat keeps alive."""
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    cfg = compose(*tiny_job(store, photos, f"cache_dir={tmp_path / 'cache'}"))
+
+    def broken(job):
+        raise OSError("cache keys: disk gone")
+
+    monkeypatch.setattr(jobs, "cache_keys", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        jobs.run(cfg, [], "orphan")
+    runs = job_runs(store)
+    assert list(runs.status) == ["FAILED"], runs[["status"]]
+    assert "disk gone" in runs["tags.error"].iloc[0]
+    assert not leases.heartbeat.runs  # nothing keeps beating for it

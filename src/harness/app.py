@@ -11,7 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, LostLease
+from harness.ledger import Entry
 
 log = logging.getLogger("harness")
 
@@ -28,7 +29,9 @@ def main(cfg: DictConfig) -> float | None:
     Returns the job's objective (`job.OBJECTIVE`) for search sweepers such as Optuna's; None if it failed.
     """
     from harness import job, sweep, tracking
+    from harness.redaction import install_log_filter
 
+    install_log_filter()  # Hydra has set up this job's logging: credentials in any line are masked from here on
     hc = HydraConfig.get()
     overrides = [o for o in hc.overrides.task if not o.startswith(f"{sweep.SWEEP_RUN_KEY}=")]
     in_sweep = hc.mode == RunMode.MULTIRUN
@@ -49,30 +52,44 @@ def main(cfg: DictConfig) -> float | None:
         results = job.run(cfg, overrides, tracking.run_name(overrides))
     except HarnessError as exc:
         log.error("%s", exc)
-        sweep.record(cfg.sweep_run, num, "failed", str(exc))
+        sweep.record(cfg.sweep_run, num, Entry("failed", detail=str(exc)))
         if not in_sweep:
             sys.exit(2)
         return None
-    except Exception as exc:
-        log.exception("job [%s] failed", " ".join(overrides))
-        sweep.record(cfg.sweep_run, num, "failed", f"{type(exc).__name__}: {exc}")
+    except LostLease as exc:
+        log.error("job [%s] stopped: %s; its run is left KILLED (another process may hold it now)",
+                  " ".join(overrides), exc)  # fmt: skip
+        sweep.record(cfg.sweep_run, num, Entry("lost", exc.run_id, exc.reason))
         if not in_sweep:
             sys.exit(1)
         return None
-    else:
-        if isinstance(results, job.Elsewhere):
-            sweep.record(cfg.sweep_run, num, "elsewhere")
-            return None
-        if isinstance(results, job.Skipped):
-            # the report follows this id to the finished run
-            sweep.record(cfg.sweep_run, num, "skipped", results.run_id)
-            if not in_sweep:
-                _print_results(cfg, results.run_id)
-            return tracking.run_metric(results.run_id, job.OBJECTIVE)
-        sweep.record(cfg.sweep_run, num, "finished")
+    except Exception as exc:
+        log.exception("job [%s] failed", " ".join(overrides))
+        sweep.record(cfg.sweep_run, num, Entry("failed", detail=f"{type(exc).__name__}: {exc}"))
         if not in_sweep:
-            _print_results(cfg, tracking.last_job_run_id())
-        return job.objective(results)
+            sys.exit(1)
+        return None
+    if isinstance(results, job.Elsewhere):
+        sweep.record(cfg.sweep_run, num, Entry("elsewhere", results.holder))
+        if not in_sweep:
+            log.error(
+                "this job is running elsewhere (run %s holds it): not done here; run again once it ends, or with "
+                "wait_for_others=true to wait for it",
+                results.holder,
+            )
+            sys.exit(1)
+        return None
+    if isinstance(results, job.Skipped):
+        # the report follows this id to the finished run
+        sweep.record(cfg.sweep_run, num, Entry("skipped", results.run_id))
+        if not in_sweep:
+            _print_results(cfg, results.run_id)
+        return tracking.run_metric(results.run_id, job.OBJECTIVE)
+    finished = tracking.last_job_run_id()
+    sweep.record(cfg.sweep_run, num, Entry("finished", finished))
+    if not in_sweep:
+        _print_results(cfg, finished)
+    return job.objective(results)
 
 
 def _print_results(cfg: DictConfig, job_run_id: str | None) -> None:

@@ -2,8 +2,8 @@
 
 Entries are keyed by a hash of everything that determines their content (never by run ids or paths of
 stores), so later jobs and later sweeps reuse them. Each entry is written to a temporary file in the
-same folder and renamed into place: readers never see a torn file, and two jobs building the same
-entry at once leave one good entry (the last rename wins; both wrote identical content).
+same folder and renamed into place (`harness.files`): readers never see a torn file, two jobs building the
+same entry at once leave one good entry (both wrote identical content), and entries follow the umask.
 
 Kinds of entry:
 - `images`:   decoded, resized uint8 images of one split's chosen files;
@@ -17,14 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from harness.errors import HarnessError
+from harness.files import atomic_file, atomic_folder
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +41,6 @@ def make_key(kind: str, parts: Mapping[str, Any]) -> str:
     from harness.identity import code_identity, digest
 
     return f"{kind}-{digest({'kind': kind, 'code': code_identity(), **parts})}"
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass
@@ -66,7 +60,11 @@ class Stats:
 
 
 class ArrayCache:
-    """Arrays (`.npy`) and small bundles of files under one root folder; `root=None` disables it."""
+    """Arrays (`.npy`) and small bundles of files under one root folder; `root=None` disables it.
+
+    An entry that cannot be read back (truncated by a full disk, damaged by hand) is discarded with a warning
+    and rebuilt, never served and never fatal.
+    """
 
     def __init__(self, root: str | Path | None):
         self.root = Path(root).expanduser() if root else None
@@ -85,7 +83,26 @@ class ArrayCache:
         if not self.enabled:
             return False
         path = self.path(key, suffix)
-        return (path / "done.json").is_file() if suffix == "" else path.is_file()
+        return (path / DONE).is_file() if suffix == "" else path.is_file()
+
+    def load(self, key: str) -> np.ndarray | None:
+        """A stored array, or None when there is none or it cannot be read (then it is discarded)."""
+        if not self.has(key):
+            return None
+        try:
+            return np.load(self.path(key))
+        except (ValueError, OSError, EOFError) as exc:
+            self.discard(key, ".npy", exc)
+            return None
+
+    def discard(self, key: str, suffix: str, why: object) -> None:
+        """Remove an entry that cannot be used, so that it is built again."""
+        path = self.path(key, suffix)
+        log.warning("cache: entry %s cannot be read (%s); discarded, it is built again", path, why)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def arrays(
         self, keys: Mapping[str, str], build: Callable[[list[str]], dict[str, np.ndarray]]
@@ -94,8 +111,9 @@ class ArrayCache:
         out: dict[str, np.ndarray] = {}
         missing = []
         for name, key in keys.items():
-            if self.has(key):
-                out[name] = np.load(self.path(key))
+            array = self.load(key)
+            if array is not None:
+                out[name] = array
                 self.stats.hits.append(key)
             else:
                 missing.append(name)
@@ -107,39 +125,62 @@ class ArrayCache:
                 out[name] = built[name]
                 self.stats.misses.append(keys[name])
                 if self.enabled:
-                    _atomic_write(self.path(keys[name]), lambda p, a=built[name]: _save_npy(p, a))
+                    with atomic_file(self.path(keys[name])) as tmp:
+                        _save_npy(tmp, built[name])
         return out
 
-    def load_bundle(self, key: str) -> Path | None:
-        """The folder of a stored bundle (e.g. a trained head phase), or None."""
-        if not self.enabled:
+    def load_bundle(self, key: str, read: Callable[[Path], T]) -> T | None:
+        """A stored bundle (e.g. a trained head phase) read by `read`, or None when there is none or `read`
+        fails on it (then it is discarded)."""
+        if not self.has(key, ""):
             return None
-        if self.has(key, ""):
-            self.stats.hits.append(key)
-            return self.path(key, "")
-        return None
+        try:
+            value = read(self.path(key, ""))
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged bundle makes its reader raise
+            self.discard(key, "", f"{type(exc).__name__}: {exc}")
+            return None
+        self.stats.hits.append(key)
+        return value
 
     def store_bundle(self, key: str, write: Callable[[Path], None]) -> None:
         """Write a bundle into a temporary folder and rename it into place (first complete one wins)."""
         if not self.enabled:
             return
         self.stats.misses.append(key)
-        target = self.path(key, "")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
-        try:
+        with atomic_folder(self.path(key, ""), lambda p: (p / DONE).is_file()) as tmp:
             write(tmp)
-            (tmp / "done.json").write_text(json.dumps({"key": key, "written": time.time()}))
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                if not (target / "done.json").is_file():  # not a lost race with an identical bundle
-                    raise
-        finally:
-            if tmp.exists():
-                import shutil
+            (tmp / DONE).write_text(json.dumps({"key": key, "written": time.time()}))
 
-                shutil.rmtree(tmp, ignore_errors=True)
+
+DONE = "done.json"  # the last file of a bundle: written only once the rest is
+
+
+def check_writable(root: str | Path) -> None:
+    """Raise HarnessError, before any job trains, when the cache cannot take new entries: its folder (or the
+    nearest one that exists), and each entry-kind folder already in it, must accept a new file. Tried for
+    real (a file created and removed), since permissions alone do not tell about read-only mounts or root."""
+    folder = Path(root).expanduser()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    targets = [existing] if existing is not None else []
+    if existing == folder:
+        targets += sorted(p for p in folder.iterdir() if p.is_dir() and p.name in KINDS)
+    for target in targets:
+        try:
+            if not target.is_dir():
+                raise NotADirectoryError(f"{target} is not a folder")
+            with tempfile.NamedTemporaryFile(dir=target, prefix=".writable-"):
+                pass
+        except OSError as exc:
+            raise HarnessError(
+                f"cache_dir={str(folder)!r} cannot be written ({target}: {exc.strerror or exc}); give a writable "
+                "cache_dir=... (on a cluster: a folder every node can write; for a group, created with umask 002) "
+                "or cache=false"
+            ) from exc
+    if existing is None:
+        raise HarnessError(f"cache_dir={str(folder)!r} cannot be created; give a writable cache_dir or cache=false")
+
+
+KINDS = ("images", "features", "head")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

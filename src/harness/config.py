@@ -80,10 +80,19 @@ def problems(cfg: DictConfig) -> list[str]:
         if stop.min_delta < 0:
             out.append(f"early_stopping.min_delta={stop.min_delta} must be >= 0")
 
+    if not cfg.lease_s > 0:
+        out.append(f"lease_s={cfg.lease_s} must be > 0 (seconds without a heartbeat before a run counts as dead)")
+    elif not 0 < cfg.heartbeat_s <= cfg.lease_s / 3:
+        out.append(
+            f"heartbeat_s={cfg.heartbeat_s} must be > 0 and at most a third of lease_s={cfg.lease_s} "
+            f"(<= {cfg.lease_s / 3:g}), so that a live job is never taken for dead between two beats"
+        )
     if cfg.head.units < 0:
         out.append(f"head.units={cfg.head.units} must be >= 0 (0: no hidden layer)")
     if not 0 <= cfg.head.dropout < 1:
         out.append(f"head.dropout={cfg.head.dropout} must be in [0, 1)")
+    if cfg.data.max_pixels < 1:
+        out.append(f"data.max_pixels={cfg.data.max_pixels} must be >= 1 (width x height of the largest image allowed)")
     if cfg.data.source == "folder" and (OmegaConf.is_missing(cfg.data, "path") or not cfg.data.path):
         out.append(
             "data=folder needs data.path: data.path=/path/to/images (train/, validation/ and optionally "

@@ -61,8 +61,10 @@ def results_table(experiment_id: str, job_run_ids: Sequence[str], keys: Sequence
 
 def browse_hint(uri: str, experiment_id: str) -> str:
     """The URL of the study's runs table; with a local store, also the `mlflow ui` command that serves it."""
+    from harness.redaction import redact
     from harness.tracking import artifact_location
 
+    uri = redact(uri)
     page = f"#/experiments/{experiment_id}?{TRAINING_VIEW}"
     if urlparse(uri).scheme in ("http", "https"):
         return f"browse the runs: {uri.rstrip('/')}/{page}"

@@ -8,8 +8,14 @@ before any model is built.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
+import os
+import shutil
+import tempfile
 import zipfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.files import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class ImageFolder:
     class_names: tuple[str, ...]
     splits: Mapping[str, Split]
     bad_files: tuple[Path, ...] = field(default=())
+    ignored_files: tuple[Path, ...] = field(default=())  # not of an image type the harness reads (.webp, .tif, ...)
 
     @property
     def num_classes(self) -> int:
@@ -108,35 +116,91 @@ def image_problem(content: bytes) -> str | None:
     return "not a JPEG, PNG, GIF or BMP image"
 
 
-def _list_images(class_dir: Path) -> list[Path]:
-    return sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def shown(path: Path | str) -> str:
+    """A path as text that any console and log can print: bytes that are not UTF-8 shown as escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def scan_folder(path: str | Path, on_bad_file: str = "skip") -> ImageFolder:
+def _valid_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogates
+        return False
+    return True
+
+
+def file_problem(path: Path, max_pixels: int) -> tuple[str | None, bytes]:
+    """Why the file at `path` cannot be one of the images, and its bytes (empty when unreadable).
+
+    Checked without decoding: the name, the link, the bytes' structure (`image_problem`) and the image's
+    size from its header (a 20,000 x 20,000 PNG of a few hundred KB decodes to gigabytes).
+    """
+    if not _valid_name(path.name):
+        return "file name is not valid UTF-8 (rename it)", b""
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link (to {shown(os.readlink(path))})", b""
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})", b""
+    problem = image_problem(content)
+    if problem is None:
+        try:
+            width, height = image_size(content)
+        except Exception as exc:  # noqa: BLE001 - Pillow's errors for a header it cannot parse vary by format
+            return f"image header cannot be read ({type(exc).__name__}: {exc})", content
+        if width * height > max_pixels:
+            problem = (
+                f"{width} x {height} = {width * height:,} pixels, over data.max_pixels={max_pixels:,} "
+                "(decoding it would take gigabytes of memory)"
+            )
+    return problem, content
+
+
+def image_size(content: bytes) -> tuple[int, int]:
+    """(width, height) from the image's header alone (Pillow reads no pixel data for this)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(content)) as image:
+        return image.size
+
+
+def _list_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(candidate images by suffix, other files): links count as files, broken ones too (named bad later)."""
+    entries = sorted(p for p in class_dir.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    return images, [p for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+
+
+def scan_folder(path: str | Path, on_bad_file: str = "skip", max_pixels: int = 100_000_000) -> ImageFolder:
     """Read a folder in Chollet's layout and check it, raising HarnessError with the first problem."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise HarnessError(
-            f"data.path={str(path)!r} is not a folder. Expected train/, validation/ and optionally test/, "
+            f"data.path={shown(path)!r} is not a folder. Expected train/, validation/ and optionally test/, "
             "each with one subfolder per class."
         )
     root = root.resolve()
     missing = [s for s in REQUIRED_SPLITS if not (root / s).is_dir()]
     if missing:
         raise HarnessError(
-            f"data.path={str(root)!r} has no {' or '.join(f'{m}/' for m in missing)} folder; "
+            f"data.path={shown(root)!r} has no {' or '.join(f'{m}/' for m in missing)} folder; "
             f"required splits are {list(REQUIRED_SPLITS)} (test/ is optional)."
         )
 
     class_names: tuple[str, ...] | None = None
     splits: dict[str, Split] = {}
     bad: list[tuple[Path, str]] = []
+    ignored: list[Path] = []
     for split in SPLITS:
         split_dir = root / split
         if not split_dir.is_dir():
-            log.info("data: no %s/ split in %s; test metrics will be reported as absent", split, root)
+            log.info("data: no %s/ split in %s; test metrics will be reported as absent", split, shown(root))
             continue
         names = tuple(sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")))
+        unnamed = [shown(split_dir / n) for n in names if not _valid_name(n)]
+        if unnamed:
+            raise HarnessError(f"class folder name(s) not valid UTF-8: {', '.join(unnamed)}; rename them")
         if len(names) < 2:
             raise HarnessError(f"{split_dir} has {len(names)} class folder(s) {list(names)}; a classifier needs >= 2")
         if class_names is None:
@@ -149,11 +213,11 @@ def scan_folder(path: str | Path, on_bad_file: str = "skip") -> ImageFolder:
         labels: list[int] = []
         digests: list[str] = []
         for label, name in enumerate(names):
-            candidates = _list_images(split_dir / name)
+            candidates, others = _list_files(split_dir / name)
+            ignored += others
             good = 0
             for f in candidates:
-                content = f.read_bytes()  # read once: checked here, and its digest is the file's identity
-                problem = image_problem(content)
+                problem, content = file_problem(f, max_pixels)  # read once: checked, and its digest is its identity
                 if problem is None:
                     files.append(f)
                     labels.append(label)
@@ -163,21 +227,30 @@ def scan_folder(path: str | Path, on_bad_file: str = "skip") -> ImageFolder:
                     bad.append((f, problem))
             if not good:
                 raise HarnessError(
-                    f"class folder {split_dir / name} has no readable images "
+                    f"class folder {shown(split_dir / name)} has no readable images "
                     f"(looked for {', '.join(IMAGE_SUFFIXES)}; {len(candidates)} candidate file(s))"
                 )
         splits[split] = Split(tuple(files), np.asarray(labels, dtype=np.int32), tuple(digests))
 
+    if ignored:
+        by_suffix = Counter(p.suffix.lower() or "(none)" for p in ignored)
+        log.warning(
+            "data: left out %d file(s) that are not %s images (%s), e.g. %s",
+            len(ignored),
+            "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES),
+            ", ".join(f"{n} {suffix}" for suffix, n in sorted(by_suffix.items())),
+            ", ".join(shown(p.relative_to(root)) for p in ignored[:3]),
+        )
     if bad:
-        listing = "\n".join(f"  {p}: {why}" for p, why in bad)
+        listing = "\n".join(f"  {shown(p)}: {why}" for p, why in bad)
         if on_bad_file == "stop":
             raise HarnessError(
-                f"{len(bad)} unreadable image file(s) in {root} (data.on_bad_file=stop):\n{listing}\n"
+                f"{len(bad)} unreadable image file(s) in {shown(root)} (data.on_bad_file=stop):\n{listing}\n"
                 "Remove them, or set data.on_bad_file=skip to leave them out."
             )
         log.warning("data: skipped %d unreadable file(s) (data.on_bad_file=skip):\n%s", len(bad), listing)
     assert class_names is not None
-    return ImageFolder(root, class_names, splits, tuple(p for p, _ in bad))
+    return ImageFolder(root, class_names, splits, tuple(p for p, _ in bad), tuple(ignored))
 
 
 def check_fraction(fraction: float, train: Split, class_names: tuple[str, ...]) -> None:
@@ -292,14 +365,12 @@ def _write_synthetic(root: Path, images_per_class: Mapping[str, int], seed: int)
 
 def ensure_synthetic(path: str | Path, images_per_class: Mapping[str, int], seed: int = 0) -> Path:
     """Generate the offline quickstart dataset once; concurrent jobs race safely via an atomic rename."""
-    import os
-    import shutil
-    import tempfile
-
     key = hashlib.sha256(repr(sorted(dict(images_per_class).items())).encode()).hexdigest()[:8]
     target = Path(path).expanduser() / key
-    if (target / "train").is_dir():
-        return target
+    if not (target / "train").is_dir():
+        with atomic_folder(target, lambda p: (p / "train").is_dir()) as tmp:
+            _write_synthetic(tmp, images_per_class, seed)
+    return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
@@ -313,29 +384,80 @@ def ensure_synthetic(path: str | Path, images_per_class: Mapping[str, int], seed
     return target
 
 
+def keras_cache(subdir: str) -> Path:
+    """Where Keras' `get_file` keeps downloads: $KERAS_HOME (else ~/.keras), or /tmp/.keras if that is read-only."""
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+    if not os.access(home, os.W_OK):
+        home = Path(tempfile.gettempdir()) / ".keras"
+    return home / subdir
+
+
+def zip_problem(path: Path) -> str | None:
+    """Why a zip archive is not whole (a download cut short: no central directory; a damaged member: a CRC
+    mismatch), or None."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            broken = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return str(exc) or type(exc).__name__
+    return None if broken is None else f"member {broken} fails its CRC check"
+
+
+COMPLETE = ".complete"  # written into an extraction folder before it is renamed into place
+
+
 def download_archive(url: str) -> Path:
-    """Fetch and extract a zip archive through Keras' cache; return the folder holding train/."""
+    """Fetch and extract a zip archive through Keras' cache; return the folder holding train/.
+
+    Nothing cut short is ever used, whenever a process is killed: the archive is downloaded under a temporary
+    name and renamed into place only once its zip structure and every member's CRC check out (an archive left
+    by older code that does not is discarded and fetched again), and it is extracted into a temporary folder
+    that is renamed into place, marked complete, only when every file is out.
+    """
     import keras
 
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    try:
-        archive = Path(keras.utils.get_file(name, origin=url, extract=False))
-    except Exception as exc:  # noqa: BLE001 - any network failure means the same thing to the user
-        raise HarnessError(f"could not download {url} ({exc})") from exc
+    folder = keras_cache("datasets")
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / name
+    if archive.exists() and (problem := zip_problem(archive)) is not None:
+        log.warning("data: discarding the incomplete archive %s (%s); fetching it again", archive, problem)
+        archive.unlink()
+    if not archive.exists():
+        part = f".{name}.{os.getpid()}.part"
+        try:
+            fetched = Path(keras.utils.get_file(part, origin=url, cache_dir=str(folder.parent), extract=False))
+        except Exception as exc:  # noqa: BLE001 - any network failure means the same thing to the user
+            (folder / part).unlink(missing_ok=True)
+            raise HarnessError(f"could not download {url} ({exc})") from exc
+        problem = zip_problem(fetched)
+        if problem is not None:
+            fetched.unlink(missing_ok=True)
+            raise HarnessError(f"the download of {url} is not a whole zip archive ({problem}); try again")
+        os.replace(fetched, archive)
     out = archive.with_suffix("")
+    if out.exists() and not (out / COMPLETE).exists():  # an extraction cut short by older code
+        log.warning("data: discarding the incomplete extraction %s; extracting the archive again", out)
+        shutil.rmtree(out, ignore_errors=True)
     if not out.exists():
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(out)
+        with atomic_folder(out, lambda p: (p / COMPLETE).exists()) as tmp, zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+            (tmp / COMPLETE).write_text(json.dumps({"archive": name}))
     for candidate in [out, *sorted(p for p in out.rglob("*") if p.is_dir())]:
         if (candidate / "train").is_dir():
             return candidate
     raise HarnessError(f"the archive {archive} has no train/ folder")
 
 
+def downloads(data_cfg: Mapping) -> bool:
+    """Whether the data comes from the download: `data.path`, when given, is used instead (never ignored)."""
+    return data_cfg["source"] == "download" and not data_cfg.get("path")
+
+
 def resolve_data_path(data_cfg: Mapping) -> Path:
     """The local folder behind a `data` config: as given, generated, or downloaded."""
     if data_cfg["source"] == "synthetic":
         return ensure_synthetic(data_cfg["path"], data_cfg["images_per_class"])
-    if data_cfg["source"] == "download":
+    if downloads(data_cfg):
         return download_archive(str(data_cfg["url"]))
     return Path(str(data_cfg["path"])).expanduser()

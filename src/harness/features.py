@@ -115,8 +115,9 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
                 return c
         return None
 
-    def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray]:
-        """Run the segment source -> cut over the cached source features of `splits`, in one predict call."""
+    def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray] | None:
+        """Run the segment source -> cut over the cached source features of `splits`, in one predict call; None
+        when a source entry turns out unreadable (it is discarded)."""
         if source == "top":  # pooled from top: the pooling alone
             seg = regimes.pooling(base.output.shape[1:])
         else:
@@ -124,7 +125,9 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
             if cut == "pooled":
                 seg = keras.Model(seg.input, regimes.pooling(seg.output.shape[1:])(seg.output))
         # reading the source is part of building `cut`: not counted as cache hits of this run
-        src = {s: np.load(store.path(keys.feature_key(source, s))) for s in splits}
+        src = {s: store.load(keys.feature_key(source, s)) for s in splits}
+        if any(v is None for v in src.values()):
+            return None
         return regimes.predict_by_split(seg, src)
 
     def features(stage, arrays: regimes.Arrays, cut: str) -> dict[str, np.ndarray]:
@@ -150,7 +153,10 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
                         "/".join(splits),
                         source,
                     )
-                    out.update(from_source(source, cut, splits))
+                    derived = from_source(source, cut, splits)
+                    out.update(
+                        derived if derived is not None else regimes.compute_features(stage, arrays.subset(splits))
+                    )
             return out
 
         # only the splits asked for: with augmentation the training images are never staged, only the held-out ones

@@ -36,6 +36,7 @@ RESULT_FREE_KEYS = (
     "sweep_run",
     "lease_s",
     "heartbeat_s",
+    "wait_for_others",
 )
 # The modules whose code decides what a cache entry holds: decoding, the backbones, the models and their
 # training, the cache's own layout and the derivation of features from cached cuts.

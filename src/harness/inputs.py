@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from harness import backbones, data, identity
+from harness import backbones, cache, data, identity
 from harness.config import validate
 from harness.errors import HarnessError
 
@@ -37,8 +37,8 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=8)
-def _scan(path: str, on_bad_file: str, fingerprint: str) -> data.ImageFolder:
-    return data.scan_folder(path, on_bad_file)
+def _scan(path: str, on_bad_file: str, max_pixels: int, fingerprint: str) -> data.ImageFolder:
+    return data.scan_folder(path, on_bad_file, max_pixels)
 
 
 def _fingerprint(path: Path) -> str:
@@ -47,8 +47,11 @@ def _fingerprint(path: Path) -> str:
     entries = []
     for folder, _, names in os.walk(path):
         for name in names:
-            st = os.stat(os.path.join(folder, name))
-            entries.append((folder, name, st.st_size, st.st_mtime_ns))
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError:  # a broken link: the scan names it; its presence is what counts here
+                st = os.lstat(os.path.join(folder, name))
+            entries.append((os.fsencode(folder), os.fsencode(name), st.st_size, st.st_mtime_ns))
     return identity.digest(sorted(entries))
 
 
@@ -104,16 +107,9 @@ def fetch(cfg: DictConfig) -> None:
 
 def check_cache_dir(cfg: DictConfig) -> None:
     """A cache folder that cannot be written (a read-only share, another user's folder) is named before any
-    job trains, rather than failing every job after its first epoch."""
-    if not cfg.cache:
-        return
-    folder = Path(str(cfg.cache_dir)).expanduser()
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise HarnessError(
-            f"cache_dir={str(folder)!r} cannot be written (nearest existing folder: {existing}); "
-            "give a writable cache_dir=... (on a cluster: a folder every node can write) or cache=false"
-        )
+    job trains, rather than failing every job after its first features were built."""
+    if cfg.cache:
+        cache.check_writable(str(cfg.cache_dir))
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -124,7 +120,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     if cfg.data.source == "download":
         fetch(cfg)  # the archive, and the weights with it: one message names every download that failed
     path = data.resolve_data_path(cfg.data)
-    folder = _scan(str(path), cfg.data.on_bad_file, _fingerprint(path))
+    folder = _scan(str(path), cfg.data.on_bad_file, int(cfg.data.max_pixels), _fingerprint(path))
     train = data.subsample(folder.splits["train"], cfg.data_fraction, cfg.seed, folder.class_names)
     job = Prepared(cfg, "", folder, train)
     job.identity = identity.job_identity(cfg, job.split_identities(), folder.class_names)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from harness import backbones, cache, data, identity, leases, stopping, tracking
+from harness import backbones, cache, claims, data, identity, leases, stopping, tracking
+from harness.errors import LostLease
 from harness.features import cache_keys, cached_features, load_arrays
 from harness.inputs import Prepared, fetch, needs_pretrained, prepare
 from harness.runtime import configure_runtime, quiet_tensorflow, resolve_precision
@@ -48,6 +49,7 @@ def data_summary(job: Prepared) -> dict[str, object]:
         "train_files_hash": data.split_identity(job.train, folder.class_names),
         "test_split": "present" if folder.has_test else "absent",
         "bad_files_skipped": len(folder.bad_files),
+        "files_ignored": len(folder.ignored_files),
     }
     out["n_train"] = len(job.train)
     out["n_train_available"] = len(folder.splits["train"])
@@ -108,6 +110,8 @@ def log_stopping(result: regimes.RegimeResult) -> None:
 class Elsewhere:
     """A job not run because another process holds a live claim on its identity."""
 
+    holder: str
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -123,8 +127,6 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
     quiet_tensorflow()
     import keras
 
-    from harness import regimes
-
     uri = tracking.connect(cfg.tracking_uri)
     experiment_id = tracking.ensure_experiment(str(cfg.study), uri)
     if cfg.sweep_run is None:
@@ -134,18 +136,14 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
     if needs_pretrained(cfg):  # a weights file that does not fit fails here, before any run is opened
         keras.utils.set_random_seed(cfg.seed)  # weights=null: the "pretrained" init follows the seed
         pretrained = backbones.pretrained(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
-    run_id, done = leases.claim(
-        experiment_id,
-        job.identity,
-        create=lambda: tracking.create_job_run(cfg, job.identity, name, experiment_id),
-        done=lambda: None if cfg.force else tracking.finished_job(experiment_id, job.identity),
-        lease_s=cfg.lease_s,
-        heartbeat_s=cfg.heartbeat_s,
-    )
-    if run_id is None:
-        if done is None:
-            log.info("skip: job %s is running elsewhere (a live claim in study %r)", job.identity, cfg.study)
-            return Elsewhere()
+    outcome = claim(cfg, job.identity, name, experiment_id)
+    if isinstance(outcome, claims.Held):
+        log.info(
+            "skip: job %s is running elsewhere (run %s holds it in study %r)", job.identity, outcome.holder, cfg.study
+        )
+        return Elsewhere(outcome.holder)
+    if isinstance(outcome, claims.Done):
+        done = outcome.finished
         other_code = done.code != identity.package_digest()
         log.info(
             "skip: job %s already FINISHED as run %s%s (force=true re-runs it)",
@@ -154,6 +152,46 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
             f", recorded with other code (commit {done.commit})" if other_code else "",
         )
         return Skipped(done.run_id)
+    run_id = outcome.run_id
+    try:
+        # everything after the claim happens inside the job run: an error there ends it FAILED, never leaves
+        # a RUNNING claim that the heartbeat would keep alive
+        with tracking.job_run(cfg, run_id, overrides):
+            results = train(cfg, job, threads, pretrained)
+            leases.confirm(run_id)  # the claim is still ours: the run may be marked FINISHED
+    except Exception:
+        tracking.end_if_running(run_id, "FAILED")  # the run could not even be opened
+        raise
+    finally:
+        leases.heartbeat.release(run_id)
+    reason = leases.lost_reason_after_finish(run_id)
+    if reason is not None:  # reaped between the last check and FINISHED: the reaper's mark voids that status
+        raise LostLease(run_id, reason)
+    return results
+
+
+def claim(
+    cfg: DictConfig, job_identity: str, name: str, experiment_id: str
+) -> claims.Claimed | claims.Done | claims.Held:
+    """The claim on the job's identity; with wait_for_others=true, a job held elsewhere waits for its holder to end
+    (then it is done, or the holder died and this process claims it)."""
+
+    def create() -> str:
+        return tracking.create_job_run(cfg, job_identity, name, experiment_id, claims.initial_tags(cfg.lease_s))
+
+    while True:
+        outcome = claims.claim(experiment_id, job_identity, create, cfg.lease_s, cfg.heartbeat_s, bool(cfg.force))
+        if not (isinstance(outcome, claims.Held) and cfg.wait_for_others):
+            return outcome
+        log.info("wait: job %s is running elsewhere (run %s); waiting for it (wait_for_others=true)", job_identity,
+                 outcome.holder)  # fmt: skip
+        claims.wait_for(outcome.holder, cfg.lease_s, poll_s=min(float(cfg.heartbeat_s), 10.0))
+
+
+def train(cfg: DictConfig, job: Prepared, threads: int | None, pretrained) -> dict[str, regimes.RegimeResult]:
+    """The regimes of a claimed job, inside its (active) job run."""
+    from harness import regimes
+
     store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)
     keys = cache_keys(job)
     trainer = regimes.Trainer(
@@ -162,42 +200,41 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.R
         seed=cfg.seed,
         optimizer=cfg.optimizer,
         augment=regimes.augmentation(cfg) if cfg.augment else None,
-        callbacks=lambda regime, first: [tracking.epoch_logger(after_epoch=leases.heartbeat.beat)],
+        callbacks=lambda regime, first: [tracking.epoch_logger(), leases.guard()],
         features=cached_features(store, keys, cfg, pretrained),
         rule=stopping.Rule.from_cfg(cfg),
     )
     results: dict[str, regimes.RegimeResult] = {}
-    with leases.heartbeat.held(run_id, cfg.heartbeat_s), tracking.job_run(cfg, run_id, overrides):
-        tracking.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
-        tracking.log_datasets(job.folder.root, job.splits, job.folder.class_names, job.split_identities())
-        used = resolve_precision(cfg.precision, cfg.backbone.name)  # auto: what this machine trains in
-        precision = {"precision": str(cfg.precision), "precision_used": used}
-        tracking.set_tags({"threads": str(threads or "all"), **precision})
-        with cache_report(store):
-            arrays = load_arrays(job, store, keys)
-        if "scratch" in cfg.regimes:
-            with regime_run(cfg, job.identity, "scratch"):
-                results["scratch"] = regimes.train_scratch(cfg, arrays, trainer)
-                log_regime(results["scratch"], cfg)
-        if "frozen" in cfg.regimes:
-            with regime_run(cfg, job.identity, "frozen"), cache_report(store):
-                bundle = store.load_bundle(keys.head)
-                if bundle is not None:
-                    results["frozen"], state = regimes.restore_frozen(cfg, arrays, pretrained, bundle)
-                    tracking.log_history(results["frozen"].history)
-                    log.info("frozen   head phase reused from the cache (%s)", keys.head)
-                else:
-                    results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
-                    store.store_bundle(keys.head, lambda p: regimes.save_frozen(results["frozen"], state, p))
-                tracking.set_tags({"head_phase": "reused" if bundle else "trained", "head_phase_key": keys.head})
-                log_regime(results["frozen"], cfg)
-        if "finetune" in cfg.regimes:
-            with regime_run(cfg, job.identity, "finetune"), cache_report(store):
-                results["finetune"] = regimes.train_finetune(cfg, arrays, trainer, state)
-                log_regime(results["finetune"], cfg, state.next_epoch, results["frozen"].history)
-        tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
-        tracking.log_result_metrics(store.stats.as_metrics())
-        tracking.log_result_metrics({OBJECTIVE: objective(results)})
+    tracking.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
+    tracking.log_datasets(job.folder.root, job.splits, job.folder.class_names, job.split_identities())
+    used = resolve_precision(cfg.precision, cfg.backbone.name)  # auto: what this machine trains in
+    precision = {"precision": str(cfg.precision), "precision_used": used}
+    tracking.set_tags({"threads": str(threads or "all"), **precision})
+    with cache_report(store):
+        arrays = load_arrays(job, store, keys)
+    if "scratch" in cfg.regimes:
+        with regime_run(cfg, job.identity, "scratch"):
+            results["scratch"] = regimes.train_scratch(cfg, arrays, trainer)
+            log_regime(results["scratch"], cfg)
+    if "frozen" in cfg.regimes:
+        with regime_run(cfg, job.identity, "frozen"), cache_report(store):
+            restored = store.load_bundle(keys.head, lambda p: regimes.restore_frozen(cfg, arrays, pretrained, p))
+            if restored is not None:
+                results["frozen"], state = restored
+                tracking.log_history(results["frozen"].history)
+                log.info("frozen   head phase reused from the cache (%s)", keys.head)
+            else:
+                results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
+                store.store_bundle(keys.head, lambda p: regimes.save_frozen(results["frozen"], state, p))
+            tracking.set_tags({"head_phase": "reused" if restored else "trained", "head_phase_key": keys.head})
+            log_regime(results["frozen"], cfg)
+    if "finetune" in cfg.regimes:
+        with regime_run(cfg, job.identity, "finetune"), cache_report(store):
+            results["finetune"] = regimes.train_finetune(cfg, arrays, trainer, state)
+            log_regime(results["finetune"], cfg, state.next_epoch, results["frozen"].history)
+    tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
+    tracking.log_result_metrics(store.stats.as_metrics())
+    tracking.log_result_metrics({OBJECTIVE: objective(results)})
     return results
 
 

@@ -1,4 +1,4 @@
-"""Who holds a run, for how long: heartbeats, leases, reaping of dead runs and claims on a job identity.
+"""Who holds a run, for how long: heartbeats, leases, reaping of dead runs, and fencing of a holder that lost.
 
 Many processes on many machines may share one study (one MLflow experiment). A host name and a pid do
 not say whether a run's owner is alive once two machines, or two containers with one host name, share
@@ -6,48 +6,71 @@ the store. So:
 
 - **Heartbeat.** A running job refreshes the tag `heartbeat` (Unix seconds) on its runs from a background
   thread every `heartbeat_s`, and at each epoch.
-- **Lease.** A RUNNING run whose heartbeat is older than `lease_s` is dead, whichever host ran it: the
-  reaper marks it KILLED with the reason. On the same host (same boot id and pid namespace) a run whose
-  process has exited, or whose pid now belongs to a process started later, is reaped at once; anything
-  less certain waits for the lease.
-- **Claim.** Before a job trains, it creates its job run (the claim), then lists the live claims on its
-  identity. If there is another, it withdraws (deletes its run) and, after a random back-off, looks again:
-  a FINISHED run or a live claim means "done" or "running elsewhere"; none means it claims again. Two
-  claimants that see each other both withdraw, so at most one trains. See the README for the failure modes.
+- **Lease.** Each run records its own `lease_s` (tag). A RUNNING run whose heartbeat is older than the
+  lease *it recorded* is dead, whichever host ran it and whatever lease the reaper itself runs with: the
+  reaper tags it `killed_reason` and marks it KILLED. On the same host (same boot id and pid namespace) a
+  run whose process has exited, or whose pid now belongs to a process started later, is reaped at once;
+  anything less certain (another host, a process this user may not inspect) waits for the lease.
+- **Fencing.** `killed_reason` is written before the KILLED status and never removed, so a run that was
+  reaped is never a valid record, even if its owner, paused while it was reaped (a stopped process, a
+  frozen node), comes back and marks it FINISHED. The owner checks its claim at every heartbeat and at
+  every epoch and before it finishes; once it finds the claim taken, training stops with `LostLease`, the
+  run stays KILLED and the sweep counts the job as "lost its lease".
+
+The claim on a job identity (who trains it) is `harness.claims`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from harness import tracking
+from harness.errors import LostLease
 from harness.owner import owner_exited
+from harness.tracking import KILLED_REASON, LEASE_TAG
 
 log = logging.getLogger(__name__)
 
-CLAIM_ATTEMPTS = 8
+__all__ = ["KILLED_REASON", "LEASE_TAG", "LostLease", "heartbeat"]
+
+
+def lost_reason(run: Any) -> str | None:
+    """Why a run can no longer be held by its owner (reaped, ended or deleted by someone else), or None."""
+    tags = run.data.tags
+    if KILLED_REASON in tags:
+        return f"reaped by another process ({tags[KILLED_REASON]})"
+    if run.info.lifecycle_stage == "deleted":
+        return "deleted by another process"
+    if run.info.status != "RUNNING":
+        return f"marked {run.info.status} by another process"
+    return None
 
 
 class Heartbeat:
-    """A daemon thread that refreshes the `heartbeat` tag of the runs this process holds."""
+    """A daemon thread that refreshes the `heartbeat` tag of the runs this process holds, and checks the
+    fenced ones (job runs: claims) for being taken away."""
 
     def __init__(self) -> None:
         self.runs: set[str] = set()
+        self.fenced: set[str] = set()
+        self.lost: dict[str, str] = {}
         self.interval_s = 30.0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
 
-    def hold(self, run_id: str, interval_s: float) -> None:
-        """Beat for `run_id` from now on (immediately once, then every `interval_s`)."""
+    def hold(self, run_id: str, interval_s: float, fence: bool = False) -> None:
+        """Beat for `run_id` from now on (immediately once, then every `interval_s`); `fence`: also check at
+        each beat that nobody took it (see `check`)."""
         with self._lock:
             self.runs.add(run_id)
+            if fence:
+                self.fenced.add(run_id)
             self.interval_s = float(interval_s)
         self.beat()
         if self._thread is None or not self._thread.is_alive():
@@ -59,26 +82,47 @@ class Heartbeat:
     def release(self, run_id: str) -> None:
         with self._lock:
             self.runs.discard(run_id)
+            self.fenced.discard(run_id)
+            self.lost.pop(run_id, None)
 
     @contextmanager
-    def held(self, run_id: str, interval_s: float) -> Iterator[None]:
+    def held(self, run_id: str, interval_s: float, fence: bool = False) -> Iterator[None]:
         """Beat for `run_id` while the block runs."""
-        self.hold(run_id, interval_s)
+        self.hold(run_id, interval_s, fence)
         try:
             yield
         finally:
             self.release(run_id)
 
     def beat(self) -> None:
-        """Refresh every held run now; a store that does not answer is logged, not fatal (the next beat retries)."""
+        """Refresh every held run now, then look at the fenced ones; a store that does not answer is logged, not
+        fatal (the next beat retries, and the lease is longer than a few missed beats)."""
         with self._lock:
-            runs = list(self.runs)
+            runs, fenced = list(self.runs), set(self.fenced)
         now = f"{time.time():.3f}"
         for run_id in runs:
             try:
                 tracking.set_tag(run_id, "heartbeat", now)
+                if run_id in fenced:
+                    reason = lost_reason(tracking.get_run(run_id))
+                    if reason is not None:
+                        with self._lock:
+                            self.lost.setdefault(run_id, reason)
             except Exception as exc:  # noqa: BLE001 - a missed beat is survivable; the lease is longer
                 log.warning("heartbeat: could not refresh run %s (%s)", run_id, exc)
+
+    def check(self) -> None:
+        """Raise LostLease if a fenced run of this process was found taken (no store request: cheap enough
+        for every batch)."""
+        with self._lock:
+            lost = next(iter(self.lost.items()), None)
+        if lost is not None:
+            raise LostLease(*lost)
+
+    def beat_and_check(self) -> None:
+        """A heartbeat now (at each epoch) and the fencing check."""
+        self.beat()
+        self.check()
 
     def _loop(self) -> None:
         while True:
@@ -91,6 +135,46 @@ class Heartbeat:
 heartbeat = Heartbeat()
 
 
+def confirm(run_id: str) -> None:
+    """Just before a job marks its run FINISHED: a fresh heartbeat, then the run read back from the store;
+    LostLease if it was taken. (A reaper that decided on the stale heartbeat and writes after this check
+    still leaves its `killed_reason`, which makes the FINISHED status invalid: see `valid_finished`.)"""
+    tracking.set_tag(run_id, "heartbeat", f"{time.time():.3f}")
+    reason = lost_reason(tracking.get_run(run_id))
+    if reason is not None:
+        raise LostLease(run_id, reason)
+
+
+def lost_reason_after_finish(run_id: str) -> str | None:
+    """After a job marked its run FINISHED: if a reaper's mark arrived meanwhile, that status is void; the run
+    is put back to KILLED and the reason returned (None when the run stands)."""
+    run = tracking.get_run(run_id)
+    if KILLED_REASON not in run.data.tags:
+        return None
+    tracking.end_run(run_id, "KILLED")
+    return f"reaped while it finished ({run.data.tags[KILLED_REASON]})"
+
+
+def valid_finished(run: Any) -> bool:
+    """A FINISHED run that was never reaped: the only kind that counts as a result."""
+    return run.info.status == "FINISHED" and KILLED_REASON not in run.data.tags
+
+
+def guard() -> Any:
+    """A Keras callback that stops training as soon as the heartbeat found this job's claim taken (checked
+    after every batch call, no store request), and beats and checks at every epoch's end."""
+    import keras
+
+    class Fence(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            heartbeat.check()
+
+        def on_epoch_end(self, epoch, logs=None):
+            heartbeat.beat_and_check()
+
+    return Fence()
+
+
 def last_beat(run: Any) -> float:
     """When a run last showed life: its heartbeat tag, else its start time (runs from before leases)."""
     value = run.data.tags.get("heartbeat")
@@ -100,14 +184,30 @@ def last_beat(run: Any) -> float:
         return run.info.start_time / 1000
 
 
+def lease_of(run: Any, default_s: float) -> float:
+    """The lease a run recorded when it was created; `default_s` for runs from before runs recorded one."""
+    try:
+        return float(run.data.tags[LEASE_TAG])
+    except (KeyError, ValueError):
+        return float(default_s)
+
+
 def is_dead(run: Any, lease_s: float, now: float | None = None) -> str | None:
-    """Why a RUNNING run is dead (lease expired, or its process on this host exited), or None if it may live."""
+    """Why a RUNNING run is dead (its own lease expired, or its process on this host exited), or None if it may
+    live. `lease_s` applies only to runs that recorded no lease of their own."""
+    lease = lease_of(run, lease_s)
     age = (now or time.time()) - last_beat(run)
-    if age > lease_s:
-        return f"no heartbeat for {age:.0f} s (lease_s={lease_s:g})"
+    if age > lease:
+        return f"no heartbeat for {age:.0f} s (lease_s={lease:g})"
     if owner_exited(run.data.tags.get("owner")):
         return f"its process {run.data.tags.get('pid', '?')} on this host has exited"
     return None
+
+
+def kill(run_id: str, reason: str) -> None:
+    """Reap one run: the fencing mark first, then the status (see the module docstring)."""
+    tracking.set_tag(run_id, KILLED_REASON, reason)
+    tracking.end_run(run_id, "KILLED")
 
 
 def reap(experiment_id: str, lease_s: float, extra_filter: str = "") -> int:
@@ -118,45 +218,8 @@ def reap(experiment_id: str, lease_s: float, extra_filter: str = "") -> int:
         reason = is_dead(run, lease_s)
         if reason is None:
             continue
-        tracking.set_tag(run.info.run_id, "killed_reason", reason)
-        tracking.end_run(run.info.run_id, "KILLED")
+        kill(run.info.run_id, reason)
         killed += 1
     if killed:
         log.warning("tracking: marked %d run(s) left RUNNING by dead processes as KILLED", killed)
     return killed
-
-
-def live_claims(experiment_id: str, job_identity: str, lease_s: float) -> list[str]:
-    """Ids of RUNNING job runs of this identity that are not dead; dead ones are reaped on the way."""
-    query = f"tags.job_identity = '{job_identity}' and tags.run_kind = 'job'"
-    reap(experiment_id, lease_s, query)
-    found = tracking.find_runs(experiment_id, f"{query} and attributes.status = 'RUNNING'")
-    return [run.info.run_id for run in found]
-
-
-def claim(
-    experiment_id: str,
-    job_identity: str,
-    create: Callable[[], str],
-    done: Callable[[], Any],
-    lease_s: float,
-    heartbeat_s: float,
-) -> tuple[str | None, Any]:
-    """Claim a job identity: (run id, None) when this process may train it, (None, what `done` found) when
-    a FINISHED run has it, (None, None) when it is running elsewhere. `create` makes the job run."""
-    for attempt in range(CLAIM_ATTEMPTS):
-        finished = done()
-        if finished is not None:
-            return None, finished
-        if live_claims(experiment_id, job_identity, lease_s):
-            return None, None
-        run_id = create()
-        heartbeat.hold(run_id, heartbeat_s)
-        others = [r for r in live_claims(experiment_id, job_identity, lease_s) if r != run_id]
-        if not others:
-            return run_id, None
-        heartbeat.release(run_id)
-        tracking.delete_run(run_id)  # withdrawn: both claimants saw each other; one goes first after a back-off
-        log.info("claim: job %s claimed at the same moment by run(s) %s; backing off", job_identity, others)
-        time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
-    return None, None

@@ -49,11 +49,21 @@ def owner() -> str:
 
 
 def owner_exited(recorded: str | None) -> bool:
-    """True only when `recorded` is a process of this boot and pid namespace that no longer runs."""
+    """True only when `recorded` is a process of this boot and pid namespace that certainly no longer runs:
+    no process has its pid (`kill(pid, 0)` says so even where /proc hides other users' processes), or the
+    process with that pid started at another time (the pid was reused). A process this user may not signal
+    or inspect (another user's job, /proc mounted with hidepid) is left to its lease."""
     parts = (recorded or "").split("|")
     if len(parts) != 5 or "unknown" in parts:
         return False
     _, boot, namespace, pid, start = parts
     if boot != _read("/proc/sys/kernel/random/boot_id") or namespace != _pid_namespace():
         return False  # another machine or container: only its lease can tell
-    return _start_ticks(int(pid)) != start
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError):
+        return False  # it exists but is not ours to signal (another user's): its lease decides
+    now = _start_ticks(int(pid))
+    return now is not None and now != start  # unreadable /proc/<pid>: cannot tell, the lease decides

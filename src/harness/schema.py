@@ -69,6 +69,7 @@ class Data:
     path: str | None = MISSING  # data=folder: the user names it (data.path=/path/to/images)
     url: str | None = None  # source=download: the archive
     on_bad_file: BadFilePolicy = BadFilePolicy.skip
+    max_pixels: int = 100_000_000  # an image over this (width x height, from its header) is a bad file
     images_per_class: dict[str, int] = field(default_factory=dict)  # source=synthetic: per split
 
 
@@ -153,6 +154,7 @@ class Config:
     feature_memory_gb: float = MISSING
     lease_s: float = MISSING
     heartbeat_s: float = MISSING
+    wait_for_others: bool = False
     sweep_run: str | None = None
 
 

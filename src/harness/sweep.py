@@ -10,9 +10,10 @@ launching process:
   recorded; `dry_run=true` prints the plan and stops there. Otherwise it marks runs left RUNNING by
   dead processes as KILLED and creates the sweep's parent run, whose id each job receives as the
   `sweep_run=` override (an override travels through every launcher, to other machines too);
-- each job writes its outcome (finished / skipped / failed) as a tag on the parent run: the ledger;
+- each job writes its outcome as a tag on the parent run: the ledger (`harness.ledger`);
 - `finish` reads the ledger, counts jobs that wrote nothing (their process died) as missing, prints
-  the summary and gives the exit status: non-zero if any job failed or went missing.
+  the summary and gives the exit status: non-zero unless every job finished or was already done
+  (failed, missing, lost its lease, or left running elsewhere: the study is not complete).
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
 from harness import leases, tracking
 from harness.errors import HarnessError
+from harness.ledger import Entry, entries, key
+from harness.redaction import redact
 
 log = logging.getLogger(__name__)
 
-LEDGER_PREFIX = "job."
-OUTCOMES = ("finished", "skipped", "elsewhere", "failed")
 SWEEP_RUN_KEY = "sweep_run"
 
 
@@ -70,6 +72,27 @@ def check_jobs(jobs: list[tuple[list[str], DictConfig]], check: Callable[[DictCo
     return problems, sum(len(which) for which in by_problem.values())
 
 
+# Launchers whose jobs run on other machines: they need a store every node reaches (not a file on this one)
+MULTI_NODE_LAUNCHERS = ("RayLauncher", "SlurmLauncher")
+
+
+def check_shared_store(config: DictConfig) -> None:
+    """Refuse a multi-node launcher (Ray, SLURM) with a store that is a local file: each worker would write its
+    own copy on its own disk (or one file over a network filesystem that SQLite cannot lock)."""
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    shared = urlparse(uri).scheme.split("+")[0] in ("http", "https", "postgresql", "mysql", "mssql")
+    if shared or not any(name in launcher for name in MULTI_NODE_LAUNCHERS):
+        return
+    raise HarnessError(
+        f"hydra/launcher={config.hydra.runtime.choices.get('hydra/launcher')} runs jobs on other machines, but the "
+        f"MLflow store {redact(uri)!r} (from tracking_uri, else $MLFLOW_TRACKING_URI, else the default) is a "
+        "file on this one: each node would write a store of its own. Give every job one store: an MLflow server "
+        "(tracking_uri=http://<host>:5000, see the README's 'Run on a cluster') or a database "
+        "(tracking_uri=postgresql+psycopg2://...)"
+    )
+
+
 def start(
     config: DictConfig, jobs: list[tuple[list[str], DictConfig]], preflight: Callable[[], None] | None = None
 ) -> str:
@@ -79,6 +102,11 @@ def start(
 
     # config values and data folders first (no TensorFlow needed): a typo is reported in a second or two;
     # then the weights and feature memory, which build models
+    try:
+        check_shared_store(config)
+    except HarnessError as exc:
+        log.error("sweep: %s; nothing was started", exc)
+        sys.exit(2)
     problems, failing = check_jobs(jobs, inputs.prepare)
     if not problems:
         problems, failing = check_jobs(jobs, inputs.check)
@@ -100,8 +128,8 @@ def start(
         log.error("%s", exc)
         sys.exit(2)
     leases.reap(experiment_id, config.lease_s)
-    overrides = " ".join(config.hydra.overrides.task)
-    command = shlex.join(["python", "-m", "harness", *sys.argv[1:]])
+    overrides = redact(" ".join(config.hydra.overrides.task))
+    command = redact(shlex.join(["python", "-m", "harness", *sys.argv[1:]]))
     run_id = tracking.create_run(
         experiment_id,
         tracking.run_name(config.hydra.overrides.task, prefix="sweep"),
@@ -113,60 +141,58 @@ def start(
             "mlflow.note.content": f"Sweep of {len(jobs)} job(s), started with:\n\n    {command}\n",
             "n_jobs": str(len(jobs)),
             "git_commit": tracking.git_commit(),
+            tracking.LEASE_TAG: f"{float(config.lease_s):g}",
             **tracking.process_tags(),
         },
     )
     leases.heartbeat.hold(run_id, config.heartbeat_s)
-    log.info("sweep: MLflow parent run %s in study %r (%s)", run_id, config.study, uri)
+    log.info("sweep: MLflow parent run %s in study %r (%s)", run_id, config.study, redact(uri))
     return run_id
 
 
-def record(sweep_run: str | None, job_num: int, outcome: str, detail: str = "") -> None:
+def record(sweep_run: str | None, job_num: int, entry: Entry) -> None:
     """Write one job's outcome to the sweep ledger (a tag on the parent run); no-op outside a sweep."""
     if sweep_run is None:
         return
-    tracking.set_tag(sweep_run, f"{LEDGER_PREFIX}{job_num}", f"{outcome} {detail}".strip()[:4000])
-
-
-def ledger(run_id: str) -> dict[str, list[str]]:
-    """The outcomes written by the jobs of a sweep, grouped: {'finished': [...], 'skipped': [...], ...}."""
-    tags = tracking.tags_of(run_id)
-    out: dict[str, list[str]] = {k: [] for k in OUTCOMES}
-    for key, value in sorted(tags.items()):
-        if key.startswith(LEDGER_PREFIX):
-            outcome, _, detail = value.partition(" ")
-            out.setdefault(outcome, []).append(f"{key}: {detail}")
-    return out
-
-
-def missing_jobs(run_id: str, n_jobs: int) -> list[int]:
-    """Job numbers that wrote no outcome: their process died (killed for memory, a lost node)."""
-    tags = tracking.tags_of(run_id)
-    return [i for i in range(n_jobs) if f"{LEDGER_PREFIX}{i}" not in tags]
+    tracking.set_tag(sweep_run, key(job_num), redact(entry.to_tag()))
 
 
 def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
-    """Close the parent run, print the summary and the results table; the exit status: 1 if any job
-    failed or went missing."""
+    """Close the parent run, print the summary and the results table; the exit status: 1 unless every job
+    finished or was already done."""
     n_jobs = len(jobs)
-    outcomes = ledger(run_id)
-    failed, missing = outcomes["failed"], missing_jobs(run_id, n_jobs)
-    bad = bool(failed or missing)
+    written = entries(tracking.tags_of(run_id))
+    by_outcome: dict[str, list[tuple[int, Entry]]] = {}
+    for num, entry in written.items():
+        by_outcome.setdefault(entry.outcome, []).append((num, entry))
+    missing = [i for i in range(n_jobs) if i not in written]
+    failed, lost, elsewhere = (by_outcome.get(k, []) for k in ("failed", "lost", "elsewhere"))
+    bad = bool(failed or missing or lost or elsewhere)
     leases.heartbeat.release(run_id)
     if missing:
         tracking.set_tag(run_id, "missing_jobs", " ".join(map(str, missing)))
     tracking.end_run(run_id, "FAILED" if bad else "FINISHED")
     log.info(
         "sweep summary: %d finished, %d skipped (already FINISHED in the study), %d running elsewhere, "
-        "%d failed, %d missing",
-        len(outcomes["finished"]),
-        len(outcomes["skipped"]),
-        len(outcomes["elsewhere"]),
+        "%d lost their lease, %d failed, %d missing",
+        len(by_outcome.get("finished", [])),
+        len(by_outcome.get("skipped", [])),
+        len(elsewhere),
+        len(lost),
         len(failed),
         len(missing),
     )
-    for line in failed:
-        log.error("sweep: failed %s", line)
+    for num, entry in failed:
+        log.error("sweep: job %d failed: %s", num, entry.detail)
+    for num, entry in lost:
+        log.error("sweep: job %d lost its lease and stopped (%s); its run is KILLED", num, entry.detail)
+    if elsewhere:
+        log.error(
+            "sweep: job(s) %s are running elsewhere (held by run(s) %s): this sweep did not see them finish; run the "
+            "same command again once they end, or with wait_for_others=true to wait for them",
+            ", ".join(str(num) for num, _ in elsewhere),
+            ", ".join(sorted({str(e.run_id) for _, e in elsewhere})),
+        )
     if missing:
         log.error(
             "sweep: job(s) %s recorded no outcome: their process died (out of memory, a killed worker or node); "
@@ -176,9 +202,7 @@ def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
     from harness import console  # pandas: only once the sweep is over
 
     experiment_id = tracking.experiment_of(run_id)
-    children = f"tags.mlflow.parentRunId = '{run_id}' and tags.run_kind = 'job' and attributes.status = 'FINISHED'"
-    trained = [run.info.run_id for run in tracking.find_runs(experiment_id, children, max_results=50000)]
-    reused = [entry.split(": ", 1)[1] for entry in outcomes["skipped"] if ": " in entry]
+    results = [e.run_id for k in ("finished", "skipped") for _, e in by_outcome.get(k, []) if e.run_id]
     keys = console.swept_keys(jobs, ignore=[SWEEP_RUN_KEY])
-    console.print_results(experiment_id, tracking.current_uri(), [*trained, *reused], keys)
+    console.print_results(experiment_id, tracking.current_uri(), results, keys)
     return 1 if bad else 0

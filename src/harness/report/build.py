@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from harness import tracking
 from harness.errors import HarnessError
+from harness.redaction import install_log_filter, redact
 from harness.report.plots import write_figures
 from harness.report.readme import check_readme, splice
 from harness.report.render import to_latex, to_markdown
@@ -113,7 +114,7 @@ def build_report(
     parent = parent_run(runs, finished, sweep)
     summary = {
         "study": study,
-        "tracking_uri": resolve_tracking_uri(tracking_uri),
+        "tracking_uri": redact(resolve_tracking_uri(tracking_uri)),
         "sweep": sweep,
         "parent_run": parent,
         "configurations": len(table),
@@ -176,6 +177,7 @@ def main(cfg: DictConfig) -> None:
     Any error (nothing to report, no README or no markers in it) prints one message and exits with
     status 2; the README is checked before anything is written, so a failed run leaves every file as it was.
     """
+    install_log_filter()
     names = ("sweep", "out", "from_csv", "readme")
     sweep, out, from_csv, readme = (None if cfg.get(k) is None else str(cfg[k]) for k in names)
     try:

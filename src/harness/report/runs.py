@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness import tracking
+from harness import ledger, tracking
 from harness.errors import HarnessError
 from harness.identity import RESULT_FREE_KEYS
 
@@ -48,6 +47,7 @@ NOT_CONFIG_PARAMS = {
     "regimes",
     "backbone.unfreeze_at",
     "data.on_bad_file",
+    "data.max_pixels",
     "epochs_max",
     "steps_per_epoch",
     *(f"early_stopping.{k}" for k in ("enabled", "monitor", "patience", "min_delta")),  # in `stopping`
@@ -58,8 +58,6 @@ STATS = ("n", "test_acc_mean", "test_acc_std", "test_acc_ci95_lo", "test_acc_ci9
 CURVE_STATS = ("best_val_acc", "best_val_epoch")
 DIFF = "ft_minus_frozen"
 MISSING = "–"
-LEDGER_TAG = "tags.job."  # the sweep's ledger: one tag per job, "<finished|skipped|failed> [detail]"
-RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -144,23 +142,20 @@ def step_budget(runs: pd.DataFrame) -> pd.Series:
 def ledger_reused_jobs(sweep_run: pd.Series) -> set[str]:
     """Job run ids that a sweep's ledger names as reused ("skipped: already FINISHED") from earlier sweeps.
 
-    The sweep callback writes one `tags.job.<n>` per job; a skipped job trained nothing under this sweep,
-    its runs live under the sweep that trained them. Only ledger entries that carry the run id can be
-    followed; `ledger_counts` says how many could not.
+    Each job of a sweep writes its ledger entry (`harness.ledger`); a skipped job trained nothing under this
+    sweep, its runs live under the sweep that trained them. Only entries that carry the run id can be
+    followed (sweeps recorded before the JSON ledger may lack it); `ledger_counts` says how many could not.
     """
-    entries = [str(v) for k, v in sweep_run.items() if k.startswith(LEDGER_TAG) and isinstance(v, str)]
-    return {run_id for e in entries if e.startswith("skipped") for run_id in RUN_ID.findall(e)}
+    return {e.run_id for e in ledger.entries(sweep_run.to_dict()).values() if e.outcome == "skipped" and e.run_id}
 
 
 def ledger_counts(runs: pd.DataFrame, sweep: str | None) -> dict[str, int]:
     """Outcomes of the sweep's jobs by its ledger, and how many skipped ones have no followable run id."""
     if sweep is None or not (runs["run_id"] == sweep).any():
         return {}
-    sweep_run = runs[runs["run_id"] == sweep].iloc[0]
-    entries = [str(v) for k, v in sweep_run.items() if k.startswith(LEDGER_TAG) and isinstance(v, str)]
-    outcomes = pd.Series([e.split(" ", 1)[0] for e in entries], dtype=object).value_counts().to_dict()
-    skipped = [e for e in entries if e.startswith("skipped")]
-    return {**outcomes, "skipped_without_run_id": sum(not RUN_ID.search(e) for e in skipped)}
+    written = ledger.entries(runs[runs["run_id"] == sweep].iloc[0].to_dict()).values()
+    outcomes = pd.Series([e.outcome for e in written], dtype=object).value_counts().to_dict()
+    return {**outcomes, "skipped_without_run_id": sum(e.outcome == "skipped" and not e.run_id for e in written)}
 
 
 def extra_config_keys(regime_runs: pd.DataFrame) -> list[str]:
@@ -196,9 +191,14 @@ def finished_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """FINISHED regime runs, one per (configuration, seed, regime): the newest when a job was re-run.
 
     Re-running a configuration with the same seed repeats a measurement, it does not add a replicate;
-    counting both would shrink the intervals for nothing. See `run_counts` for what was left out.
+    counting both would shrink the intervals for nothing. The runs of a job that was reaped (its lease lost:
+    another process may have trained the same job since) are not part of the record either, whatever their
+    own status. See `run_counts` for what was left out.
     """
-    regime_runs = runs[(runs["run_kind"] == "regime") & (runs["status"] == "FINISHED")]
+    reaped = runs.loc[(runs["run_kind"] == "job") & _col(runs, f"tags.{tracking.KILLED_REASON}").notna(), "run_id"]
+    regime_runs = runs[
+        (runs["run_kind"] == "regime") & (runs["status"] == "FINISHED") & ~runs["parent_run_id"].isin(set(reaped))
+    ]
     regime_runs, keys = _with_keys(regime_runs)
     regime_runs = regime_runs.sort_values("start_time", kind="stable")
     return regime_runs.drop_duplicates([*keys, "seed", "regime"], keep="last").reset_index(drop=True)

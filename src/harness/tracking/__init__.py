@@ -22,6 +22,8 @@ from harness.tracking.records import (
     set_tags,
 )
 from harness.tracking.runs import (
+    KILLED_REASON,
+    LEASE_TAG,
     MAX_RUN_NAME,
     FinishedJob,
     attach_files,
@@ -29,10 +31,12 @@ from harness.tracking.runs import (
     create_run,
     current_uri,
     delete_run,
+    end_if_running,
     end_run,
     experiment_of,
     find_runs,
     finished_job,
+    get_run,
     job_run,
     last_job_run_id,
     metric_history,
@@ -61,6 +65,8 @@ from harness.tracking.store import (
 
 __all__ = [
     "EXPERIMENT_KIND",
+    "KILLED_REASON",
+    "LEASE_TAG",
     "MAX_RUN_NAME",
     "MODEL_TRAINING",
     "FinishedJob",
@@ -72,6 +78,7 @@ __all__ = [
     "current_uri",
     "default_tracking_uri",
     "delete_run",
+    "end_if_running",
     "end_run",
     "ensure_experiment",
     "epoch_logger",
@@ -79,6 +86,7 @@ __all__ = [
     "find_experiment",
     "find_runs",
     "finished_job",
+    "get_run",
     "git_commit",
     "job_run",
     "last_job_run_id",

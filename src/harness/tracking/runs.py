@@ -13,9 +13,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.identity import package_digest
+from harness.redaction import redact, redact_data
 from harness.tracking.provenance import git_commit, library_versions, process_tags
 
 log = logging.getLogger("harness.tracking")
+
+
+# The reaper's mark (harness.leases): written before the KILLED status and never removed, so a run that carries
+# it is not a valid record, whatever status its owner wrote later. And the lease a run is judged by.
+KILLED_REASON = "killed_reason"
+LEASE_TAG = "lease_s"
 
 
 @dataclass(frozen=True)
@@ -26,9 +33,14 @@ class FinishedJob:
     code: str  # the harness package digest recorded on the run
     commit: str
 
+    @classmethod
+    def of(cls, run: Any) -> FinishedJob:
+        tags = run.data.tags
+        return cls(run.info.run_id, tags.get("code_digest", "unknown"), tags.get("git_commit", "unknown"))
+
 
 def finished_job(experiment_id: str, job_identity: str) -> FinishedJob | None:
-    """The FINISHED job run with this identity, if the study already has one."""
+    """The newest valid FINISHED job run with this identity (never reaped), if the study already has one."""
     import mlflow
 
     found = mlflow.MlflowClient().search_runs(
@@ -36,12 +48,18 @@ def finished_job(experiment_id: str, job_identity: str) -> FinishedJob | None:
         filter_string=(
             f"tags.job_identity = '{job_identity}' and tags.run_kind = 'job' and attributes.status = 'FINISHED'"
         ),
-        max_results=1,
+        max_results=100,
+        order_by=["attributes.start_time DESC"],
     )
-    if not found:
-        return None
-    tags = found[0].data.tags
-    return FinishedJob(found[0].info.run_id, tags.get("code_digest", "unknown"), tags.get("git_commit", "unknown"))
+    valid = [run for run in found if KILLED_REASON not in run.data.tags]
+    return FinishedJob.of(valid[0]) if valid else None
+
+
+def get_run(run_id: str) -> Any:
+    """A run as the store has it now (status, tags, lifecycle stage)."""
+    import mlflow
+
+    return mlflow.MlflowClient().get_run(run_id)
 
 
 def last_job_run_id() -> str | None:
@@ -61,14 +79,20 @@ def run_metric(run_id: str, key: str) -> float | None:
 
 @contextmanager
 def _record_errors() -> Iterator[None]:
-    """On an exception, tag the active run with it and attach the traceback before MLflow marks it FAILED."""
+    """On an exception, tag the active run with it and attach the traceback before MLflow marks it FAILED; a
+    job that lost its claim ends its run KILLED instead, as the reaper left it (nothing failed)."""
     import mlflow
+
+    from harness.errors import LostLease
 
     try:
         yield
+    except LostLease:
+        mlflow.end_run("KILLED")
+        raise
     except Exception as exc:
-        mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:4000])
-        mlflow.log_text(traceback.format_exc(), "error.txt")
+        mlflow.set_tag("error", redact(f"{type(exc).__name__}: {exc}")[:4000])
+        mlflow.log_text(redact(traceback.format_exc()), "error.txt")
         raise
 
 
@@ -85,6 +109,7 @@ def run_tags(cfg: DictConfig, job_identity: str, commit: str, kind: str, regime:
         "git_commit": commit,
         "code_digest": package_digest(),
         "study": str(cfg.study),
+        LEASE_TAG: f"{float(cfg.lease_s):g}",
         **process_tags(),
     }
     if regime is not None:
@@ -112,11 +137,13 @@ def run_name(overrides: Iterable[str], prefix: str = "") -> str:
     return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 1] + "…"
 
 
-def create_job_run(cfg: DictConfig, job_identity: str, name: str, experiment_id: str) -> str:
+def create_job_run(
+    cfg: DictConfig, job_identity: str, name: str, experiment_id: str, extra_tags: dict[str, str] | None = None
+) -> str:
     """The job's run, created RUNNING under the sweep's parent run (if any): the claim on its identity."""
     import mlflow
 
-    tags = run_tags(cfg, job_identity, git_commit(), "job")
+    tags = {**run_tags(cfg, job_identity, git_commit(), "job"), **(extra_tags or {})}
     if cfg.sweep_run is not None:
         tags["mlflow.parentRunId"] = cfg.sweep_run
     return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
@@ -130,12 +157,12 @@ def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]
     from harness.config import flatten, to_container
 
     with mlflow.start_run(run_id=run_id) as run:
-        resolved = to_container(cfg)
+        resolved = redact_data(to_container(cfg))
         mlflow.log_params(flatten(resolved))
         mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
-        mlflow.log_text("\n".join(overrides) + "\n", "overrides.txt")
+        mlflow.log_text("\n".join(redact_data(overrides)) + "\n", "overrides.txt")
         commit = run.data.tags.get("git_commit")
-        environment = {"versions": library_versions(), "argv": sys.argv, "git_commit": commit}
+        environment = {"versions": library_versions(), "argv": redact_data(sys.argv), "git_commit": commit}
         mlflow.log_dict(environment, "environment.json")
         mlflow.set_tags({f"version.{k}": v for k, v in library_versions().items()})
         with _record_errors():
@@ -167,7 +194,7 @@ def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[Any]
         nested=True,
         tags=run_tags(cfg, job_identity, parent.data.tags.get("git_commit", "unknown"), "regime", regime),
     ) as run:
-        mlflow.log_params(flatten(to_container(cfg)))
+        mlflow.log_params(flatten(redact_data(to_container(cfg))))
         with _record_errors():
             yield run
 
@@ -214,6 +241,15 @@ def end_run(run_id: str, status: str) -> None:
     mlflow.MlflowClient().set_terminated(run_id, status)
 
 
+def end_if_running(run_id: str, status: str) -> None:
+    """End a run that is still RUNNING (a claim whose job failed before its run was opened); others untouched."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)
+
+
 def find_runs(
     experiment_id: str | list[str], query: str, max_results: int = 1000, newest_first: bool = False
 ) -> list[Any]:
@@ -248,7 +284,9 @@ def study_runs_table(study: str, uri: str) -> Any:
     experiment = mlflow.get_experiment_by_name(study)
     if experiment is None:
         known = sorted(e.name for e in mlflow.search_experiments())
-        raise HarnessError(f"study {study!r} does not exist in {uri}; studies there: {', '.join(known) or 'none'}")
+        raise HarnessError(
+            f"study {study!r} does not exist in {redact(uri)}; studies there: {', '.join(known) or 'none'}"
+        )
     return mlflow.search_runs(experiment_ids=[experiment.experiment_id], max_results=100_000, output_format="pandas")
 
 

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from harness.errors import HarnessError
 from harness.paths import project_root
+from harness.redaction import redact
 
 log = logging.getLogger("harness.tracking")
 
@@ -60,9 +61,9 @@ def connect(configured_uri: str | None) -> str:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise HarnessError(f"tracking_uri={uri!r}: cannot create {db.parent} ({exc})") from exc
+            raise HarnessError(f"tracking_uri={redact(uri)!r}: cannot create {db.parent} ({exc})") from exc
         if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-            raise HarnessError(f"tracking_uri={uri!r}: {db} is not writable")
+            raise HarnessError(f"tracking_uri={redact(uri)!r}: {db} is not writable")
         _use_wal(db)
     elif urlparse(uri).scheme in ("http", "https"):
         probe_server(uri)
@@ -92,7 +93,8 @@ def probe_server(uri: str, attempts: int = 3, timeout_s: float = 3.0) -> None:
             error = exc
         time.sleep(0.5 * (attempt + 1))
     raise HarnessError(
-        f"tracking_uri={uri!r}: no MLflow server answers there ({type(error).__name__}: {error}); start one "
+        f"tracking_uri={redact(uri)!r}: no MLflow server answers there ({type(error).__name__}: "
+        f"{redact(str(error))}); start one "
         "(`mlflow server --host ... --port ...`, see the README's 'Run on a cluster') or use a local store "
         "(tracking_uri=sqlite:///path/to/mlflow.db)"
     )
@@ -134,7 +136,9 @@ def ensure_experiment(study: str, uri: str) -> str:
     except Exception as exc:
         if isinstance(exc, HarnessError):
             raise
-        raise HarnessError(f"tracking_uri={uri!r}: the MLflow store cannot be used ({exc})") from exc
+        raise HarnessError(
+            f"tracking_uri={redact(uri)!r}: the MLflow store cannot be used ({redact(str(exc))})"
+        ) from exc
 
 
 def open_existing(configured_uri: str | None) -> str:
@@ -145,6 +149,8 @@ def open_existing(configured_uri: str | None) -> str:
     uri = resolve_tracking_uri(configured_uri)
     db = _sqlite_path(uri)
     if db is not None and not db.is_file():
-        raise HarnessError(f"no MLflow store at {db} (tracking_uri={uri!r}): run a study first or fix tracking_uri=")
+        raise HarnessError(
+            f"no MLflow store at {db} (tracking_uri={redact(uri)!r}): run a study first or fix tracking_uri="
+        )
     mlflow.set_tracking_uri(uri)
     return uri

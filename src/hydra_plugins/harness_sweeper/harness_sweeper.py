@@ -44,6 +44,9 @@ class HarnessSweeper(Sweeper):
         self.launcher = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from harness.redaction import install_log_filter
+
+        install_log_filter()  # the launcher logs every job's overrides: credentials masked
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -52,6 +55,7 @@ class HarnessSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
         from harness import sweep
+        from harness.redaction import redact_data
 
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         loader = self.hydra_context.config_loader
@@ -62,7 +66,8 @@ class HarnessSweeper(Sweeper):
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        # Hydra's record of the sweep, as Hydra's own sweepers write it, with credentials masked
+        OmegaConf.save(OmegaConf.create(redact_data(OmegaConf.to_container(self.config))), sweep_dir / "multirun.yaml")
         tagged = [[*overrides, f"{sweep.SWEEP_RUN_KEY}={run_id}"] for overrides in jobs]
         size = self.max_batch_size or len(tagged)
         returns: list[list[JobReturn]] = []
