@@ -6,14 +6,24 @@ that no MLflow run exists (so none can be left RUNNING) and that no cache entry 
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_cli
+from conftest import compose, run_cli
+from PIL import Image
 
-from harness import data
+from harness import data, inputs
+from harness.data import shown
+from harness.errors import HarnessError
 
 
 @pytest.fixture(scope="module")
@@ -135,42 +145,91 @@ def test_class_names_differ_between_splits(tmp_path, store, small):
     )
 
 
-def write_bad_files(d: Path) -> None:
-    cats = d / "train" / "cats"
-    (cats / "empty.jpg").write_bytes(b"")
-    (cats / "notes.jpg").write_text("this is not a picture\n")
-    good = next(iter(sorted(cats.iterdir()))).read_bytes()
-    (cats / "cut.jpg").write_bytes(good[: len(good) // 2])
+def huge_png(path: Path, width: int = 20_000, height: int = 20_000) -> None:
+    """A valid 1-bit PNG of width x height pixels in a few KB: 400 megapixels, gigabytes once decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" * (1 + width // 8)  # filter byte, then 8 pixels per byte
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
-def test_unreadable_files_stop_the_job_when_asked(tmp_path, store, small):
-    path = damaged(small, tmp_path, write_bad_files)
-    log = expect_error(
-        tmp_path,
-        store,
-        ["data=folder", f"data.path={path}", "data.on_bad_file=stop"],
-        "3 unreadable image file(s)",
-    )
-    for name, why in (("empty.jpg", "empty file"), ("notes.jpg", "not a JPEG"), ("cut.jpg", "truncated JPEG")):
-        assert f"{name}: {why}" in log
+def bad_file_cases(good_jpeg: bytes, good_png: bytes) -> dict[str, tuple[Callable[[Path], Path], str]]:
+    """Every kind of bad file: how to make it in a class folder (returns its path), and what the message says."""
+
+    def write(name: str, content: bytes) -> Callable[[Path], Path]:
+        def make(folder: Path) -> Path:
+            (folder / name).write_bytes(content)
+            return folder / name
+
+        return make
+
+    def dangling(folder: Path) -> Path:
+        (folder / "gone.jpg").symlink_to(folder / "deleted-meanwhile.jpg")
+        return folder / "gone.jpg"
+
+    def bomb(folder: Path) -> Path:
+        huge_png(folder / "bomb.png")
+        return folder / "bomb.png"
+
+    not_utf8 = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name on a UTF-8 system
+    return {
+        "empty": (write("empty.jpg", b""), "empty file"),
+        "text": (write("notes.jpg", b"this is not a picture\n"), "not a JPEG, PNG, GIF or BMP image"),
+        "truncated JPEG": (write("cut.jpg", good_jpeg[: len(good_jpeg) // 2]), "truncated JPEG"),
+        "truncated PNG": (write("cut.png", good_png[:-20]), "truncated PNG"),
+        "dangling link": (dangling, "broken symbolic link"),
+        "name not UTF-8": (write(not_utf8, good_jpeg), "file name is not valid UTF-8"),
+        "decompression bomb": (bomb, "400,000,000 pixels, over data.max_pixels=100,000,000"),
+    }
 
 
-def test_unreadable_files_are_skipped_by_default_with_names_and_count(tmp_path, store, small):
-    path = damaged(small, tmp_path, write_bad_files)
-    proc = run_cli(
-        "data=folder",
-        f"data.path={path}",
-        *MOBILENET,
-        "regimes=[frozen]",
-        "epochs.head=1",
-        f"tracking_uri={store}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.log[-3000:]
-    assert "skipped 3 unreadable file(s)" in proc.log and "notes.jpg: not a JPEG" in proc.log
+def png_of(jpeg: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_every_bad_file_is_named_then_stops_the_job_or_is_skipped_and_counted(tmp_path, store, small):
+    """The bad-input corpus: each bad file alone stops a job under data.on_bad_file=stop with a line naming it
+    (checked as each job checks its inputs, in-process); all together, through the CLI, stop it with exit
+    status 2 and nothing recorded, or under skip (the default) are named and counted while the job goes on.
+    Files of other types (.webp, .tif) are not bad, but counted and named as left out."""
+    good = next(iter(sorted((small / "train" / "cats").iterdir()))).read_bytes()
+    cases = bad_file_cases(good, png_of(good))
+    for case, (make, why) in cases.items():
+        path = damaged(small, tmp_path / case, lambda d: None)
+        bad = make(path / "train" / "cats")
+        cfg = compose("data=folder", f"data.path={path}", "data.on_bad_file=stop", *MOBILENET)
+        with pytest.raises(HarnessError) as error:
+            inputs.prepare(cfg)
+        assert f"{shown(bad)}: {why}" in str(error.value), f"{case}: {error.value}"
+
+    def all_of_them(d: Path) -> None:
+        for make, _ in cases.values():
+            make(d / "train" / "cats")
+        (d / "train" / "dogs" / "scan.webp").write_bytes(b"RIFF....WEBP")
+        (d / "validation" / "dogs" / "scan.tif").write_bytes(b"II*\x00")
+
+    path = damaged(small, tmp_path / "all", all_of_them)
+    log = expect_error(tmp_path, store, ["data=folder", f"data.path={path}", "data.on_bad_file=stop"], "7 unreadable")
+    for _, why in cases.values():
+        assert why in log
+    proc = run_cli("data=folder", f"data.path={path}", *MOBILENET, "regimes=[frozen]", "epochs.head=1",
+                   f"tracking_uri={store}", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+    assert "skipped 7 unreadable file(s)" in proc.log
+    assert "left out 2 file(s) that are not jpg/jpeg/png/bmp/gif images (1 .tif, 1 .webp)" in proc.log
+    for _, why in cases.values():
+        assert why in proc.log
     mlflow.set_tracking_uri(store)
     jobs = mlflow.search_runs(experiment_names=["default"]).query("`tags.run_kind` == 'job'")
-    assert jobs["params.data.bad_files_skipped"].tolist() == ["3"]
+    assert jobs["params.data.bad_files_skipped"].tolist() == ["7"]
+    assert jobs["params.data.files_ignored"].tolist() == ["2"]
     assert jobs["params.data.n_train"].tolist() == ["8"]
 
 
@@ -212,4 +271,26 @@ def test_cache_dir_that_cannot_be_written(tmp_path, store):
     proc = run_cli("data=synthetic", *MOBILENET, f"cache_dir={cache_dir}", f"tracking_uri={store}", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.log, proc.log[-3000:]
     assert f"cache_dir='{cache_dir}' cannot be written" in proc.log and "cache=false" in proc.log
+    assert_nothing_recorded(store, tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_a_cache_folder_that_cannot_take_entries_is_refused_before_any_job(tmp_path, store):
+    """A group cache whose features/ folder another user made read-only: the job must not build its features and
+    then fail on the write. Run as root without capabilities, so that permissions apply as to any user."""
+    cache_dir = tmp_path / "cache"
+    (cache_dir / "features").mkdir(parents=True)
+    (cache_dir / "features").chmod(0o555)
+    (tmp_path / "mlruns").mkdir()
+    capless = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [*capless, sys.executable, "-m", "harness", "data=synthetic", *MOBILENET, f"cache_dir={cache_dir}",
+         f"tracking_uri={store}", f"data.path={tmp_path / 'gen'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in log, log[-3000:]
+    assert f"cache_dir='{cache_dir}' cannot be written ({cache_dir / 'features'}: Permission denied)" in log
+    assert "umask 002" in log
     assert_nothing_recorded(store, tmp_path)

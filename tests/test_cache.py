@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import re
+import stat
 from pathlib import Path
 
 import mlflow
@@ -162,9 +164,9 @@ def _read_while_written(root: str, barrier, stop, report) -> None:
             loaded = np.load(array_path)
             assert loaded.shape == SHAPE and np.all(loaded == 1.0)
             seen += 1
-        folder = cache.load_bundle(bundle_key)
-        if folder is not None:
-            assert np.all(np.load(folder / "weights.npy") == 1.0)
+        weights = cache.load_bundle(bundle_key, lambda folder: np.load(folder / "weights.npy"))
+        if weights is not None:
+            assert np.all(weights == 1.0)
             seen += 1
     report.put(seen)
 
@@ -196,7 +198,46 @@ def test_concurrent_writers_of_one_entry_never_fail_or_tear_it_and_a_reader_sees
     assert len(again.stats.hits) == 1
 
 
-def test_disabled_cache_builds_and_writes_nothing(tmp_path):
+def test_disabled_cache_builds_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a cache that wrote anyway would write somewhere under here or the default root
     cache = ArrayCache(None)
     out = cache.arrays({"a": "features-1"}, lambda missing: {m: np.ones(3) for m in missing})
     assert out["a"].tolist() == [1, 1, 1] and not cache.enabled and cache.stats.misses == ["features-1"]
+    cache.store_bundle("head-1", lambda folder: pytest.fail("a disabled cache wrote a bundle"))
+    assert cache.load_bundle("head-1", lambda folder: pytest.fail("a disabled cache read a bundle")) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775)])
+def test_entries_follow_the_umask_so_a_group_can_share_the_cache(tmp_path, mask, file_mode, folder_mode):
+    old = os.umask(mask)
+    try:
+        cache = ArrayCache(tmp_path / "cache")
+        cache.arrays({"a": make_key("features", {"m": mask})}, lambda missing: {m: np.ones(3) for m in missing})
+        cache.store_bundle(make_key("head", {"m": mask}), lambda folder: np.save(folder / "w.npy", np.ones(2)))
+    finally:
+        os.umask(old)
+    entry = cache.path(make_key("features", {"m": mask}))
+    bundle = cache.path(make_key("head", {"m": mask}), "")
+    assert stat.S_IMODE(entry.stat().st_mode) == file_mode  # not the 0600 of a temporary file
+    assert stat.S_IMODE(bundle.stat().st_mode) == folder_mode  # not the 0700 of a temporary folder
+    assert stat.S_IMODE((bundle / "w.npy").stat().st_mode) == file_mode
+    assert stat.S_IMODE(entry.parent.stat().st_mode) == folder_mode
+
+
+def test_a_corrupt_entry_is_discarded_and_rebuilt_never_served(tmp_path, caplog):
+    cache = ArrayCache(tmp_path)
+    key, bundle = make_key("features", {"c": 1}), make_key("head", {"c": 1})
+    cache.arrays({"a": key}, lambda missing: {m: np.arange(1000.0) for m in missing})
+    cache.store_bundle(bundle, lambda folder: np.save(folder / "w.npy", np.ones(2)))
+    path = cache.path(key)
+    path.write_bytes(path.read_bytes()[:200])  # truncated: a full disk, a copy cut short
+    (cache.path(bundle, "") / "w.npy").unlink()  # a bundle missing a file
+    built = []
+    again = ArrayCache(tmp_path)
+    out = again.arrays({"a": key}, lambda missing: built.append(missing) or {m: np.arange(1000.0) for m in missing})
+    assert built == [["a"]] and out["a"].tolist() == list(np.arange(1000.0))
+    assert np.load(path).tolist() == list(np.arange(1000.0))  # rebuilt and stored whole again
+    assert again.load_bundle(bundle, lambda folder: np.load(folder / "w.npy")) is None
+    assert not cache.path(bundle, "").exists()  # discarded, so the next job trains and stores it again
+    assert caplog.text.count("cannot be read") == 2 and "discarded, it is built again" in caplog.text

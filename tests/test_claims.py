@@ -10,7 +10,6 @@ ones. Whatever the order: exactly one trains, the other learns it is done or hel
 
 from __future__ import annotations
 
-import itertools
 import random
 import threading
 from collections.abc import Callable, Iterator

@@ -16,9 +16,9 @@ from harness.redaction import RedactingFilter, redact, redact_data
         ("http://harness:s3cr3t@mlflow.lab:5000", "http://harness:***@mlflow.lab:5000"),
         ("tracking_uri=https://u:p%40ss@h:443/x", "tracking_uri=https://u:***@h:443/x"),
         ("https://h/api?token=abc123&page=2", "https://h/api?token=***&page=2"),
-        ("postgresql+psycopg2://db/mlflow?password=pw&sslmode=require", "postgresql+psycopg2://db/mlflow?password=***&sslmode=require"),
+        ("postgresql+psycopg2://db/mlflow?password=pw&sslmode=on", "postgresql+psycopg2://db/mlflow?password=***&sslmode=on"),
         ("http://h?access_token=x#frag", "http://h?access_token=***#frag"),
-        ("python -m harness tracking_uri=http://a:b@h:1 seed=0,1", "python -m harness tracking_uri=http://a:***@h:1 seed=0,1"),
+        ("python -m harness tracking_uri=http://a:b@h:1", "python -m harness tracking_uri=http://a:***@h:1"),
     ],
 )  # fmt: skip
 def test_passwords_and_tokens_are_masked_wherever_they_stand(text, shown):

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -146,23 +147,31 @@ def file_problem(path: Path, max_pixels: int) -> tuple[str | None, bytes]:
     problem = image_problem(content)
     if problem is None:
         try:
-            width, height = image_size(content)
+            pixels, size = image_size(content)
         except Exception as exc:  # noqa: BLE001 - Pillow's errors for a header it cannot parse vary by format
             return f"image header cannot be read ({type(exc).__name__}: {exc})", content
-        if width * height > max_pixels:
-            problem = (
-                f"{width} x {height} = {width * height:,} pixels, over data.max_pixels={max_pixels:,} "
-                "(decoding it would take gigabytes of memory)"
-            )
+        if pixels > max_pixels:
+            problem = f"{size}, over data.max_pixels={max_pixels:,} (decoded, it would take gigabytes of memory)"
     return problem, content
 
 
-def image_size(content: bytes) -> tuple[int, int]:
-    """(width, height) from the image's header alone (Pillow reads no pixel data for this)."""
+def image_size(content: bytes) -> tuple[int, str]:
+    """The image's pixel count and its size as text ("W x H = N pixels"), from its header alone (Pillow reads no
+    pixel data for this). Pillow refuses to open an image over 179 megapixels (its own bomb check) but says how
+    many it has, which is all the harness's own limit (`data.max_pixels`) needs."""
+    import warnings
+
     from PIL import Image
 
-    with Image.open(io.BytesIO(content)) as image:
-        return image.size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the harness's limit decides
+            with Image.open(io.BytesIO(content)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        pixels = int(re.search(r"\((\d+) pixels\)", str(exc)).group(1))
+        return pixels, f"{pixels:,} pixels"
+    return width * height, f"{width} x {height} = {width * height:,} pixels"
 
 
 def _list_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
