@@ -105,10 +105,10 @@ def test_ray_sweep_into_a_tracking_server_on_postgresql(tmp_path):
 @needs_cluster_extra
 @pytest.mark.loopback_only
 def test_a_ray_job_killed_mid_sweep_is_reaped_and_finished_by_the_rerun(tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     lease = ["lease_s=30", "heartbeat_s=1", "epochs.head=300", f"cache_dir={tmp_path / 'cache'}"]
-    job_runs(store)  # create the store's tables before two processes use it
-    with ray_head() as head:
+    backend = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a server on SQLite: every Ray worker reaches it
+    with mlflow_server(backend, tmp_path / "artifacts") as server, ray_head() as head:
+        store = server.url
         args = ["-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={head}", "seed=0,1",
                 *tiny_job(store, photos(tmp_path), *lease)]  # fmt: skip
         sweep = start_cli(*args, cwd=tmp_path)
@@ -121,9 +121,9 @@ def test_a_ray_job_killed_mid_sweep_is_reaped_and_finished_by_the_rerun(tmp_path
         assert "1 missing" in out and f"job(s) {victim['tags.seed']} recorded no outcome" in out, out[-5000:]
 
         rerun = run_cli(*args, cwd=tmp_path)
+        jobs = job_runs(store)
     assert rerun.returncode == 0, rerun.log[-5000:]
     assert "1 finished, 1 skipped" in rerun.log, rerun.log[-3000:]
-    jobs = job_runs(store)
     assert sorted(jobs.status) == ["FINISHED", "FINISHED", "KILLED"]
     killed = jobs[jobs.status == "KILLED"].iloc[0]
     assert killed["tags.seed"] == victim["tags.seed"]
@@ -137,7 +137,7 @@ def test_a_ray_job_killed_mid_sweep_is_reaped_and_finished_by_the_rerun(tmp_path
 @pytest.mark.loopback_only
 def test_two_sweeps_at_once_through_a_tracking_server_run_each_configuration_once(tmp_path):
     with postgresql() as backend, mlflow_server(backend, tmp_path / "artifacts") as server:
-        args = ["-m", "seed=0,1,2", *tiny_job(server.url, photos(tmp_path))]
+        args = ["-m", "seed=0,1,2", *tiny_job(server.url, photos(tmp_path), "wait_for_others=true")]
         procs = [start_cli(*args, cwd=tmp_path) for _ in range(2)]
         logs = [p.communicate(timeout=600)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
@@ -146,6 +146,7 @@ def test_two_sweeps_at_once_through_a_tracking_server_run_each_configuration_onc
     assert sorted(finished["tags.seed"]) == ["0", "1", "2"] and "RUNNING" not in set(jobs.status)
     both = "".join(logs)
     assert both.count("frozen   done:") == 3, both[-4000:]
+    assert both.count("skip: job") == 3  # each sweep accounts for all three: trained, or done by the other
 
 
 @needs_cluster_extra
@@ -189,3 +190,69 @@ def test_an_unreachable_ray_address_stops_the_sweep_before_anything_is_recorded(
     assert f"hydra.launcher.ray.init.address='{nowhere}': no Ray head answers there" in proc.log
     assert "Traceback" not in proc.log
     assert job_runs(store).empty and mlflow.search_runs(experiment_names=["default"]).empty  # no sweep run either
+
+
+@needs_cluster_extra
+@pytest.mark.parametrize("launcher", ["ray", "slurm"])
+def test_a_multi_node_launcher_refuses_a_store_that_is_a_local_file(tmp_path, launcher):
+    """Without tracking_uri, each Ray worker or SLURM node would write a SQLite file of its own: refused before
+    any job starts (no Ray head or SLURM needed to find that out), with the fix in the message."""
+    proc = run_cli("-m", f"hydra/launcher={launcher}", "seed=0,1", *tiny_job("", photos(tmp_path))[:-1],
+                   cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.log, proc.log[-3000:]
+    assert f"hydra/launcher={launcher} runs jobs on other machines" in proc.log, proc.log[-3000:]
+    assert "is a file on this one" in proc.log and "tracking_uri=http://<host>:5000" in proc.log
+    assert not (tmp_path / "mlruns").exists() and not list(tmp_path.rglob("mlflow.db"))
+
+
+@needs_cluster_extra
+@pytest.mark.loopback_only
+def test_credentials_in_the_tracking_uri_reach_no_param_tag_artifact_report_or_log(tmp_path):
+    """A sweep and its report through `mlflow server` with a password in the URI (the server ignores it; it
+    stands for one behind an authenticating proxy or MLflow's basic-auth app): the password is in none of the
+    store's rows (the SQLite file, searched byte by byte), none of the artifacts, none of the report's files and
+    none of the console output."""
+    secret = "s3cr3t-PASSWORD"
+    backend = tmp_path / "store" / "mlflow.db"
+    backend.parent.mkdir()
+    with mlflow_server(f"sqlite:///{backend}", tmp_path / "artifacts") as server:
+        uri = server.url.replace("http://", f"http://harness:{secret}@")
+        sweep = run_cli("-m", "seed=0,1", *tiny_job(uri, photos(tmp_path), "log_model=true"), cwd=tmp_path)
+        report = run_cli("study=default", f"tracking_uri={uri}", f"out={tmp_path / 'report'}", cwd=tmp_path,
+                         module="harness.report")  # fmt: skip
+        failing = run_cli(*tiny_job(uri.replace(str(server.port), str(free_port())), photos(tmp_path)), cwd=tmp_path)
+    assert sweep.returncode == 0 and report.returncode == 0, sweep.log[-3000:] + report.log[-3000:]
+    assert failing.returncode == 2 and "no MLflow server answers there" in failing.log  # an error message
+    assert "harness:***@" in sweep.log and "harness:***@" in failing.log  # the URI is shown, masked
+    for log in (sweep.log, report.log, failing.log):
+        assert secret not in log
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    # Hydra's own record of each job keeps the command line as typed (its overrides.yaml), as a shell history does:
+    # the README says to prefer MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+    leaks = [p for p in leaks if p.parent.name != ".hydra"]
+    assert leaks == [], leaks
+    assert list((tmp_path / "artifacts").rglob("config.yaml")) and (tmp_path / "report" / "summary.json").is_file()
+
+
+@needs_cluster_extra
+@needs_postgres
+@pytest.mark.loopback_only
+def test_a_tracking_server_that_stops_answering_past_the_lease_loses_and_repeats_nothing(tmp_path):
+    """SIGSTOP the server (every process of it) for longer than the jobs' lease while a sweep trains, then let
+    it go on: requests wait, MLflow's client retries, no one reaps the live jobs (a reaper would be fenced
+    out: its mark voids the holder's FINISHED), and every configuration ends FINISHED exactly once."""
+    lease = ["lease_s=9", "heartbeat_s=3", "epochs.head=150"]
+    with postgresql() as backend, mlflow_server(backend, tmp_path / "artifacts") as server:
+        sweep = start_cli("-m", "seed=0,1", *tiny_job(server.url, photos(tmp_path), *lease), cwd=tmp_path)
+        wait_for_heartbeat(server.url)
+        os.killpg(server.proc.pid, signal.SIGSTOP)
+        time.sleep(9 + 6)
+        os.killpg(server.proc.pid, signal.SIGCONT)
+        out = sweep.communicate(timeout=600)[0]
+        jobs = job_runs(server.url)
+        regimes = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'regime'")
+    assert sweep.returncode == 0, story(out)
+    assert "sweep summary: 2 finished" in out, story(out)
+    assert sorted(jobs["tags.seed"]) == ["0", "1"] and set(jobs.status) == {"FINISHED"}
+    assert "tags.killed_reason" not in jobs or jobs["tags.killed_reason"].isna().all()
+    assert len(regimes) == 2 and set(regimes.status) == {"FINISHED"}

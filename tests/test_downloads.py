@@ -57,3 +57,59 @@ def test_offline_the_headline_command_stops_at_once_naming_what_it_could_not_fet
     assert "nothing was started" in proc.log
     assert not Path(store.removeprefix("sqlite:///")).exists()  # nothing recorded
     shutil.rmtree(tmp_path / "empty_keras_home", ignore_errors=True)
+
+
+def harness_offline(tmp_path: Path, store: str, *args: str):
+    return run_cli("backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=32", "regimes=[frozen]",
+                   "epochs.head=1", f"tracking_uri={store}", *args, cwd=tmp_path)  # fmt: skip
+
+
+@pytest.mark.loopback_only
+def test_a_download_cut_short_is_never_used(tmp_path, store, monkeypatch):
+    """A kill -9 during the download left a truncated archive where Keras keeps it (older code wrote there
+    directly): offline, the run must not train on what it holds but say it could not download, and drop it."""
+    home = keras_home_with_archive(tmp_path)
+    archive = home / "datasets" / ARCHIVE
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    proc = harness_offline(tmp_path, store)
+    assert proc.returncode == 2 and "Traceback" not in proc.log, proc.log[-3000:]
+    assert "discarding the incomplete archive" in proc.log and "could not download" in proc.log
+    assert not archive.exists() and not (home / "datasets" / "cats_and_dogs_filtered").exists()
+    assert not list((home / "datasets").glob(".*part")), "a partial download was left behind"
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+@pytest.mark.slow  # trains a job
+@pytest.mark.loopback_only
+def test_an_extraction_cut_short_is_extracted_again(tmp_path, store, monkeypatch):
+    home = keras_home_with_archive(tmp_path)
+    partial = home / "datasets" / "cats_and_dogs_filtered" / "cats_and_dogs_filtered" / "train" / "cats"
+    partial.mkdir(parents=True)  # what a kill during the old extraction left: one class folder, half full
+    with zipfile.ZipFile(home / "datasets" / ARCHIVE) as zf:
+        first = sorted(n for n in zf.namelist() if "/train/cats/" in n)[0]
+        (partial / Path(first).name).write_bytes(zf.read(first))
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    proc = harness_offline(tmp_path, store)
+    assert proc.returncode == 0, proc.log[-3000:]
+    assert "discarding the incomplete extraction" in proc.log
+    assert "{'train': 12, 'validation': 6}" in proc.log  # every photograph, not the one the partial folder had
+    assert (home / "datasets" / "cats_and_dogs_filtered" / ".complete").is_file()
+
+
+@pytest.mark.loopback_only
+def test_truncated_imagenet_weights_in_keras_cache_are_not_loaded(tmp_path, store, monkeypatch):
+    """Keras checks its weights files by hash: a truncated one (a kill during its download) is fetched again,
+    which offline is a clear download error, never a model built from half a file."""
+    home = tmp_path / "keras_home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(
+        b"\x89HDF\r\n\x1a\n" + b"0" * 4096
+    )
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    generated = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    proc = run_cli("data=folder", f"data.path={generated}", "backbone.image_size=32", f"tracking_uri={store}",
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.log, proc.log[-3000:]
+    assert "could not download vgg16's ImageNet weights" in proc.log
+    assert not Path(store.removeprefix("sqlite:///")).exists()

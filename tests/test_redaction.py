@@ -18,6 +18,7 @@ from harness.redaction import RedactingFilter, redact, redact_data
         ("https://h/api?token=abc123&page=2", "https://h/api?token=***&page=2"),
         ("postgresql+psycopg2://db/mlflow?password=pw&sslmode=on", "postgresql+psycopg2://db/mlflow?password=***&sslmode=on"),
         ("http://h?access_token=x#frag", "http://h?access_token=***#frag"),
+        ("tracking_uri=http\\://u\\:pw@h\\:5000", "tracking_uri=http\\://u\\:***@h\\:5000"),  # as Hydra escapes it
         ("python -m harness tracking_uri=http://a:b@h:1", "python -m harness tracking_uri=http://a:***@h:1"),
     ],
 )  # fmt: skip

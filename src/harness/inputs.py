@@ -94,7 +94,7 @@ def fetch(cfg: DictConfig) -> None:
     """Try each download the job needs (the data archive, ImageNet weights) once, before any job runs, and
     name everything that could not be fetched in one error, with the local alternatives."""
     failures = []
-    if cfg.data.source == "download":
+    if data.downloads(cfg.data):
         failures.append(_download_data(str(cfg.data.url)))
     if needs_pretrained(cfg) and cfg.backbone.weights == "imagenet":
         failures.append(_download_weights(str(cfg.backbone.name), int(cfg.backbone.image_size)))
@@ -117,7 +117,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     and name the job by content. Local problems are reported before any download is tried."""
     validate(cfg)
     check_cache_dir(cfg)
-    if cfg.data.source == "download":
+    if data.downloads(cfg.data):
         fetch(cfg)  # the archive, and the weights with it: one message names every download that failed
     path = data.resolve_data_path(cfg.data)
     folder = _scan(str(path), cfg.data.on_bad_file, int(cfg.data.max_pixels), _fingerprint(path))

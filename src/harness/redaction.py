@@ -12,8 +12,9 @@ import re
 from typing import Any
 
 MASK = "***"
-# scheme://user:password@host -> scheme://user:***@host (also inside longer text: a command line, a message)
-_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@]*:)(?P<secret>[^\s@/]+)(?=@)")
+# scheme://user:password@host -> scheme://user:***@host (also inside longer text: a command line, a message, and
+# as Hydra writes overrides in its logs and job names, with each ':' escaped as '\:')
+_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*\\?://[^\s/:@\\]*\\?:)(?P<secret>[^\s@/]+)(?=@)")
 # ?token=...&password=... (any parameter whose name says it holds a secret)
 _QUERY = re.compile(
     r"(?P<head>[?&](?:[\w.-]*(?:token|password|passwd|pwd|secret|api[_-]?key|apikey|auth|credential|signature|sig)"
@@ -39,20 +40,33 @@ def redact_data(value: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks credentials in a log record's final message (Hydra's launchers log each job's overrides)."""
+    """Masks credentials in a log record's final message and in its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = redact(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info and not record.exc_text:  # the traceback's messages too (formatted once, cached here)
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        mask_record(record)
         return True
 
 
+def mask_record(record: logging.LogRecord) -> logging.LogRecord:
+    message = record.getMessage()
+    masked = redact(message)
+    if masked != message:
+        record.msg, record.args = masked, None
+    if record.exc_info and not record.exc_text:  # the traceback's messages too (formatted once, cached here)
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    return record
+
+
 def install_log_filter() -> None:
-    """Put the filter on every handler of the root logger (where Hydra's job logging writes: console and file)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    """Mask every log record of this process as it is made (a record factory): unlike a filter on handlers, it
+    survives the launchers' re-configuration of logging (Hydra's launchers set it up again per sweep and job,
+    and log each job's overrides)."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "masks_credentials", False):
+        return
+
+    def masking_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return mask_record(factory(*args, **kwargs))
+
+    masking_factory.masks_credentials = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(masking_factory)
