@@ -43,8 +43,9 @@ from bench_sweep import DATA, SIZE, WEIGHTS, SeedsLoader, in_own_process  # noqa
 from hydra import compose, initialize_config_dir  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from harness import backbones, data, regimes  # noqa: E402
+from harness import backbones, data, models, regimes  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
+from harness.trainer import Arrays, Trainer  # noqa: E402
 
 BATCH = 32
 
@@ -123,9 +124,9 @@ def chollet(cfg, folder: data.ImageFolder, epochs: int) -> list[float]:
     base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
     base.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3))
-    head = regimes.build_head(base.output.shape[1:], cfg.head, 2)
+    head = models.build_head(base.output.shape[1:], cfg.head, 2)
     model = keras.Model(inputs, head(base(inputs, training=False)))
-    regimes.compile_for(model, "rmsprop", cfg.head_lr, 2)
+    models.compile_for(model, "rmsprop", cfg.head_lr, 2)
     timer = EpochTimer()
     model.fit(
         AugmentingLoader(folder.splits["train"], cfg, True),
@@ -143,12 +144,12 @@ def harness(cfg, folder: data.ImageFolder, epochs: int) -> tuple[float, list[flo
     t0 = time.perf_counter()
     splits = {s: folder.splits[s] for s in ("train", "validation")}
     x = {s: data.load_images(v.files, SIZE) for s, v in splits.items()}
-    arrays = regimes.Arrays(x, {s: v.labels for s, v in splits.items()}, 2)
+    arrays = Arrays(x, {s: v.labels for s, v in splits.items()}, 2)
     timer = EpochTimer()
     cfg.epochs.head = epochs
     keras.utils.set_random_seed(0)
     base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
-    trainer = regimes.Trainer(2, BATCH, 0, "rmsprop", regimes.augmentation(cfg), lambda r, f: [timer])
+    trainer = Trainer(2, BATCH, 0, "rmsprop", regimes.augmentation(cfg), lambda r, f: [timer])
     regimes.train_frozen(cfg, arrays, trainer, base)
     return time.perf_counter() - t0 - sum(timer.seconds), timer.seconds
 

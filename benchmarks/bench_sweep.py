@@ -42,8 +42,9 @@ import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from harness import backbones, cache, data, features, inputs, regimes  # noqa: E402
+from harness import backbones, cache, data, features, inputs, models, regimes  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
+from harness.trainer import PREDICT_BATCH, Arrays, Trainer, compute_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
@@ -109,8 +110,8 @@ def seeds_frozen(cfg, folder: data.ImageFolder, epochs: int) -> dict:
     base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
     base.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3))
-    model = keras.Model(inputs, regimes.build_head(base.output.shape[1:], cfg.head, 2)(base(inputs, training=False)))
-    regimes.compile_for(model, "rmsprop", HEAD_LR, 2)
+    model = keras.Model(inputs, models.build_head(base.output.shape[1:], cfg.head, 2)(base(inputs, training=False)))
+    models.compile_for(model, "rmsprop", HEAD_LR, 2)
     t0 = time.perf_counter()
     fit = model.fit(
         SeedsLoader(folder.splits["train"], 32, True),
@@ -141,7 +142,7 @@ def harness_frozen(epochs: int, cache_root: Path, *overrides: str) -> dict:
 
     logging.disable(logging.INFO)
     arrays = features.load_arrays(prepared, store, keys)
-    trainer = regimes.Trainer(
+    trainer = Trainer(
         2, 32, 0, "rmsprop", None, lambda r, f: [], features=features.cached_features(store, keys, cfg, base)
     )
     result, _ = regimes.train_frozen(cfg, arrays, trainer, base)
@@ -237,21 +238,21 @@ def throughput(repeats: int = 3) -> dict:
     folder = data.scan_folder(DATA)
     x = data.load_images(folder.splits["train"].files, SIZE)
     base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
-    stage = regimes.frozen_stage("mobilenetv2", SIZE, base)
-    arrays = regimes.Arrays({"train": x}, {"train": folder.splits["train"].labels}, 2)
+    stage = models.frozen_stage("mobilenetv2", SIZE, base)
+    arrays = Arrays({"train": x}, {"train": folder.splits["train"].labels}, 2)
     pre = backbones.preprocess_fn("mobilenetv2")(x.astype("float32"))
     bare_s, harness_s = [], []
     base.predict(pre[:64], batch_size=64, verbose=0)  # trace both once
-    regimes.compute_features(
-        regimes.frozen_stage("mobilenetv2", SIZE, base),
-        regimes.Arrays({"train": x[:64]}, {"train": arrays.y["train"][:64]}, 2),
+    compute_features(
+        models.frozen_stage("mobilenetv2", SIZE, base),
+        Arrays({"train": x[:64]}, {"train": arrays.y["train"][:64]}, 2),
     )
     for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
         t0 = time.perf_counter()
-        base.predict(pre, batch_size=regimes.PREDICT_BATCH, verbose=0)
+        base.predict(pre, batch_size=PREDICT_BATCH, verbose=0)
         bare_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        regimes.compute_features(stage, arrays)
+        compute_features(stage, arrays)
         harness_s.append(time.perf_counter() - t0)
     n = len(x)
     return {

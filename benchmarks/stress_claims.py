@@ -3,8 +3,10 @@
 Each round is a new study; both sweeps get the same configurations (`--jobs` seeds of the cheapest real job:
 frozen random-init MobileNetV2 at 32 px on 12 generated images) and start at the same moment. After the round,
 the store is read back: every configuration must have exactly one valid FINISHED job run (no duplicate: two
-FINISHED runs of one identity; nothing lost: a configuration with none), and the two sweeps' ledgers together
-must account for each configuration. Counts per round and in total are printed as a Markdown table.
+FINISHED runs of one identity; nothing lost: a configuration with none), nothing may be left RUNNING, and
+both sweeps must exit 0. "met the other's claim" counts the jobs that found their configuration held by the
+other sweep's live claim (and waited for it): how often the protocol was put to the test. Counts per round
+and in total are printed as a Markdown table.
 
 Both sweeps run with wait_for_others=true, so a configuration that one finds held by the other is waited for
 and counted done (without it that sweep would exit 1, by design, with "running elsewhere").
@@ -85,22 +87,25 @@ def main() -> None:
             logs = [p.communicate(timeout=1800)[0] for p in sweeps]
             codes = [p.returncode for p in sweeps]
             trained = sum(log.count("frozen   done:") for log in logs)
+            held = sum(log.count("wait: job") for log in logs)  # a claim that met the other sweep's live claim
             counts = check_round(server.url, study, args.jobs)
-            row = {"round": r, "exit codes": codes, "trained": trained, **counts, "s": time.perf_counter() - t0}
+            row = {"round": r, "exit codes": codes, "trained": trained, "held": held, **counts,
+                   "s": time.perf_counter() - t0}  # fmt: skip
             rows.append(row)
-            totals.update({k: v for k, v in counts.items()} | {"trained": trained, "nonzero_exits": sum(codes)})
+            totals.update(counts | {"trained": trained, "held": held, "nonzero_exits": sum(codes)})
             print(row, flush=True)
             if codes != [0, 0]:
                 print("\n".join(log[-3000:] for log in logs), flush=True)
     shutil.rmtree(work, ignore_errors=True)
     minutes = (time.perf_counter() - started) / 60
     print(f"\n{args.rounds} rounds of two {args.jobs}-job sweeps at once, server on PostgreSQL, {minutes:.1f} min\n")
-    print("| round | exit codes | trained | duplicates | lost | left RUNNING | s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| round | exit codes | trained | met the other's claim | duplicates | lost | left RUNNING | s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['round']} | {row['exit codes']} | {row['trained']} | {row['duplicates']} | {row['lost']} | "
-              f"{row['left_running']} | {row['s']:.0f} |")  # fmt: skip
-    print(f"| **all** | {totals['nonzero_exits']} non-zero | {totals['trained']} of {args.rounds * args.jobs} | "
+        print(f"| {row['round']} | {row['exit codes']} | {row['trained']} | {row['held']} | {row['duplicates']} | "
+              f"{row['lost']} | {row['left_running']} | {row['s']:.0f} |")  # fmt: skip
+    all_jobs = args.rounds * args.jobs
+    print(f"| **all** | {totals['nonzero_exits']} non-zero | {totals['trained']} of {all_jobs} | {totals['held']} | "
           f"**{totals['duplicates']}** | **{totals['lost']}** | {totals['left_running']} | |")  # fmt: skip
 
 

@@ -8,8 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness import backbones, data, regimes
+from harness import backbones, data, models, regimes
 from harness.paths import conf_dir
+from harness.trainer import Arrays, Trainer, compute_features
 
 
 def make(*overrides: str):
@@ -20,27 +21,27 @@ def make(*overrides: str):
 def test_vgg16_trainable_weights_30_to_4_and_block5_to_10():
     cfg = make("head=flatten", "backbone.image_size=64")
     base = backbones.build("vgg16", None, 64)
-    head = regimes.build_head(base.output.shape[1:], cfg.head, 2)
-    full = regimes.full_model("vgg16", 64, base, head)
-    assert regimes.count_trainable(full) == 30  # Chollet: 13 convs x 2 + 2 dense x 2
+    head = models.build_head(base.output.shape[1:], cfg.head, 2)
+    full = models.full_model("vgg16", 64, base, head)
+    assert models.count_trainable(full) == 30  # Chollet: 13 convs x 2 + 2 dense x 2
 
-    regimes.frozen_stage("vgg16", 64, base)  # freezes the whole base, as the frozen regime does
-    assert regimes.count_trainable(regimes.full_model("vgg16", 64, base, head)) == 4
+    models.frozen_stage("vgg16", 64, base)  # freezes the whole base, as the frozen regime does
+    assert models.count_trainable(models.full_model("vgg16", 64, base, head)) == 4
 
     stage, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head, 0))
     trained = {w.path for w in upper.trainable_weights} | {w.path for w in head.trainable_weights}
     assert len(trained) == 10
     assert {p.split("/")[0] for p in trained} == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
-    assert regimes.count_trainable(stage) == 0
+    assert models.count_trainable(stage) == 0
 
 
 def test_block4_boundary_unfreezes_six_convs():
     cfg = make("unfreeze_at=block4_conv1", "backbone.image_size=64")
     base = backbones.build("vgg16", None, 64)
-    head = regimes.build_head(base.output.shape[1:], cfg.head, 2)
-    regimes.frozen_stage("vgg16", 64, base)
+    head = models.build_head(base.output.shape[1:], cfg.head, 2)
+    models.frozen_stage("vgg16", 64, base)
     _, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head, 0))
-    assert regimes.count_trainable(upper) == 12
+    assert models.count_trainable(upper) == 12
 
 
 def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
@@ -58,10 +59,10 @@ def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
     )
     folder = data.scan_folder(data.ensure_synthetic(tmp_path, {"train": 10, "validation": 4}))
     pick = {s: folder.splits[s] for s in ("train", "validation")}
-    arrays = regimes.Arrays(
+    arrays = Arrays(
         {s: data.load_images(v.files, 96) for s, v in pick.items()}, {s: v.labels for s, v in pick.items()}, 2
     )
-    trainer = regimes.Trainer(2, 16, 0, "rmsprop", None, lambda regime, first: [])
+    trainer = Trainer(2, 16, 0, "rmsprop", None, lambda regime, first: [])
     base = backbones.build("mobilenetv2", None, 96)
     _, state = regimes.train_frozen(cfg, arrays, trainer, base)
 
@@ -92,7 +93,7 @@ def test_mixed_precision_keeps_the_output_float32_and_matches_fp32(cats_dogs, mo
     )
     folder = data.scan_folder(cats_dogs)
     pick = {s: data.subsample(folder.splits[s], 0.1, 0, folder.class_names) for s in ("train", "validation", "test")}
-    arrays = regimes.Arrays(
+    arrays = Arrays(
         {s: data.load_images(v.files, 64) for s, v in pick.items()}, {s: v.labels for s, v in pick.items()}, 2
     )
     accuracy = {}
@@ -100,7 +101,7 @@ def test_mixed_precision_keeps_the_output_float32_and_matches_fp32(cats_dogs, mo
         for policy in ("float32", "mixed_bfloat16"):
             keras.mixed_precision.set_global_policy(policy)
             base = backbones.build("mobilenetv2", str(mobilenet_weights), 64)
-            trainer = regimes.Trainer(2, 32, 0, "rmsprop", None, lambda regime, first: [])
+            trainer = Trainer(2, 32, 0, "rmsprop", None, lambda regime, first: [])
             result, state = regimes.train_frozen(cfg, arrays, trainer, base)
             probs = state.head(keras.ops.zeros((1, *base.output.shape[1:]), dtype=base.output.dtype))
             assert (
@@ -124,19 +125,19 @@ def test_steps_per_execution_changes_speed_not_numbers(monkeypatch):
     def history() -> dict[str, list[float]]:
         keras.utils.set_random_seed(0)
         inputs = keras.Input((3, 3, 16))
-        model = keras.Model(inputs, regimes.build_head((3, 3, 16), head_cfg, 2)(inputs))
-        regimes.compile_for(model, "rmsprop", 1e-2, 2)
-        t = regimes.targets(y, 2)
+        model = keras.Model(inputs, models.build_head((3, 3, 16), head_cfg, 2)(inputs))
+        models.compile_for(model, "rmsprop", 1e-2, 2)
+        t = models.targets(y, 2)
         fit = model.fit(
-            regimes.dataset(x[:150], t[:150], 16, shuffle_seed=0),
-            validation_data=regimes.dataset(x[150:], t[150:], 16),
+            models.dataset(x[:150], t[:150], 16, shuffle_seed=0),
+            validation_data=models.dataset(x[150:], t[150:], 16),
             epochs=3,
             verbose=0,
         )
         return fit.history
 
     batched = history()
-    monkeypatch.setattr(regimes, "STEPS_PER_EXECUTION", 1)
+    monkeypatch.setattr(models, "STEPS_PER_EXECUTION", 1)
     assert history() == batched and len(batched["val_loss"]) == 3
 
 
@@ -164,7 +165,7 @@ def test_scratch_inference_statistics_follow_training_with_its_bn_momentum(tmp_p
     The resized input (scratch.image_size) is what the backbone is built for."""
     folder = data.scan_folder(data.ensure_synthetic(tmp_path, {"train": 32, "validation": 16}))
     pick = {s: folder.splits[s] for s in ("train", "validation")}
-    arrays = regimes.Arrays(
+    arrays = Arrays(
         {s: data.load_images(v.files, 64) for s, v in pick.items()}, {s: v.labels for s, v in pick.items()}, 2
     )
     spread = {}
@@ -178,7 +179,7 @@ def test_scratch_inference_statistics_follow_training_with_its_bn_momentum(tmp_p
             "batch_size=4",
             "log_model=true",
         )
-        trainer = regimes.Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [])
+        trainer = Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [])
         result = regimes.train_scratch(cfg, arrays, trainer)
         assert result.model.input.shape[1:] == (48, 48, 3)
         layers = [layer for layer in result.model.layers if hasattr(layer, "layers")]
@@ -203,24 +204,24 @@ def test_augmented_training_validates_on_staged_features_as_on_pixels(tmp_path):
     )
     folder = data.scan_folder(data.ensure_synthetic(tmp_path, {"train": 8, "validation": 4, "test": 4}))
     splits = folder.splits
-    arrays = regimes.Arrays(
+    arrays = Arrays(
         {s: data.load_images(v.files, 32) for s, v in splits.items()}, {s: v.labels for s, v in splits.items()}, 2
     )
     staged = []
 
     def features(stage, arrays, cut):
         staged.append(sorted(arrays.x))
-        return regimes.compute_features(stage, arrays)
+        return compute_features(stage, arrays)
 
-    trainer = regimes.Trainer(2, 4, 0, "rmsprop", regimes.augmentation(cfg), lambda r, f: [], features=features)
+    trainer = Trainer(2, 4, 0, "rmsprop", regimes.augmentation(cfg), lambda r, f: [], features=features)
     keras.utils.set_random_seed(0)
     result, _ = regimes.train_frozen(cfg, arrays, trainer, backbones.build("mobilenetv2", None, 32))
     assert staged == [["test", "validation"]]
-    regimes.compile_for(result.model, "rmsprop", 1e-2, 2)
+    models.compile_for(result.model, "rmsprop", 1e-2, 2)
     for split, (loss, acc) in (
         ("validation", (result.history["val_loss"][-1], result.history["val_acc"][-1])),
         ("test", (result.test["test_loss"], result.test["test_acc"])),
     ):
-        y = regimes.targets(arrays.y[split], 2)
-        on_pixels = result.model.evaluate(regimes.dataset(arrays.x[split], y, 4), verbose=0)
+        y = models.targets(arrays.y[split], 2)
+        on_pixels = result.model.evaluate(models.dataset(arrays.x[split], y, 4), verbose=0)
         np.testing.assert_allclose(on_pixels, [loss, acc], rtol=1e-5, atol=1e-6)

@@ -10,9 +10,10 @@ from conftest import run_cli, tiny_job
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness import config, data, features, regimes, stopping
+from harness import config, data, features, models, regimes, stopping
 from harness.inputs import prepare
 from harness.paths import conf_dir
+from harness.trainer import Arrays, Trainer
 
 
 def make(*overrides: str):
@@ -30,19 +31,17 @@ def diverging_validation(rule: stopping.Rule, max_epochs: int = 20, first_epoch:
     x = rng.normal(size=(96, 1, 1, 8)).astype("float32")
     train = (x[:64, 0, 0, 0] + 3 * x[:64, 0, 0, 1] > 0).astype("int32")
     val = (x[64:, 0, 0, 0] > 0).astype("int32")
-    arrays = regimes.Arrays({"train": x[:64], "validation": x[64:], "test": x[64:]}, {}, 2)
+    arrays = Arrays({"train": x[:64], "validation": x[64:], "test": x[64:]}, {}, 2)
     arrays.y = {"train": train, "validation": val, "test": val}
     inputs = keras.Input((1, 1, 8))
     stage = keras.Model(inputs, keras.layers.Identity()(inputs))
     keras.utils.set_random_seed(0)
-    head = regimes.build_head((1, 1, 8), OmegaConf.create({"pooling": "flatten", "units": 0, "dropout": 0.0}), 2)
+    head = models.build_head((1, 1, 8), OmegaConf.create({"pooling": "flatten", "units": 0, "dropout": 0.0}), 2)
     snapshots: dict[int, list[np.ndarray]] = {}
     snap = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: snapshots.update({epoch: head.get_weights()})
     )
-    trainer = regimes.Trainer(
-        2, 16, 0, "rmsprop", None, lambda regime, first: [snap], features=lambda s, a, c: a.x, rule=rule
-    )
+    trainer = Trainer(2, 16, 0, "rmsprop", None, lambda regime, first: [snap], features=lambda s, a, c: a.x, rule=rule)
     result = trainer.run("frozen", arrays, "top", stage, None, None, head, 3e-2, first_epoch, max_epochs)
     return result, snapshots, head, arrays
 
@@ -207,14 +206,14 @@ def test_a_rerun_and_a_cached_head_phase_reach_the_same_decision(tmp_path):
     )
     folder = data.scan_folder(data.ensure_synthetic(tmp_path / "gen", {"train": 8, "validation": 4, "test": 4}))
     splits = folder.splits
-    arrays = regimes.Arrays(
+    arrays = Arrays(
         {s: data.load_images(v.files, 32) for s, v in splits.items()}, {s: v.labels for s, v in splits.items()}, 2
     )
     runs = []
     for _ in range(2):
         keras.utils.set_random_seed(0)
         base = backbones.build("mobilenetv2", None, 32)
-        trainer = regimes.Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [], rule=stopping.Rule.from_cfg(cfg))
+        trainer = Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [], rule=stopping.Rule.from_cfg(cfg))
         runs.append(regimes.train_frozen(cfg, arrays, trainer, base))
     (first, state), (again, state_again) = runs
     assert first.outcome == again.outcome and first.history == again.history and first.test == again.test

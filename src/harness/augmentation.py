@@ -60,11 +60,12 @@ class RandomAffine(keras.layers.Layer):
         zoom: float = 0.0,
         horizontal_flip: bool = False,
         seed: int | None = None,
+        fill_mode: str = "nearest",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.rotation_degrees, self.shift, self.shear_degrees = rotation_degrees, shift, shear_degrees
-        self.zoom, self.horizontal_flip, self.seed = zoom, horizontal_flip, seed
+        self.zoom, self.horizontal_flip, self.seed, self.fill_mode = zoom, horizontal_flip, seed, str(fill_mode)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _uniform(self, batch, bound: float, centre: float = 0.0):
@@ -83,12 +84,12 @@ class RandomAffine(keras.layers.Layer):
         if self.horizontal_flip:
             flip = ops.cast(keras.random.uniform((batch,), seed=self.seed_generator) < 0.5, "float32")
         rows = transforms(theta, tx, ty, shear, zx, zy, flip, height, width)
-        out = ops.image.affine_transform(ops.cast(images, "float32"), rows, "bilinear", "nearest")
+        out = ops.image.affine_transform(ops.cast(images, "float32"), rows, "bilinear", self.fill_mode)
         return ops.cast(out, images.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self) -> dict:
-        keys = ("rotation_degrees", "shift", "shear_degrees", "zoom", "horizontal_flip", "seed")
+        keys = ("rotation_degrees", "shift", "shear_degrees", "zoom", "horizontal_flip", "seed", "fill_mode")
         return {**super().get_config(), **{k: getattr(self, k) for k in keys}}

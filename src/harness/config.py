@@ -43,6 +43,8 @@ def problems(cfg: DictConfig) -> list[str]:
     scratch = cfg.scratch
     if scratch.image_size is not None and scratch.image_size < minimum:
         out.append(f"scratch.image_size={scratch.image_size} must be >= {minimum} for {name}, or null")
+    if scratch.dropout is not None and not 0 <= scratch.dropout < 1:
+        out.append(f"scratch.dropout={scratch.dropout} must be in [0, 1), or null (Chollet's choice)")
     if scratch.bn_momentum is not None and not 0 <= scratch.bn_momentum < 1:
         out.append(f"scratch.bn_momentum={scratch.bn_momentum} must be in [0, 1) (e.g. 0.99), or null")
 

@@ -20,7 +20,7 @@ from harness import backbones, cache, data, identity, runtime, stopping
 from harness.inputs import Prepared
 
 if TYPE_CHECKING:
-    from harness import regimes
+    from harness import trainer
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ def cache_keys(job: Prepared) -> CacheKeys:
     return CacheKeys(images, features, head, common)
 
 
-def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> regimes.Arrays:
+def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> trainer.Arrays:
     """Every chosen image decoded and resized once, reused from the cache when an earlier job did it."""
-    from harness import regimes
+    from harness import trainer
 
     size = job.cfg.backbone.image_size
     splits = job.splits
@@ -91,7 +91,7 @@ def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> regi
     log.info(
         "data: %s images at %d px ready in %.1fs", {s: len(v) for s, v in x.items()}, size, time.perf_counter() - t0
     )
-    return regimes.Arrays({s: x[s] for s in splits}, {s: v.labels for s, v in splits.items()}, job.folder.num_classes)
+    return trainer.Arrays({s: x[s] for s in splits}, {s: v.labels for s, v in splits.items()}, job.folder.num_classes)
 
 
 def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, base):
@@ -104,7 +104,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
     """
     import keras
 
-    from harness import regimes
+    from harness import models, trainer
 
     order = [*backbones.get_spec(cfg.backbone.name).boundaries, *backbones.TOP_CUTS]
     finetune_cut = cfg.unfreeze_at if "finetune" in cfg.regimes else None
@@ -119,33 +119,33 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
         """Run the segment source -> cut over the cached source features of `splits`, in one predict call; None
         when a source entry turns out unreadable (it is discarded)."""
         if source == "top":  # pooled from top: the pooling alone
-            seg = regimes.pooling(base.output.shape[1:])
+            seg = models.pooling(base.output.shape[1:])
         else:
             seg = backbones.segment(base, source, None if cut in backbones.TOP_CUTS else cut)
             if cut == "pooled":
-                seg = keras.Model(seg.input, regimes.pooling(seg.output.shape[1:])(seg.output))
+                seg = keras.Model(seg.input, models.pooling(seg.output.shape[1:])(seg.output))
         # reading the source is part of building `cut`: not counted as cache hits of this run
         src = {s: store.load(keys.feature_key(source, s)) for s in splits}
         if any(v is None for v in src.values()):
             return None
-        return regimes.predict_by_split(seg, src)
+        return trainer.predict_by_split(seg, src)
 
-    def features(stage, arrays: regimes.Arrays, cut: str) -> dict[str, np.ndarray]:
+    def features(stage, arrays: trainer.Arrays, cut: str) -> dict[str, np.ndarray]:
         if cut not in keys.features or not store.enabled:  # scratch's stage is only preprocessing
-            return regimes.compute_features(stage, arrays)
+            return trainer.compute_features(stage, arrays)
 
         def build(missing: list[str]) -> dict[str, np.ndarray]:
             top = cut in backbones.TOP_CUTS
             if top and finetune_cut and any(deepest_cached_below(cut, s) is None for s in missing):
                 lower, _ = backbones.split_at(base, finetune_cut)
-                features(regimes.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, finetune_cut)
+                features(models.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, finetune_cut)
             by_source: dict[str | None, list[str]] = {}
             for s in missing:  # each split from its own deepest cached cut: subsamples differ, eval splits don't
                 by_source.setdefault(deepest_cached_below(cut, s), []).append(s)
             out = {}
             for source, splits in by_source.items():
                 if source is None:
-                    out.update(regimes.compute_features(stage, arrays.subset(splits)))
+                    out.update(trainer.compute_features(stage, arrays.subset(splits)))
                 else:
                     log.info(
                         "features@%s: %s from cached features@%s through the segment between",
@@ -155,7 +155,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
                     )
                     derived = from_source(source, cut, splits)
                     out.update(
-                        derived if derived is not None else regimes.compute_features(stage, arrays.subset(splits))
+                        derived if derived is not None else trainer.compute_features(stage, arrays.subset(splits))
                     )
             return out
 

@@ -37,12 +37,15 @@ RESULT_FREE_KEYS = (
     "lease_s",
     "heartbeat_s",
     "wait_for_others",
+    "targets",
 )
 # The modules whose code decides what a cache entry holds: decoding, the backbones, the models and their
 # training, the cache's own layout and the derivation of features from cached cuts.
 PRODUCERS = (
     "harness.data",
     "harness.backbones",
+    "harness.models",
+    "harness.trainer",
     "harness.regimes",
     "harness.augmentation",
     "harness.stopping",
@@ -56,6 +59,15 @@ OFF_WHEN = {
     "early_stopping": lambda node, config: not node.get("enabled"),
     "steps_budget": lambda node, config: all(v is None for v in node.values()),
     "scratch": lambda node, config: "scratch" not in config.get("regimes", ()),
+}
+
+
+# Keys added after studies were recorded, left out of the identity while they hold the value every earlier job
+# implicitly had, so that those jobs keep their identities: (node, key) -> that value.
+ADDED_AT_DEFAULT = {
+    ("scratch", "model"): "backbone",
+    ("scratch", "dropout"): None,
+    ("augmentation", "fill_mode"): "nearest",
 }
 
 
@@ -135,6 +147,9 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     for key, off in OFF_WHEN.items():
         if key in out and off(out[key], out):
             del out[key]
+    for (node, key), default in ADDED_AT_DEFAULT.items():
+        if node in out and key in out[node] and out[node][key] == default:
+            del out[node][key]
     out["backbone"] = {**out["backbone"], "weights": weights_identity(cfg.backbone.weights, cfg.backbone.name)}
     return out
 

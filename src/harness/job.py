@@ -21,7 +21,7 @@ from harness.inputs import Prepared, fetch, needs_pretrained, prepare
 from harness.runtime import configure_runtime, quiet_tensorflow, resolve_precision
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
-    from harness import regimes
+    from harness.trainer import RegimeResult
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,21 @@ def data_summary(job: Prepared) -> dict[str, object]:
 
 
 def log_regime(
-    result: regimes.RegimeResult,
+    result: RegimeResult,
     cfg: DictConfig,
+    job: Prepared,
     marker_epoch: int | None = None,
     before: dict[str, list[float]] | None = None,
 ) -> None:
-    """Final metrics, curves (raw + EMA) and, if asked, the model, into the active regime run."""
+    """Final metrics, per-image test predictions, curves (raw + EMA) and, if asked, the model, into the active
+    regime run."""
     from harness import figures
 
     final = {"train_time_s": result.train_time_s, **(result.test or {})}
     tracking.log_result_metrics(final)
+    if result.test_scores is not None:
+        test = job.splits["test"]
+        tracking.log_predictions(job.folder.root, test.files, test.labels, job.folder.class_names, result.test_scores)
     log_stopping(result)
     if result.test is None:
         tracking.set_tags({"test_split": "absent"})
@@ -94,7 +99,7 @@ def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[None
         yield
 
 
-def log_stopping(result: regimes.RegimeResult) -> None:
+def log_stopping(result: RegimeResult) -> None:
     """How long the phase could run and how it ended, so regimes are compared knowing both: param epochs_max
     and steps_per_epoch, tag epochs_from (epochs | steps_budget), metrics best_epoch (curve step) and
     epochs_run, tag stopped (early | max_epochs)."""
@@ -120,7 +125,7 @@ class Skipped:
     run_id: str
 
 
-def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, regimes.RegimeResult] | Skipped | Elsewhere:
+def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, RegimeResult] | Skipped | Elsewhere:
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
     fetch(cfg)  # then the downloads (ImageNet weights): a clear error offline, not a traceback in the job
@@ -188,13 +193,14 @@ def claim(
         claims.wait_for(outcome.holder, cfg.lease_s, poll_s=min(float(cfg.heartbeat_s), 10.0))
 
 
-def train(cfg: DictConfig, job: Prepared, threads: int | None, pretrained) -> dict[str, regimes.RegimeResult]:
+def train(cfg: DictConfig, job: Prepared, threads: int | None, pretrained) -> dict[str, RegimeResult]:
     """The regimes of a claimed job, inside its (active) job run."""
     from harness import regimes
+    from harness.trainer import Trainer
 
     store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)
     keys = cache_keys(job)
-    trainer = regimes.Trainer(
+    trainer = Trainer(
         num_classes=job.folder.num_classes,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
@@ -203,8 +209,9 @@ def train(cfg: DictConfig, job: Prepared, threads: int | None, pretrained) -> di
         callbacks=lambda regime, first: [tracking.epoch_logger(), leases.guard()],
         features=cached_features(store, keys, cfg, pretrained),
         rule=stopping.Rule.from_cfg(cfg),
+        on_initial=lambda regime, values: tracking.log_initial(values),
     )
-    results: dict[str, regimes.RegimeResult] = {}
+    results: dict[str, RegimeResult] = {}
     tracking.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
     tracking.log_datasets(job.folder.root, job.splits, job.folder.class_names, job.split_identities())
     used = resolve_precision(cfg.precision, cfg.backbone.name)  # auto: what this machine trains in
@@ -215,23 +222,23 @@ def train(cfg: DictConfig, job: Prepared, threads: int | None, pretrained) -> di
     if "scratch" in cfg.regimes:
         with regime_run(cfg, job.identity, "scratch"):
             results["scratch"] = regimes.train_scratch(cfg, arrays, trainer)
-            log_regime(results["scratch"], cfg)
+            log_regime(results["scratch"], cfg, job)
     if "frozen" in cfg.regimes:
         with regime_run(cfg, job.identity, "frozen"), cache_report(store):
             restored = store.load_bundle(keys.head, lambda p: regimes.restore_frozen(cfg, arrays, pretrained, p))
             if restored is not None:
                 results["frozen"], state = restored
-                tracking.log_history(results["frozen"].history)
+                tracking.log_history(results["frozen"].history, initial=results["frozen"].initial)
                 log.info("frozen   head phase reused from the cache (%s)", keys.head)
             else:
                 results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
                 store.store_bundle(keys.head, lambda p: regimes.save_frozen(results["frozen"], state, p))
             tracking.set_tags({"head_phase": "reused" if restored else "trained", "head_phase_key": keys.head})
-            log_regime(results["frozen"], cfg)
+            log_regime(results["frozen"], cfg, job)
     if "finetune" in cfg.regimes:
         with regime_run(cfg, job.identity, "finetune"), cache_report(store):
             results["finetune"] = regimes.train_finetune(cfg, arrays, trainer, state)
-            log_regime(results["finetune"], cfg, state.next_epoch, results["frozen"].history)
+            log_regime(results["finetune"], cfg, job, state.next_epoch, results["frozen"].history)
     tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
     tracking.log_result_metrics(store.stats.as_metrics())
     tracking.log_result_metrics({OBJECTIVE: objective(results)})
@@ -242,7 +249,7 @@ def train(cfg: DictConfig, job: Prepared, threads: int | None, pretrained) -> di
 OBJECTIVE = "best_val_acc"
 
 
-def objective(results: dict[str, regimes.RegimeResult]) -> float:
+def objective(results: dict[str, RegimeResult]) -> float:
     """The best validation accuracy of the job's last regime (fine-tuned, else frozen, else scratch)."""
     last = next(results[r] for r in ("finetune", "frozen", "scratch") if r in results)
     return float(max(last.history["val_acc"]))

@@ -13,13 +13,17 @@ from harness.errors import HarnessError
 from harness.features import cache_keys
 from harness.inputs import Prepared, prepare
 
-# Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate.
-FORWARD_GFLOP_224 = {"vgg16": 30.7, "mobilenetv2": 0.6}
+# Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate; Chollet's small
+# convnet (scratch.model=small_convnet): 0.46 GFLOP at 150 px (its four convolutions), 1.03 at 224.
+FORWARD_GFLOP_224 = {"vgg16": 30.7, "mobilenetv2": 0.6, "small_convnet": 1.03}
 # What this 2-core machine sustains, GFLOP/s: inference from benchmarks/RESULTS.md (MobileNetV2 at 160 px,
 # 48 img/s x 0.306 GFLOP), training from the tf_mobilenetv2 study's scratch epochs (forward + backward,
 # counted as 3 x forward, ~4 min for 2,000 train + 1,000 validation images under load).
 FORWARD_GFLOPS = 15.0
 TRAIN_GFLOPS = 10.0
+# Chollet's small convnet runs its plain 3x3 convolutions far closer to the machine's peak: ~30 s per epoch of
+# 2,000 training and 1,000 validation images at 150 px, measured here (3,220 GFLOP counted as below)
+TRAIN_GFLOPS_BY_MODEL = {"small_convnet": 100.0}
 
 
 def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) -> float:
@@ -35,7 +39,7 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
     n_all, n_train, n_val = sum(n.values()), n["train"], n["validation"]
     epochs = {str(r): stopping.phase_budget(cfg, str(r), n_train).epochs for r in cfg.regimes}
     lower = boundaries.index(cfg.unfreeze_at) / len(boundaries)  # share of the trunk below the cut
-    forward = train = 0.0
+    forward = train = scratch_s = 0.0
     staged = n_all - n_train if cfg.augment else n_all  # augmented: only the held-out splits are staged once
     for cut in build_features:
         forward += staged * per_image * (1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries))
@@ -47,8 +51,11 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
         train += epochs["finetune"] * (3 * n_train + n_val) * per_image * (1 - lower)
     if "scratch" in epochs:
         scratch_size = cfg.scratch.image_size or cfg.backbone.image_size
-        train += epochs["scratch"] * (3 * n_train + n_val) * per_image * (scratch_size / cfg.backbone.image_size) ** 2
-    return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS
+        model = cfg.backbone.name if cfg.scratch.model == "backbone" else str(cfg.scratch.model)
+        per_scratch = FORWARD_GFLOP_224[model] * (scratch_size / 224) ** 2
+        rate = TRAIN_GFLOPS_BY_MODEL.get(model, TRAIN_GFLOPS)
+        scratch_s = epochs["scratch"] * (3 * n_train + n_val) * per_scratch / rate
+    return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS + scratch_s
 
 
 def feature_cuts(cfg: DictConfig) -> list[str]:

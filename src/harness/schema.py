@@ -50,6 +50,16 @@ class DataSource(StrEnum):
     synthetic = "synthetic"
 
 
+class ScratchModel(StrEnum):
+    backbone = "backbone"  # the backbone's architecture, random weights: the same-architecture control
+    small_convnet = "small_convnet"  # Chollet's small convnet (Deep Learning with Python 5.2)
+
+
+class FillMode(StrEnum):
+    nearest = "nearest"  # ImageDataGenerator's default
+    reflect = "reflect"  # Keras' RandomRotation's default (the TensorFlow tutorial)
+
+
 class BadFilePolicy(StrEnum):
     skip = "skip"
     stop = "stop"
@@ -108,8 +118,10 @@ class EarlyStopping:
 class Scratch:
     """How the scratch regime trains beyond its epochs (harness.regimes.train_scratch)."""
 
-    bn_momentum: float | None = None  # null: the architecture's own
+    model: ScratchModel = ScratchModel.backbone
+    bn_momentum: float | None = None  # null: the architecture's own (scratch.model=backbone)
     image_size: int | None = None  # null: backbone.image_size
+    dropout: float | None = None  # scratch.model=small_convnet; null: as in Chollet's book (0.5 with augment, else 0)
 
 
 @dataclass
@@ -119,6 +131,7 @@ class Augmentation:
     shear: float = 0.2
     zoom: float = 0.2
     horizontal_flip: bool = True
+    fill_mode: FillMode = FillMode.nearest  # how pixels from outside the image are filled
 
 
 @dataclass
@@ -155,6 +168,9 @@ class Config:
     lease_s: float = MISSING
     heartbeat_s: float = MISSING
     wait_for_others: bool = False
+    # hypotheses stated before the run, e.g. {frozen: ">= 0.97", finetune_minus_frozen: "> 0"}: recorded on the
+    # sweep's parent run (or the job run) when the work starts, judged by the report; not part of any identity
+    targets: dict[str, str] = field(default_factory=dict)
     sweep_run: str | None = None
 
 

@@ -142,6 +142,7 @@ def start(
             "n_jobs": str(len(jobs)),
             "git_commit": tracking.git_commit(),
             tracking.LEASE_TAG: f"{float(config.lease_s):g}",
+            **tracking.targets_tag(config),
             **tracking.process_tags(),
         },
     )

@@ -12,12 +12,16 @@ A single (non -m) run has the same job -> regime structure without the sweep run
 
 from harness.tracking.provenance import git_commit, library_versions, process_tags
 from harness.tracking.records import (
+    INITIAL_STEP,
+    PREDICTIONS,
     epoch_logger,
     log_datasets,
     log_figure,
     log_history,
+    log_initial,
     log_keras_model,
     log_params,
+    log_predictions,
     log_result_metrics,
     set_tags,
 )
@@ -49,6 +53,7 @@ from harness.tracking.runs import (
     set_tag,
     study_runs_table,
     tags_of,
+    targets_tag,
 )
 from harness.tracking.store import (
     EXPERIMENT_KIND,
@@ -65,6 +70,8 @@ from harness.tracking.store import (
 
 __all__ = [
     "EXPERIMENT_KIND",
+    "INITIAL_STEP",
+    "PREDICTIONS",
     "KILLED_REASON",
     "LEASE_TAG",
     "MAX_RUN_NAME",
@@ -94,8 +101,10 @@ __all__ = [
     "log_datasets",
     "log_figure",
     "log_history",
+    "log_initial",
     "log_keras_model",
     "log_params",
+    "log_predictions",
     "log_result_metrics",
     "metric_history",
     "open_existing",
@@ -112,4 +121,5 @@ __all__ = [
     "set_tags",
     "study_runs_table",
     "tags_of",
+    "targets_tag",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,21 @@ def epoch_logger(after_epoch: Callable[[], None] | None = None) -> Any:
     return MlflowEpochMetrics()
 
 
-def log_history(history: Mapping[str, list[float]], first_epoch: int = 0) -> None:
-    """Per-epoch metrics of a phase trained earlier (a reused head phase) into the active run, steps as then."""
-    import time
+# Epoch e is logged at step e - 1 (Keras' epoch index); the validation before the first epoch, epoch 0, at -1.
+INITIAL_STEP = -1
 
+
+def log_initial(values: Mapping[str, float]) -> None:
+    """The validation metrics before the first epoch (epoch 0 of the curves) into the active run."""
+    import mlflow
+
+    mlflow.log_metrics(dict(values), step=INITIAL_STEP)
+
+
+def log_history(
+    history: Mapping[str, list[float]], first_epoch: int = 0, initial: Mapping[str, float] | None = None
+) -> None:
+    """Per-epoch metrics of a phase trained earlier (a reused head phase) into the active run, steps as then."""
     import mlflow
     from mlflow.entities import Metric
 
@@ -40,7 +51,39 @@ def log_history(history: Mapping[str, list[float]], first_epoch: int = 0) -> Non
         for key, values in history.items()
         for step, value in enumerate(values)
     ]
+    metrics += [Metric(key, float(value), now, INITIAL_STEP) for key, value in (initial or {}).items()]
     mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
+
+
+PREDICTIONS = "predictions/test.csv"
+
+
+def log_predictions(root: Path, files: Sequence[Path], labels: Any, class_names: Sequence[str], scores: Any) -> None:
+    """The regime's prediction for every test image, as the artifact predictions/test.csv: file (relative to the
+    data folder), true class, predicted class, correct, and the scores (the probability of the second class for
+    two classes, one score per class otherwise). The evidence for per-image tests, error analysis, ensembles."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim == 1:  # sigmoid: P(second class)
+        predicted = (scores > 0.5).astype(int)
+        columns = {f"p_{class_names[1]}": scores}
+    else:
+        predicted = scores.argmax(axis=1)
+        columns = {f"p_{name}": scores[:, i] for i, name in enumerate(class_names)}
+    labels = np.asarray(labels, dtype=int)
+    table = pd.DataFrame(
+        {
+            "file": [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in files],
+            "label": [class_names[i] for i in labels],
+            "predicted": [class_names[i] for i in predicted],
+            "correct": (predicted == labels).astype(int),
+            **columns,
+        }
+    )
+    mlflow.log_text(table.to_csv(index=False, float_format="%.6g"), PREDICTIONS)
 
 
 def log_datasets(root: Path, splits: Mapping[str, Any], class_names: list[str], identities: Mapping[str, str]) -> None:

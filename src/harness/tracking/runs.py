@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -149,6 +150,16 @@ def create_job_run(
     return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
 
 
+TARGETS_TAG = "targets"
+
+
+def targets_tag(cfg: DictConfig) -> dict[str, str]:
+    """The hypotheses the config states (`targets`), as the tag recorded when the work starts: on the sweep's
+    parent run, or on the job run of a single job. A target edited after results exist shows as another text."""
+    targets = OmegaConf.to_container(cfg.targets, resolve=True) if OmegaConf.is_config(cfg.targets) else cfg.targets
+    return {TARGETS_TAG: json.dumps(dict(targets), sort_keys=True)} if targets else {}
+
+
 @contextmanager
 def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]:
     """The claimed job run made active: config and environment logged; FAILED (with the error) on exception."""
@@ -165,6 +176,8 @@ def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]
         environment = {"versions": library_versions(), "argv": redact_data(sys.argv), "git_commit": commit}
         mlflow.log_dict(environment, "environment.json")
         mlflow.set_tags({f"version.{k}": v for k, v in library_versions().items()})
+        if cfg.sweep_run is None:
+            mlflow.set_tags(targets_tag(cfg))
         with _record_errors():
             yield run
 
