@@ -79,6 +79,14 @@ MOBILENET = ["backbone=mobilenetv2", "backbone.weights=null", "backbone.image_si
         (["data_fraction=2"], "data_fraction=2.0 must be in (0, 1]"),
         (["regimes=[scratch,finetune]"], "add frozen (regimes=[frozen,finetune])"),
         (["backbone.weights=/nowhere/w.h5"], "backbone.weights='/nowhere/w.h5': no such file"),
+        (
+            ["heartbeat_s=50", "lease_s=120"],
+            "heartbeat_s=50.0 must be > 0 and at most a third of lease_s=120.0 (<= 40)",
+        ),
+        (["heartbeat_s=0"], "heartbeat_s=0.0 must be > 0"),
+        (["lease_s=-1"], "lease_s=-1.0 must be > 0"),
+        (["data.max_pixels=0"], "data.max_pixels=0 must be >= 1"),
+        (["scratch.dropout=1.5"], "scratch.dropout=1.5 must be in [0, 1)"),
     ],
 )
 def test_bad_config_value(tmp_path, store, args, needle):

@@ -70,6 +70,11 @@ def test_where_results_go_does_not_change_the_identity_but_what_is_computed_does
         "feature_memory_gb=1",
         "data.on_bad_file=stop",
         "sweep_run=abc",
+        "wait_for_others=true",
+        "data.max_pixels=5000000",
+        "lease_s=600",
+        "heartbeat_s=10",
+        '+targets.frozen=">= 0.97"',
     )
     for override in same:
         assert job_id(photos, override) == base, override
@@ -156,6 +161,7 @@ def test_new_options_at_their_defaults_keep_recorded_identities(overrides):
         "early_stopping.patience=7",
         "early_stopping.monitor=val_acc",
         "scratch.image_size=64",
+        "scratch.model=small_convnet",
     )
     assert identity.digest(identity.result_config(off)) == RECORDED[overrides]
 
