@@ -43,9 +43,10 @@ from bench_sweep import DATA, SIZE, WEIGHTS, SeedsLoader, in_own_process  # noqa
 from hydra import compose, initialize_config_dir  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from harness import backbones, data, models, regimes  # noqa: E402
+from harness import data  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
-from harness.trainer import Arrays, Trainer  # noqa: E402
+from harness.training import backbones, models, regimes  # noqa: E402
+from harness.training.trainer import Arrays, Trainer  # noqa: E402
 
 BATCH = 32
 

@@ -42,9 +42,11 @@ import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from harness import backbones, cache, data, features, inputs, models, regimes  # noqa: E402
+from harness import data  # noqa: E402
+from harness.jobs import cache, features, inputs  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
-from harness.trainer import PREDICT_BATCH, Arrays, Trainer, compute_features  # noqa: E402
+from harness.training import backbones, models, regimes  # noqa: E402
+from harness.training.trainer import PREDICT_BATCH, Arrays, Trainer, compute_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
@@ -292,7 +294,7 @@ def overhead(jobs: int = 4) -> dict:
     data_s = [float(s) for s in re.findall(r"px ready in ([0-9.]+)s", log)]
     per_job = [w - t - d for w, t, d in zip(job_walls(log), train, data_s, strict=True)]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import harness.job, harness.regimes, mlflow"], check=True)
+    subprocess.run([sys.executable, "-c", "import harness.jobs.job, harness.regimes, mlflow"], check=True)
     imports = time.perf_counter() - t0
     outside = wall - sum(train) - sum(data_s)
     return {
@@ -386,7 +388,7 @@ def main() -> None:
     if args.only_overhead:
         ov = overhead()
         print("| measurement | time |\n| --- | --- |")
-        print(f"| imports (`import harness.job, harness.regimes, mlflow`) | {ov['imports_s']:.1f} s |")
+        print(f"| imports (`import harness.jobs.job, harness.regimes, mlflow`) | {ov['imports_s']:.1f} s |")
         print(f"| start-up, once per sweep (imports, store, pre-check, exit) | {ov['startup_s']:.1f} s |")
         print(f"| overhead per job of a running sweep (median of jobs 2-{ov['jobs']}) | {ov['per_job_s']:.2f} s |")
         spread = f"overhead per job with the start-up spread over a {ov['jobs']}-job sweep"

@@ -52,7 +52,7 @@ def check_round(store: str, study: str, jobs: int) -> dict[str, int]:
     """Duplicates, lost configurations and runs left RUNNING, read back from the store."""
     import mlflow
 
-    from harness import leases
+    from harness.jobs import leases
 
     mlflow.set_tracking_uri(store)
     experiment = mlflow.get_experiment_by_name(study).experiment_id

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from harness.augmentation import RandomAffine, transforms
+from harness.training.augmentation import RandomAffine, transforms
 
 
 def image_data_generator(image: np.ndarray, theta, tx, ty, shear, zx, zy, flip) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import backbones
 from harness.errors import HarnessError
+from harness.training import backbones
 
 
 @pytest.mark.parametrize("name", sorted(backbones.BACKBONES))

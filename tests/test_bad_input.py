@@ -21,9 +21,10 @@ import pytest
 from conftest import compose, run_cli
 from PIL import Image
 
-from harness import data, inputs
+from harness import data
 from harness.data import shown
 from harness.errors import HarnessError
+from harness.jobs import inputs
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import copy_small, run_cli, tiny_frozen
 
-from harness.cache import ArrayCache, make_key
+from harness.jobs.cache import ArrayCache, make_key
 
 
 @pytest.fixture(scope="module")

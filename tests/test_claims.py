@@ -19,8 +19,9 @@ from typing import Any
 import mlflow
 import pytest
 
-from harness import claims, leases, tracking
-from harness import owner as processes
+from harness import tracking
+from harness.jobs import claims, leases
+from harness.jobs import owner as processes
 
 STORE_CALLS = ("finished_job", "find_runs", "get_run", "set_tag", "end_run", "delete_run")
 

@@ -65,7 +65,7 @@ def test_tf_mobilenetv2_val_loss_is_the_study_with_only_its_stopping_rule_change
         ("head_lr=-1e-3", "head_lr=-0.001 must be > 0"),
         ("data_fraction=0", "data_fraction=0.0 must be in (0, 1]"),
         ("data_fraction=1.5", "data_fraction=1.5 must be in (0, 1]"),
-        ("regimes=[finetune]", "fine-tuning starts from the trained frozen model"),
+        ("regimes=[finetune]", "finetune starts from the trained frozen model"),
         ("regimes=[]", "regimes=[] is empty; use a non-empty subset of ['scratch', 'frozen', 'finetune']"),
         ("regimes=[frozen,frozen]", "names a regime twice"),
         ("epochs.head=0", "epochs.head=0 must be >= 1 when regime frozen runs"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlflow
 
-from harness import console
+from harness.sweep import console
 
 
 def test_swept_keys_are_those_that_vary_in_command_line_order():

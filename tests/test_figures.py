@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import figures
+from harness.training import figures
 
 
 def test_ema_is_chollets_smooth_curve():

@@ -10,9 +10,10 @@ import pytest
 from conftest import run_cli, tiny_job
 from hydra import compose, initialize_config_dir
 
-from harness import data, identity
-from harness.cache import make_key
-from harness.inputs import prepare
+from harness import data
+from harness.jobs import identity
+from harness.jobs.cache import make_key
+from harness.jobs.inputs import prepare
 from harness.paths import conf_dir
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from hydra import compose, initialize_config_dir
 
-from harness import data, plan
-from harness.inputs import prepare
+from harness import data
+from harness.jobs import plan
+from harness.jobs.inputs import prepare
 from harness.paths import conf_dir
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import progress
+from harness.training import progress
 
 
 def test_the_time_left_follows_the_epochs_after_the_first():

@@ -8,9 +8,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness import backbones, data, models, regimes
+from harness import data
 from harness.paths import conf_dir
-from harness.trainer import Arrays, Trainer, compute_features
+from harness.training import backbones, models, regimes
+from harness.training.trainer import Arrays, Trainer, compute_features
 
 
 def make(*overrides: str):
@@ -142,7 +143,7 @@ def test_steps_per_execution_changes_speed_not_numbers(monkeypatch):
 
 
 def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(tmp_path):
-    from harness import runtime
+    from harness.training import runtime
 
     native = frozenset({"avx512f", "avx512_bf16"})
     assert runtime.resolve_precision("auto", "vgg16", native, gpus=0) == "bf16"  # 12 -> 29 images/s

@@ -19,8 +19,9 @@ import pytest
 from conftest import run_cli, small_mobilenet
 from scipy import stats as sps
 
-from harness import report, stats
+from harness import report
 from harness.errors import HarnessError
+from harness.report import stats
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BOUNDARIES = ["block_15_expand", "block_16_expand"]

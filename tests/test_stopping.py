@@ -10,10 +10,12 @@ from conftest import run_cli, tiny_job
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness import config, data, features, models, regimes, stopping
-from harness.inputs import prepare
+from harness import config, data
+from harness.jobs import features
+from harness.jobs.inputs import prepare
 from harness.paths import conf_dir
-from harness.trainer import Arrays, Trainer
+from harness.training import models, regimes, stopping
+from harness.training.trainer import Arrays, Trainer
 
 
 def make(*overrides: str):
@@ -191,7 +193,7 @@ def test_a_rerun_and_a_cached_head_phase_reach_the_same_decision(tmp_path):
     where the uninterrupted run ended (same epochs, best epoch, reason, weights, epoch fine-tuning continues at)."""
     import tensorflow as tf
 
-    from harness import backbones
+    from harness.training import backbones
 
     tf.config.experimental.enable_op_determinism()  # as configure_runtime does for every job
     cfg = make(

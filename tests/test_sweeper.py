@@ -18,7 +18,7 @@ from conftest import run_cli, tiny_job
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from harness import data
-from harness.sweep import expand
+from harness.sweep.lifecycle import expand
 
 
 @pytest.fixture

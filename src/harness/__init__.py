@@ -7,4 +7,4 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-from harness import schema  # noqa: E402,F401 - registers the config schema in Hydra's ConfigStore
+from harness.config import schema  # noqa: E402, F401 - registers the config schema in Hydra's ConfigStore

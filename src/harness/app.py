@@ -11,8 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from harness.config import load
 from harness.errors import HarnessError, LostLease
-from harness.ledger import Entry
+from harness.sweep.ledger import Entry
 
 log = logging.getLogger("harness")
 
@@ -28,8 +29,10 @@ def main(cfg: DictConfig) -> float | None:
 
     Returns the job's objective (`job.OBJECTIVE`) for search sweepers such as Optuna's; None if it failed.
     """
-    from harness import job, sweep, tracking
+    from harness import tracking
+    from harness.jobs import job
     from harness.redaction import install_log_filter
+    from harness.sweep import lifecycle as sweep
 
     install_log_filter()  # Hydra has set up this job's logging: credentials in any line are masked from here on
     hc = HydraConfig.get()
@@ -43,13 +46,14 @@ def main(cfg: DictConfig) -> float | None:
             hc.runtime.choices.get("hydra/sweeper"),
         )
     try:
-        if cfg.dry_run and not in_sweep:
-            from harness import inputs, plan
+        typed = load(cfg)  # the one conversion: everything below takes the schema's dataclasses
+        if typed.dry_run and not in_sweep:
+            from harness.jobs import checks, plan
 
-            inputs.check(cfg)
-            plan.print_plan([(overrides, cfg)])
+            checks.check(typed)
+            plan.print_plan([(overrides, typed)])
             return None
-        results = job.run(cfg, overrides, tracking.run_name(overrides))
+        results = job.run(typed, overrides, tracking.run_name(overrides))
     except HarnessError as exc:
         log.error("%s", exc)
         sweep.record(cfg.sweep_run, num, Entry("failed", detail=str(exc)))
@@ -94,7 +98,8 @@ def main(cfg: DictConfig) -> float | None:
 
 def _print_results(cfg: DictConfig, job_run_id: str | None) -> None:
     """A single run ends as a sweep does: its results row and where to browse it."""
-    from harness import console, tracking
+    from harness import tracking
+    from harness.sweep import console
 
     experiment_id = tracking.find_experiment(str(cfg.study))
     if experiment_id is not None:

@@ -19,8 +19,11 @@ def project_root() -> Path:
 
 
 def conf_dir() -> Path:
-    """The Hydra config tree, shipped inside the package so that any install, editable or not, finds it."""
-    return PACKAGE_DIR / "conf"
+    """The Hydra config tree: conf/ at the project's top, shipped inside the package as `harness.conf` so that
+    any install, editable or not, finds it (importlib finds it wherever the install put it)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("harness.conf")))
 
 
 def register_resolvers() -> None:

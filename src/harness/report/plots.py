@@ -14,9 +14,9 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.figures import EMA_FACTOR, close, plt  # pyplot with the Agg backend figures.py chose
 from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES, seed_mean_curve
 from harness.report.tables import boundary_order, decided_by_budget, regimes_run, row_keys_of, shown, used_key
+from harness.training.figures import EMA_FACTOR, close, plt  # pyplot with the Agg backend figures.py chose
 
 log = logging.getLogger("harness.report")
 

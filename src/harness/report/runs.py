@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import ledger, tracking
+from harness import tracking
+from harness.config import RESULT_FREE_KEYS
 from harness.errors import HarnessError
-from harness.identity import RESULT_FREE_KEYS
+from harness.sweep import ledger
 
 log = logging.getLogger("harness.report")
 

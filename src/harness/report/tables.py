@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import backbones, stats
 from harness.errors import HarnessError
+from harness.report import stats
 from harness.report.runs import (
     CURVE_STATS,
     DIFF,
@@ -22,6 +22,7 @@ from harness.report.runs import (
     row_keys,
     seed_mean_curve,
 )
+from harness.training import backbones
 
 log = logging.getLogger("harness.report")
 

@@ -10,7 +10,7 @@ Layout of a multirun in the store:
 A single (non -m) run has the same job -> regime structure without the sweep run.
 """
 
-from harness.tracking.provenance import git_commit, library_versions, process_tags
+from harness.tracking.provenance import git_commit, library_versions, package_digest, process_tags
 from harness.tracking.records import (
     INITIAL_STEP,
     PREDICTIONS,
@@ -108,6 +108,7 @@ __all__ = [
     "log_result_metrics",
     "metric_history",
     "open_existing",
+    "package_digest",
     "probe_server",
     "process_tags",
     "regime_run",

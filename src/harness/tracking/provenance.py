@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import platform
@@ -9,7 +11,7 @@ import socket
 import subprocess
 from importlib import metadata
 
-from harness.paths import project_root
+from harness.paths import PACKAGE_DIR, project_root
 
 log = logging.getLogger("harness.tracking")
 
@@ -36,6 +38,16 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+@functools.cache
+def package_digest() -> str:
+    """Digest of every module of the harness package: the code version a run records, git or not."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
 def library_versions() -> dict[str, str]:
     """Python and the versions of the libraries that decide a result."""
     out = {"python": platform.python_version()}
@@ -49,6 +61,6 @@ def library_versions() -> dict[str, str]:
 
 def process_tags() -> dict[str, str]:
     """Which process owns a run (see `harness.leases`): host and pid for people, `owner` for the reaper."""
-    from harness.owner import owner
+    from harness.jobs.owner import owner
 
     return {"host": socket.gethostname(), "pid": str(os.getpid()), "owner": owner()}

@@ -13,9 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.identity import package_digest
 from harness.redaction import redact, redact_data
-from harness.tracking.provenance import git_commit, library_versions, process_tags
+from harness.tracking.provenance import git_commit, library_versions, package_digest, process_tags
 
 log = logging.getLogger("harness.tracking")
 
@@ -124,7 +123,7 @@ MAX_RUN_NAME = 250  # MLflow's runs.name column: VARCHAR(250) on PostgreSQL (SQL
 def run_name(overrides: Iterable[str], prefix: str = "") -> str:
     """A run's display name from its overrides: without the keys that do not change results (stores,
     caches), paths shortened to their last part, at most MAX_RUN_NAME characters."""
-    from harness.identity import RESULT_FREE_KEYS
+    from harness.config import RESULT_FREE_KEYS
 
     parts = []
     for override in overrides:

@@ -54,8 +54,8 @@ class HarnessSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
-        from harness import sweep
         from harness.redaction import redact_data
+        from harness.sweep import lifecycle as sweep
 
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         loader = self.hydra_context.config_loader

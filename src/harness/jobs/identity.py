@@ -20,37 +20,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from harness.config import RESULT_FREE_KEYS, Config, to_container
 
-# Config keys that say where results go, how they are shown or how fast they come, never what they are.
-RESULT_FREE_KEYS = (
-    "study",
-    "tracking_uri",
-    "log_model",
-    "force",
-    "dry_run",
-    "cache",
-    "cache_dir",
-    "threads",
-    "feature_memory_gb",
-    "sweep_run",
-    "lease_s",
-    "heartbeat_s",
-    "wait_for_others",
-    "targets",
-)
 # The modules whose code decides what a cache entry holds: decoding, the backbones, the models and their
 # training, the cache's own layout and the derivation of features from cached cuts.
 PRODUCERS = (
-    "harness.data",
-    "harness.backbones",
-    "harness.models",
-    "harness.trainer",
-    "harness.regimes",
-    "harness.augmentation",
-    "harness.stopping",
-    "harness.cache",
-    "harness.features",
+    "harness.data.images",
+    "harness.training.backbones",
+    "harness.training.models",
+    "harness.training.trainer",
+    "harness.training.regimes",
+    "harness.training.augmentation",
+    "harness.training.stopping",
+    "harness.jobs.cache",
+    "harness.jobs.features",
 )
 # Keys left out of the identity while they cannot act, so that adding them kept every recorded job's identity
 # (a study recorded before them is not re-trained): early stopping disabled, no step budget for any phase, the
@@ -124,23 +107,10 @@ def code_identity(modules: tuple[str, ...] | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-@functools.cache
-def package_digest() -> str:
-    """Digest of every module of the harness package: the code version a run records, git or not."""
-    package = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        h.update(path.relative_to(package).as_posix().encode())
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()[:16]
-
-
-def result_config(cfg: DictConfig) -> dict[str, Any]:
+def result_config(cfg: Config) -> dict[str, Any]:
     """The resolved config without the keys that cannot change a result, without the data node (replaced
     by the photographs' content), without options that are off (OFF_WHEN) and with the weights named by
     content rather than by path."""
-    from harness.config import to_container
-
     out = to_container(cfg)
     for key in (*RESULT_FREE_KEYS, "data"):
         out.pop(key, None)
@@ -154,7 +124,7 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def job_identity(cfg: DictConfig, splits: Mapping[str, str], class_names: Iterable[str]) -> str:
+def job_identity(cfg: Config, splits: Mapping[str, str], class_names: Iterable[str]) -> str:
     """The identity of what a job computes: result-changing config, weights and data, all by content.
 
     `splits` maps each split the job uses (train after subsampling) to its `data.split_identity`.

@@ -6,12 +6,13 @@ whose features would not fit in `feature_memory_gb` (a shallow cut of a large ba
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
-from harness import backbones, cache, stopping, tracking
+from harness import tracking
+from harness.config import Config
 from harness.errors import HarnessError
-from harness.features import cache_keys
-from harness.inputs import Prepared, prepare
+from harness.jobs import cache
+from harness.jobs.features import cache_keys
+from harness.jobs.inputs import Prepared, prepare
+from harness.training import backbones, stopping
 
 # Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate; Chollet's small
 # convnet (scratch.model=small_convnet): 0.46 GFLOP at 150 px (its four convolutions), 1.03 at 224.
@@ -58,7 +59,7 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
     return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS + scratch_s
 
 
-def feature_cuts(cfg: DictConfig) -> list[str]:
+def feature_cuts(cfg: Config) -> list[str]:
     """The cuts whose features a job holds in memory (with augmentation, of the held-out splits only)."""
     cuts = [backbones.frozen_cut(cfg.head.pooling, cfg.augment)] if "frozen" in cfg.regimes else []
     return cuts + ([cfg.unfreeze_at] if "finetune" in cfg.regimes else [])
@@ -102,7 +103,7 @@ def check_feature_memory(job: Prepared) -> None:
             )
 
 
-def print_plan(jobs: list[tuple[list[str], DictConfig]]) -> None:
+def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
     """The dry-run listing: each job, what it would reuse or build (cache entries, head phase), its cost."""
     uri = tracking.connect(jobs[0][1].tracking_uri) if jobs else None
     built: set[str] = set()  # entries an earlier job of this sweep will have written

@@ -29,10 +29,12 @@ from urllib.parse import urlparse
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
-from harness import leases, tracking
+from harness import tracking
+from harness.config import load
 from harness.errors import HarnessError
-from harness.ledger import Entry, entries, key
+from harness.jobs import leases
 from harness.redaction import redact
+from harness.sweep.ledger import Entry, entries, key
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def start(
 ) -> str:
     """Check every job, then the launcher (`preflight`: e.g. that a Ray head answers), then open the sweep's
     parent run and return its id. Exits 2 on bad input, 0 after a dry run."""
-    from harness import inputs, plan
+    from harness.jobs import checks, inputs, plan
 
     # config values and data folders first (no TensorFlow needed): a typo is reported in a second or two;
     # then the weights and feature memory, which build models
@@ -109,7 +111,7 @@ def start(
         sys.exit(2)
     problems, failing = check_jobs(jobs, inputs.prepare)
     if not problems:
-        problems, failing = check_jobs(jobs, inputs.check)
+        problems, failing = check_jobs(jobs, checks.check)
     if problems:
         log.error(
             "sweep: %d of %d job(s) cannot run; nothing was started:\n%s", failing, len(jobs), "\n".join(problems)
@@ -117,7 +119,7 @@ def start(
         sys.exit(2)
     log.info("sweep: %d job(s), all inputs checked", len(jobs))
     if config.dry_run:
-        plan.print_plan(jobs)
+        plan.print_plan([(overrides, load(cfg)) for overrides, cfg in jobs])
         sys.exit(0)
     try:
         if preflight is not None:
@@ -200,7 +202,7 @@ def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
             "run the same command again to run them",
             ", ".join(map(str, missing)),
         )
-    from harness import console  # pandas: only once the sweep is over
+    from harness.sweep import console  # pandas: only once the sweep is over
 
     experiment_id = tracking.experiment_of(run_id)
     results = [e.run_id for k in ("finished", "skipped") for _, e in by_outcome.get(k, []) if e.run_id]

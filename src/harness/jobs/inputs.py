@@ -11,18 +11,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from harness import backbones, cache, data, identity
-from harness.config import validate
+from harness import data
+from harness.config import Config, load
 from harness.errors import HarnessError
+from harness.jobs import cache, identity
+from harness.training import backbones, specs
 
 
 @dataclass
 class Prepared:
     """A job whose config and data passed their checks, with its content identity."""
 
-    cfg: DictConfig
+    cfg: Config
     identity: str
     folder: data.ImageFolder
     train: data.Split
@@ -65,7 +65,7 @@ OFFLINE_ALTERNATIVES = (
 @functools.lru_cache(maxsize=16)
 def _download_data(url: str) -> str | None:
     """Why the data archive could not be fetched, or None; tried once per process (every job of a sweep)."""
-    from harness.runtime import quiet_tensorflow
+    from harness.training.runtime import quiet_tensorflow
 
     quiet_tensorflow()  # keras.utils.get_file imports TensorFlow
     try:
@@ -79,7 +79,7 @@ def _download_data(url: str) -> str | None:
 def _download_weights(name: str, image_size: int) -> str | None:
     """Why the ImageNet weights of `name` could not be fetched, or None. Building the backbone fetches them
     into Keras' cache (KERAS_HOME) and keeps the model for the job."""
-    from harness.runtime import quiet_tensorflow
+    from harness.training.runtime import quiet_tensorflow
 
     quiet_tensorflow()
     try:
@@ -90,7 +90,7 @@ def _download_weights(name: str, image_size: int) -> str | None:
     return None
 
 
-def fetch(cfg: DictConfig) -> None:
+def fetch(cfg: Config) -> None:
     """Try each download the job needs (the data archive, ImageNet weights) once, before any job runs, and
     name everything that could not be fetched in one error, with the local alternatives."""
     failures = []
@@ -105,17 +105,17 @@ def fetch(cfg: DictConfig) -> None:
         )
 
 
-def check_cache_dir(cfg: DictConfig) -> None:
+def check_cache_dir(cfg: Config) -> None:
     """A cache folder that cannot be written (a read-only share, another user's folder) is named before any
     job trains, rather than failing every job after its first features were built."""
     if cfg.cache:
         cache.check_writable(str(cfg.cache_dir))
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Validate the config, check the data folder (fetched first when it is an archive), draw the subsample
+def prepare(cfg: Config) -> Prepared:
+    """Check the config's values, the data folder (fetched first when it is an archive), draw the subsample
     and name the job by content. Local problems are reported before any download is tried."""
-    validate(cfg)
+    cfg = load(cfg)  # a typed config is only checked; a DictConfig (the API, tests) is converted first
     check_cache_dir(cfg)
     if data.downloads(cfg.data):
         fetch(cfg)  # the archive, and the weights with it: one message names every download that failed
@@ -127,20 +127,5 @@ def prepare(cfg: DictConfig) -> Prepared:
     return job
 
 
-def needs_pretrained(cfg: DictConfig) -> bool:
-    return bool({"frozen", "finetune"} & set(cfg.regimes))
-
-
-def check(cfg: DictConfig) -> Prepared:
-    """Every check a job makes before training: what a sweep runs on each job first (the built backbone is kept)."""
-    from harness import plan
-    from harness.runtime import quiet_tensorflow
-
-    job = prepare(cfg)
-    fetch(cfg)  # ImageNet weights (tried once per process)
-    quiet_tensorflow()
-    weights = cfg.backbone.weights
-    if needs_pretrained(cfg) and weights not in (None, "imagenet"):  # imagenet: checked by Keras on download
-        backbones.build_once(cfg.backbone.name, str(weights), cfg.backbone.image_size)  # the job reuses it
-    plan.check_feature_memory(job)
-    return job
+def needs_pretrained(cfg: Config) -> bool:
+    return specs.needs_pretrained(cfg.regimes)

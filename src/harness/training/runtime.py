@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from omegaconf import DictConfig
+from harness.config import PRECISIONS, Config
 
 
 def quiet_tensorflow() -> None:
@@ -95,13 +95,11 @@ def resolve_precision(
     return "bf16" if native and backbone in BF16_FASTER_ON_CPU else "fp32"
 
 
-def configure_runtime(cfg: DictConfig) -> int | None:
+def configure_runtime(cfg: Config) -> int | None:
     """Deterministic ops (same config + seed = same numbers on CPU), the precision policy (`auto` resolved)
     and the job's thread budget."""
     import keras
     import tensorflow as tf
-
-    from harness.config import PRECISIONS
 
     tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(PRECISIONS[resolve_precision(cfg.precision, cfg.backbone.name)])

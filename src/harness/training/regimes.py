@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from harness import backbones, stopping
-from harness.augmentation import RandomAffine
-from harness.models import (
+from harness.training import backbones, stopping
+from harness.training.augmentation import RandomAffine
+from harness.training.models import (
     above_pooling,
     build_head,
     classifier,
@@ -25,7 +25,7 @@ from harness.models import (
     set_bn_momentum,
     small_convnet,
 )
-from harness.trainer import Arrays, RegimeResult, Trainer
+from harness.training.trainer import Arrays, RegimeResult, Trainer
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import time
 
 import keras
 
-log = logging.getLogger("harness.regimes")  # the training lines keep the logger name people filter on
+log = logging.getLogger("harness.training.regimes")  # the training lines keep the logger name people filter on
 
 METRICS = ("loss", "acc", "val_loss", "val_acc")
 

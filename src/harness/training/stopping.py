@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# the epochs key of each regime's phase (frozen trains the head; finetune continues after it)
-PHASE_OF = {"scratch": "scratch", "frozen": "head", "finetune": "finetune"}
+from harness.training import specs
+
+if TYPE_CHECKING:
+    from harness.config import Config
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,14 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, math.ceil(n_train / batch_size))
 
 
-def phase_budget(cfg: Any, regime: str, n_train: int) -> Budget:
+def phase_budget(cfg: Config, regime: str, n_train: int) -> Budget:
     """The epochs of `regime`'s phase for a training split of `n_train` images: the budget in steps, rounded
     up to whole epochs, when `steps_budget.<phase>` is set, else the `epochs.<phase>` key."""
-    phase = PHASE_OF[regime]
+    phase = specs.spec(regime).phase
     per_epoch = steps_per_epoch(n_train, cfg.batch_size)
-    steps = cfg.get("steps_budget", {}).get(phase) if cfg.get("steps_budget") is not None else None
+    steps = getattr(cfg.steps_budget, phase)
     if steps is None:
-        return Budget(int(cfg.epochs[phase]), per_epoch, "epochs")
+        return Budget(int(getattr(cfg.epochs, phase)), per_epoch, "epochs")
     return Budget(math.ceil(int(steps) / per_epoch), per_epoch, "steps_budget")
 
 
@@ -62,10 +64,8 @@ class Rule:
     min_delta: float = 0.0
 
     @classmethod
-    def from_cfg(cls, cfg: Any) -> Rule:
-        node = cfg.get("early_stopping")
-        if node is None:
-            return cls()
+    def from_cfg(cls, cfg: Config) -> Rule:
+        node = cfg.early_stopping
         return cls(bool(node.enabled), str(node.monitor), int(node.patience), float(node.min_delta))
 
     @property

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from harness import backbones
+from harness.training import backbones
 
 # Batches run per call into the compiled train/eval function. Same batches, same updates, same numbers
 # (tested): it removes the per-batch Python round trip, which dominates head epochs on cached features.

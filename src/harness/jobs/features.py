@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from harness import backbones, cache, data, identity, runtime, stopping
-from harness.inputs import Prepared
+from harness import data
+from harness.config import Config, plain
+from harness.jobs import cache, identity
+from harness.jobs.inputs import Prepared
+from harness.training import backbones, runtime, stopping
 
 if TYPE_CHECKING:
-    from harness import trainer
+    from harness.training import trainer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def cache_keys(job: Prepared) -> CacheKeys:
             {
                 **common,
                 "inputs": inputs,
-                "head": OmegaConf.to_container(cfg.head, resolve=True, enum_to_str=True),
+                "head": plain(cfg.head),
                 "head_lr": cfg.head_lr,
                 "optimizer": str(cfg.optimizer),
                 # the epochs it may run (from epochs.head, or the step budget on this training split) and
@@ -73,7 +75,7 @@ def cache_keys(job: Prepared) -> CacheKeys:
                 "early_stopping": stopping.Rule.from_cfg(cfg).key(),
                 "batch_size": cfg.batch_size,
                 "seed": cfg.seed,
-                "augment": OmegaConf.to_container(cfg.augmentation, resolve=True) if cfg.augment else False,
+                "augment": plain(cfg.augmentation) if cfg.augment else False,
                 "classes": list(job.folder.class_names),
             },
         )
@@ -82,7 +84,7 @@ def cache_keys(job: Prepared) -> CacheKeys:
 
 def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> trainer.Arrays:
     """Every chosen image decoded and resized once, reused from the cache when an earlier job did it."""
-    from harness import trainer
+    from harness.training import trainer
 
     size = job.cfg.backbone.image_size
     splits = job.splits
@@ -94,7 +96,7 @@ def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> trai
     return trainer.Arrays({s: x[s] for s in splits}, {s: v.labels for s, v in splits.items()}, job.folder.num_classes)
 
 
-def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, base):
+def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base):
     """The Trainer's features hook: frozen-stage outputs from the cache, built by the cheapest route.
 
     A missing cut is computed from the deepest cached shallower cut through the segment between them,
@@ -104,7 +106,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: DictConfig, b
     """
     import keras
 
-    from harness import models, trainer
+    from harness.training import models, trainer
 
     order = [*backbones.get_spec(cfg.backbone.name).boundaries, *backbones.TOP_CUTS]
     finetune_cut = cfg.unfreeze_at if "finetune" in cfg.regimes else None

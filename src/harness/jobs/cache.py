@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def make_key(kind: str, parts: Mapping[str, Any]) -> str:
     """`<kind>-<digest of the parts and of the producing code>`: identical parts, identical key, in any
     process; a change to the code that produces entries, or to TensorFlow or Keras, gives new keys."""
-    from harness.identity import code_identity, digest
+    from harness.jobs.identity import code_identity, digest
 
     return f"{kind}-{digest({'kind': kind, 'code': code_identity(), **parts})}"
 

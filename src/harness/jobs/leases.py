@@ -31,7 +31,7 @@ from typing import Any
 
 from harness import tracking
 from harness.errors import LostLease
-from harness.owner import owner_exited
+from harness.jobs.owner import owner_exited
 from harness.tracking import KILLED_REASON, LEASE_TAG
 
 log = logging.getLogger(__name__)

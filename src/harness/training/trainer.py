@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from harness import stopping
-from harness.models import InferenceMode, compile_for, dataset, targets
-from harness.progress import METRICS, ProgressLine
+from harness.training import stopping
+from harness.training.models import InferenceMode, compile_for, dataset, targets
+from harness.training.progress import METRICS, ProgressLine
 
 PREDICT_BATCH = 64
 

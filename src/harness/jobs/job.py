@@ -12,16 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig
-
-from harness import backbones, cache, claims, data, identity, leases, stopping, tracking
+from harness import data, tracking
+from harness.config import Config
 from harness.errors import LostLease
-from harness.features import cache_keys, cached_features, load_arrays
-from harness.inputs import Prepared, fetch, needs_pretrained, prepare
-from harness.runtime import configure_runtime, quiet_tensorflow, resolve_precision
+from harness.jobs import cache, claims, leases
+from harness.jobs.features import cache_keys, cached_features, load_arrays
+from harness.jobs.inputs import Prepared, fetch, needs_pretrained, prepare
+from harness.training import backbones, stopping
+from harness.training.runtime import configure_runtime, quiet_tensorflow, resolve_precision
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
-    from harness.trainer import RegimeResult
+    from harness.training.trainer import RegimeResult
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,14 @@ def data_summary(job: Prepared) -> dict[str, object]:
 
 def log_regime(
     result: RegimeResult,
-    cfg: DictConfig,
+    cfg: Config,
     job: Prepared,
     marker_epoch: int | None = None,
     before: dict[str, list[float]] | None = None,
 ) -> None:
     """Final metrics, per-image test predictions, curves (raw + EMA) and, if asked, the model, into the active
     regime run."""
-    from harness import figures
+    from harness.training import figures
 
     final = {"train_time_s": result.train_time_s, **(result.test or {})}
     tracking.log_result_metrics(final)
@@ -93,7 +94,7 @@ def log_regime(
 
 
 @contextmanager
-def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[None]:
+def regime_run(cfg: Config, job_identity: str, regime: str) -> Iterator[None]:
     """A regime's MLflow run, nested in the job's, kept alive by the heartbeat while it trains."""
     with tracking.regime_run(cfg, job_identity, regime) as run, leases.heartbeat.held(run.info.run_id, cfg.heartbeat_s):
         yield
@@ -125,7 +126,7 @@ class Skipped:
     run_id: str
 
 
-def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, RegimeResult] | Skipped | Elsewhere:
+def run(cfg: Config, overrides: list[str], name: str) -> dict[str, RegimeResult] | Skipped | Elsewhere:
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
     fetch(cfg)  # then the downloads (ImageNet weights): a clear error offline, not a traceback in the job
@@ -149,7 +150,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, RegimeRes
         return Elsewhere(outcome.holder)
     if isinstance(outcome, claims.Done):
         done = outcome.finished
-        other_code = done.code != identity.package_digest()
+        other_code = done.code != tracking.package_digest()
         log.info(
             "skip: job %s already FINISHED as run %s%s (force=true re-runs it)",
             job.identity,
@@ -175,9 +176,7 @@ def run(cfg: DictConfig, overrides: list[str], name: str) -> dict[str, RegimeRes
     return results
 
 
-def claim(
-    cfg: DictConfig, job_identity: str, name: str, experiment_id: str
-) -> claims.Claimed | claims.Done | claims.Held:
+def claim(cfg: Config, job_identity: str, name: str, experiment_id: str) -> claims.Claimed | claims.Done | claims.Held:
     """The claim on the job's identity; with wait_for_others=true, a job held elsewhere waits for its holder to end
     (then it is done, or the holder died and this process claims it)."""
 
@@ -193,10 +192,10 @@ def claim(
         claims.wait_for(outcome.holder, cfg.lease_s, poll_s=min(float(cfg.heartbeat_s), 10.0))
 
 
-def train(cfg: DictConfig, job: Prepared, threads: int | None, pretrained) -> dict[str, RegimeResult]:
+def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[str, RegimeResult]:
     """The regimes of a claimed job, inside its (active) job run."""
-    from harness import regimes
-    from harness.trainer import Trainer
+    from harness.training import regimes
+    from harness.training.trainer import Trainer
 
     store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)
     keys = cache_keys(job)

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness import leases, tracking
+from harness import tracking
+from harness.jobs import leases
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,43 @@
+"""Checks of a config that need the backbone registry: a known backbone, a layer of it for `unfreeze_at`, a
+weights file that exists, image sizes it accepts. With the schema's own (`Config.problems`), every bad value
+is named with what is allowed, all at once, before any model or run exists.
+"""
+
+from __future__ import annotations
+
+from harness.config.schema import Config
+from harness.errors import HarnessError
+from harness.training import backbones
+
+
+def backbone_problems(cfg: Config) -> list[str]:
+    """What is wrong with the backbone settings: the name, the boundary, the weights, the image sizes."""
+    name = cfg.backbone.name
+    try:
+        spec = backbones.get_spec(name)
+    except HarnessError as exc:
+        return [str(exc)]  # nothing else about the backbone can be checked
+    out = []
+    for check, value in ((backbones.check_boundary, cfg.unfreeze_at), (backbones.check_weights, cfg.backbone.weights)):
+        try:
+            check(name, value) if check is backbones.check_boundary else check(value)
+        except HarnessError as exc:
+            out.append(str(exc))
+    minimum = spec.min_image_size
+    if cfg.backbone.image_size < minimum:
+        out.append(f"backbone.image_size={cfg.backbone.image_size} must be >= {minimum} for {name}")
+    if cfg.scratch.image_size is not None and cfg.scratch.image_size < minimum:
+        out.append(f"scratch.image_size={cfg.scratch.image_size} must be >= {minimum} for {name}, or null")
+    return out
+
+
+def problems(cfg: Config) -> list[str]:
+    """Every problem with the config, one sentence each (empty when it is fine)."""
+    return [*backbone_problems(cfg), *cfg.problems()]
+
+
+def validate(cfg: Config) -> None:
+    """Raise HarnessError naming every bad value at once."""
+    found = problems(cfg)
+    if found:
+        raise HarnessError("invalid config:\n  - " + "\n  - ".join(found))
