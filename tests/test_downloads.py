@@ -113,3 +113,18 @@ def test_truncated_imagenet_weights_in_keras_cache_are_not_loaded(tmp_path, stor
     assert proc.returncode == 2 and "Traceback" not in proc.log, proc.log[-3000:]
     assert "could not download vgg16's ImageNet weights" in proc.log
     assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+@pytest.mark.loopback_only
+def test_a_data_path_given_with_the_default_data_is_used_and_nothing_is_downloaded(tmp_path, store, monkeypatch):
+    """`python -m harness data.path=/my/photos` keeps the default data group (the tutorial's archive): the path
+    given is what trains, offline, and no download is tried."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
+    proc = harness_offline(tmp_path, store, f"data.path={photos}")
+    assert proc.returncode == 0 and "could not download" not in proc.log, proc.log[-3000:]
+    assert "{'train': 12, 'validation': 6, 'test': 6}" in proc.log
+    assert not (tmp_path / "empty_keras_home" / "datasets").exists()
+    mlflow.set_tracking_uri(store)
+    job = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'job'").iloc[0]
+    assert job["params.data.data_root"] == str(photos.resolve())

@@ -70,7 +70,7 @@ def test_a_process_that_proc_hides_is_not_taken_for_exited(tmp_path):
     )
     record = (
         "import sys; from harness.jobs import owner as o; pid = int(sys.argv[1]); "
-        "print('|'.join([*o.owner().split('|')[:3], str(pid), o._start_ticks(pid)]))"
+        "print('|'.join([*o.owner().split('|')[:3], str(pid), o.started(pid)]))"
     )
     py = shlex.quote(sys.executable)
     # uid 0 without capabilities and outside group 0 (which hidepid exempts): an ordinary user for /proc and kill
@@ -98,11 +98,13 @@ def test_an_exited_or_reused_pid_on_this_host_is_dead_at_once(experiment):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         me = processes.owner().split("|")
-        started = processes._start_ticks(child.pid)
+        started = processes.started(child.pid)
         alive = "|".join([*me[:3], str(child.pid), started])
-        reused = "|".join([*me[:3], str(child.pid), str(int(started) - 1)])  # same pid, an earlier process
+        reused = "|".join([*me[:3], str(child.pid), f"{float(started) - 1:.2f}"])  # same pid, an earlier process
+        legacy = "|".join([*me[:3], str(child.pid), "123456"])  # clock ticks, as recorded before psutil's times
         assert not processes.owner_exited(alive)
         assert processes.owner_exited(reused)
+        assert not processes.owner_exited(legacy)  # cannot be compared: its lease decides
     finally:
         child.kill()
         child.wait()

@@ -39,6 +39,16 @@ def main(cfg: DictConfig) -> float | None:
     overrides = [o for o in hc.overrides.task if not o.startswith(f"{sweep.SWEEP_RUN_KEY}=")]
     in_sweep = hc.mode == RunMode.MULTIRUN
     num = hc.job.num if in_sweep else 0  # the ledger's key; a single run has no ledger
+    if in_sweep and "optuna" in str(hc.sweeper.get("_target_", "")).lower():
+        direction = str(hc.sweeper.get("direction", ""))
+        if not direction.endswith("maximize"):
+            log.error(
+                "hydra/sweeper=%s searches with direction=%s, but each job returns its best validation accuracy "
+                "(higher is better): use hydra/sweeper=search (Optuna, maximising) or hydra.sweeper.direction=maximize",
+                hc.runtime.choices.get("hydra/sweeper"),
+                direction.rsplit(".", 1)[-1],
+            )
+            sys.exit(2)  # out of the whole search at its first trial, before anything trains
     if in_sweep and cfg.sweep_run is None:
         log.warning(
             "hydra/sweeper=%s: jobs are not checked before the sweep and have no parent run or ledger "

@@ -61,11 +61,8 @@ def digest(data: Any) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:24]
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:24]
 
 
 def file_digest(path: str | Path) -> str:
