@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import only_loopback
@@ -71,16 +74,48 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
-def run_cli(*args: str, cwd: Path, module: str = "harness", timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run `python -m <module> args...` in `cwd` (not the project root: it must work from anywhere)."""
+def cli_env(cwd: Path) -> dict[str, str]:
+    """The environment a test runs the CLI in: no tracking URI of the caller's, unbuffered output, and a cache
+    of the test's own (never the project's)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("HARNESS_CACHE_DIR", str(cwd / "cache"))  # each test its own cache, never the project's
+    env.setdefault("HARNESS_CACHE_DIR", str(cwd / "cache"))
+    return env
+
+
+def run_cli(*args: str, cwd: Path, module: str = "harness", timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run `python -m <module> args...` in `cwd` (not the project root: it must work from anywhere)."""
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(cwd), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
     proc.log = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     return proc
+
+
+def start_cli(*args: str, cwd: Path, output: Any = subprocess.PIPE) -> subprocess.Popen:
+    """Start `python -m harness args...` in `cwd` in a process group of its own (so a test can stop, signal or
+    kill the whole job), output merged into one text pipe (or `output`: a file, DEVNULL)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args], cwd=cwd, env=cli_env(cwd), text=True,
+        stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def job_rows(db: Path) -> list[tuple[str, str]]:
+    """(status, pid) of every job run, read straight from a SQLite store while a sweep writes it: polling
+    through MLflow would initialise a store in this process while the harness may still create the schema."""
+    if not db.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            return con.execute(
+                "SELECT r.status, p.value FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid "
+                "JOIN tags p ON p.run_uuid = r.run_uuid "
+                "WHERE k.key = 'run_kind' AND k.value = 'job' AND p.key = 'pid'"
+            ).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet, or a write holds the lock
+        return []
 
 
 def small_mobilenet(weights: Path, store: str, *extra: str) -> list[str]:

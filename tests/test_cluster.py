@@ -9,14 +9,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import job_runs, run_cli, tiny_job
+from conftest import job_runs, run_cli, start_cli, tiny_job
 from servers import free_port, mlflow_server, postgres_bin, postgresql, ray_head
 
 from harness import data
@@ -31,16 +29,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 def photos(tmp_path: Path) -> Path:
     return data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
-
-
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["HARNESS_CACHE_DIR"] = str(cwd / "cache")
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
 
 
 def story(log: str) -> str:

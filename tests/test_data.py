@@ -39,11 +39,13 @@ def test_fraction_too_small_for_a_class_is_an_error(cats_dogs):
         data.subsample(folder.splits["train"], 0.0001, 0, folder.class_names)
 
 
-def test_missing_test_split_is_allowed_and_reported(tmp_path):
+def test_missing_test_split_is_allowed_and_reported(tmp_path, caplog):
     root = data.ensure_synthetic(tmp_path, {"train": 3, "validation": 2})
-    folder = data.scan_folder(root)
-    assert not folder.has_test
+    with caplog.at_level("INFO", logger="harness.data.folders"):
+        folder = data.scan_folder(root)
+    assert not folder.has_test and set(folder.splits) == {"train", "validation"}
     assert folder.class_names == ("disks", "squares")
+    assert f"no test/ split in {root.resolve()}; test metrics will be reported as absent" in caplog.text
 
 
 def test_synthetic_set_is_generated_once(tmp_path):

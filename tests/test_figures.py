@@ -24,6 +24,19 @@ def test_training_curves_draw_raw_and_smoothed_accuracy_and_loss():
         "val_loss": [0.7, 0.65, 0.6],
     }
     fig = figures.training_curves(history, first_epoch=0, title="vgg16 frozen", marker_epoch=1)
-    assert len(fig.axes) == 4
-    assert all(len(ax.lines) >= 2 for ax in fig.axes)  # train and validation on each
+    (raw_acc, smooth_acc), (raw_loss, smooth_loss) = fig.axes[0:2], fig.axes[2:4]
+    drawn = {  # (panel, line label) -> y values
+        (ax.get_title(), line.get_label()): list(line.get_ydata())
+        for ax in fig.axes
+        for line in ax.lines
+        if not line.get_label().startswith("start")
+    }
+    for metric, raw, smooth in (("acc", raw_acc, smooth_acc), ("loss", raw_loss, smooth_loss)):
+        assert raw.get_title() == f"{metric} (raw)" and smooth.get_title() == f"{metric} (EMA 0.8)"
+        for label, key in (("train", metric), ("validation", f"val_{metric}")):
+            assert drawn[(raw.get_title(), label)] == pytest.approx(history[key])  # the raw panel: the values
+            assert drawn[(smooth.get_title(), label)] == pytest.approx(figures.ema(history[key]))  # smoothed
+        assert list(raw.lines[0].get_xdata()) == [1, 2, 3]  # epochs counted from 1
+        # the TensorFlow tutorial's marker between the head phase (epoch 1) and fine-tuning (epoch 2)
+        assert [line.get_xdata()[0] for line in raw.lines if line.get_label() == "start fine-tuning"] == [1.5]
     figures.close(fig)

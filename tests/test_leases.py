@@ -12,7 +12,8 @@ import time
 
 import mlflow
 import pytest
-from conftest import compose, job_runs, run_cli, tiny_job
+from conftest import compose, job_runs, run_cli, start_cli, tiny_job
+from servers import wait_until
 
 from harness import data
 from harness.jobs import job as jobs
@@ -132,13 +133,8 @@ def test_two_sweeps_of_one_study_at_once_run_every_configuration_once(tmp_path, 
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
     run_cli(*tiny_job(store, photos, "dry_run=true"), cwd=tmp_path)  # creates the store's tables once
     # wait_for_others: a sweep that meets a configuration held by the other waits for it, then counts it done
-    args = [sys.executable, "-m", "harness", "-m", "seed=0,1,2,3", *tiny_job(store, photos, "wait_for_others=true")]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["HARNESS_CACHE_DIR"] = str(tmp_path / "cache")
-    procs = [
-        subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for _ in range(2)
-    ]
+    args = ["-m", "seed=0,1,2,3", *tiny_job(store, photos, "wait_for_others=true")]
+    procs = [start_cli(*args, cwd=tmp_path) for _ in range(2)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-2000:] for log in logs)
     jobs = job_runs(store)
@@ -195,21 +191,8 @@ def test_a_job_in_another_pid_namespace_is_reaped_only_when_its_lease_expires(tm
     assert "no heartbeat" in jobs.loc[jobs.status == "KILLED", "tags.killed_reason"].item()
 
 
-def start_cli(args: list[str], cwd) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(PYTHONUNBUFFERED="1", HARNESS_CACHE_DIR=str(cwd / "cache"))
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-
 def wait_for(condition, timeout_s: float = 300, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.3)
+    wait_until(condition, timeout_s, what)
 
 
 @pytest.mark.slow  # a job stopped past its lease, another trained meanwhile: about a minute
@@ -220,7 +203,7 @@ def test_a_job_stopped_past_its_lease_learns_it_lost_the_claim_and_stops(tmp_pat
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
     args = tiny_job(store, photos, "lease_s=6", "heartbeat_s=1", "epochs.head=400")
     job_runs(store)  # the store's tables exist before two processes use it
-    first = start_cli(args, tmp_path)
+    first = start_cli(*args, cwd=tmp_path)
     client = mlflow.MlflowClient()
 
     def training() -> bool:
@@ -270,7 +253,7 @@ def test_running_elsewhere_is_not_success_unless_the_sweep_waits_for_it(tmp_path
         assert "1 running elsewhere" in sweep.log and f"held by run(s) {holder}" in sweep.log, sweep.log[-3000:]
         assert "wait_for_others=true" in sweep.log
 
-        waiting = start_cli(["-m", "seed=0", *tiny_job(store, photos, "wait_for_others=true")], tmp_path)
+        waiting = start_cli("-m", "seed=0", *tiny_job(store, photos, "wait_for_others=true"), cwd=tmp_path)
         time.sleep(20)  # it starts and finds the holder
         assert waiting.poll() is None
     finally:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import copy_small, run_cli, tiny_frozen
+from conftest import copy_small, job_rows, run_cli, start_cli, tiny_frozen
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +22,8 @@ def all_runs(store: str, study: str = "default"):
 
 
 def job_statuses(db: Path) -> dict[str, int]:
-    """Job-run counts by status, read straight from SQLite: polling through MLflow would initialise a store
-    in this process while the harness may still be creating the schema."""
-    if not db.exists():
-        return {}
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-            rows = con.execute(
-                "SELECT r.status, count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                "WHERE t.key = 'run_kind' AND t.value = 'job' GROUP BY r.status"
-            ).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet, or a write holds the lock
-        return {}
-    return dict(rows)
+    """Job-run counts by status, read straight from SQLite (conftest.job_rows)."""
+    return dict(Counter(status for status, _ in job_rows(db)))
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +33,7 @@ def small_data(tmp_path_factory, cats_dogs) -> Path:
 
 def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, small_data, mobilenet_weights):
     args = ["-m", "seed=0,1,2", *tiny_frozen(mobilenet_weights, store, small_data)]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_cli(*args, cwd=tmp_path, output=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline:  # kill as soon as one job is done and the next is mid-way

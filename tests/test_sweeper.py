@@ -3,19 +3,15 @@ sweepers. Generated images and random weights: nothing here needs ../shared."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_cli, tiny_job
+from conftest import job_rows, run_cli, start_cli, tiny_job
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from harness import data
@@ -63,20 +59,9 @@ def test_a_cut_over_the_memory_budget_stops_the_sweep_before_any_job(tmp_path, s
 
 
 def job_runs_by_status(db: Path) -> dict[str, list[str]]:
-    """pid tags of job runs by status, read straight from SQLite while the sweep writes."""
-    if not db.exists():
-        return {}
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-            rows = con.execute(
-                "SELECT r.status, p.value FROM runs r JOIN tags k ON k.run_uuid = r.run_uuid "
-                "JOIN tags p ON p.run_uuid = r.run_uuid "
-                "WHERE k.key = 'run_kind' AND k.value = 'job' AND p.key = 'pid'"
-            ).fetchall()
-    except sqlite3.OperationalError:
-        return {}
+    """pid tags of job runs by status, read straight from SQLite while the sweep writes (conftest.job_rows)."""
     out: dict[str, list[str]] = {}
-    for status, pid in rows:
+    for status, pid in job_rows(db):
         out.setdefault(status, []).append(pid)
     return out
 
@@ -85,16 +70,7 @@ def test_a_job_whose_worker_dies_is_counted_missing_and_fails_the_sweep(tmp_path
     """A joblib worker killed mid-job (as the kernel's OOM killer would) leaves no outcome in the ledger."""
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1"]
     args += tiny_job(store, photos, "epochs.head=30")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["HARNESS_CACHE_DIR"] = str(tmp_path / "cache")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_cli(*args, cwd=tmp_path)
     db = Path(store.removeprefix("sqlite:///"))
     deadline = time.monotonic() + 300
     victim = None

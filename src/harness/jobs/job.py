@@ -18,7 +18,7 @@ from harness.errors import LostLease
 from harness.jobs import cache, claims, leases
 from harness.jobs.features import cache_keys, cached_features, load_arrays
 from harness.jobs.inputs import Prepared, fetch, needs_pretrained, prepare
-from harness.training import backbones, stopping
+from harness.training import backbones, specs, stopping
 from harness.training.runtime import configure_runtime, quiet_tensorflow, resolve_precision
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
@@ -250,5 +250,5 @@ OBJECTIVE = "best_val_acc"
 
 def objective(results: dict[str, RegimeResult]) -> float:
     """The best validation accuracy of the job's last regime (fine-tuned, else frozen, else scratch)."""
-    last = next(results[r] for r in ("finetune", "frozen", "scratch") if r in results)
+    last = next(results[r] for r in reversed(specs.NAMES) if r in results)
     return float(max(last.history["val_acc"]))

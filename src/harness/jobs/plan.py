@@ -14,9 +14,15 @@ from harness.jobs.features import cache_keys
 from harness.jobs.inputs import Prepared, prepare
 from harness.training import backbones, stopping
 
-# Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate; Chollet's small
-# convnet (scratch.model=small_convnet): 0.46 GFLOP at 150 px (its four convolutions), 1.03 at 224.
-FORWARD_GFLOP_224 = {"vgg16": 30.7, "mobilenetv2": 0.6, "small_convnet": 1.03}
+# Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate: each backbone's
+# from its spec; Chollet's small convnet (scratch.model=small_convnet) 0.46 GFLOP at 150 px (its convolutions).
+SMALL_CONVNET_GFLOP_224 = 1.03
+
+
+def gflop_224(model: str) -> float:
+    return SMALL_CONVNET_GFLOP_224 if model == "small_convnet" else backbones.get_spec(model).gflop_224
+
+
 # What this 2-core machine sustains, GFLOP/s: inference from benchmarks/RESULTS.md (MobileNetV2 at 160 px,
 # 48 img/s x 0.306 GFLOP), training from the tf_mobilenetv2 study's scratch epochs (forward + backward,
 # counted as 3 x forward, ~4 min for 2,000 train + 1,000 validation images under load).
@@ -34,7 +40,7 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
     split); with early stopping that is an upper bound. Scratch counts at its own image size.
     """
     cfg = job.cfg
-    per_image = FORWARD_GFLOP_224[cfg.backbone.name] * (cfg.backbone.image_size / 224) ** 2
+    per_image = gflop_224(cfg.backbone.name) * (cfg.backbone.image_size / 224) ** 2
     boundaries = backbones.get_spec(cfg.backbone.name).boundaries
     n = {s: len(v) for s, v in job.splits.items()}
     n_all, n_train, n_val = sum(n.values()), n["train"], n["validation"]
@@ -53,7 +59,7 @@ def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) 
     if "scratch" in epochs:
         scratch_size = cfg.scratch.image_size or cfg.backbone.image_size
         model = cfg.backbone.name if cfg.scratch.model == "backbone" else str(cfg.scratch.model)
-        per_scratch = FORWARD_GFLOP_224[model] * (scratch_size / 224) ** 2
+        per_scratch = gflop_224(model) * (scratch_size / 224) ** 2
         rate = TRAIN_GFLOPS_BY_MODEL.get(model, TRAIN_GFLOPS)
         scratch_s = epochs["scratch"] * (3 * n_train + n_val) * per_scratch / rate
     return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS + scratch_s

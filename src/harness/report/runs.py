@@ -12,12 +12,13 @@ from harness import tracking
 from harness.config import RESULT_FREE_KEYS
 from harness.errors import HarnessError
 from harness.sweep import ledger
+from harness.training import specs
 
 log = logging.getLogger("harness.report")
 
-REGIMES = ("scratch", "frozen", "finetune")
-REGIME_LABELS = {"scratch": "scratch", "frozen": "frozen", "finetune": "fine-tuned"}
-REGIME_COLORS = {"scratch": "tab:gray", "frozen": "tab:blue", "finetune": "tab:orange"}
+REGIMES = specs.NAMES
+REGIME_LABELS = {name: spec.label for name, spec in specs.REGIMES.items()}
+REGIME_COLORS = {name: spec.color for name, spec in specs.REGIMES.items()}
 
 # The configuration of a row, as a study's table lists it: report column -> flattened-config param of the run.
 CONFIG_PARAMS = {
@@ -28,17 +29,16 @@ CONFIG_PARAMS = {
     "data_fraction": "data_fraction",
     "augment": "augment",
     "image_size": "backbone.image_size",
-    "epochs_scratch": "epochs.scratch",
-    "epochs_head": "epochs.head",
-    "epochs_finetune": "epochs.finetune",
+    **{f"epochs_{phase}": f"epochs.{phase}" for phase in specs.PHASES},
     "scratch_size": "scratch.image_size",
     "scratch_bn_momentum": "scratch.bn_momentum",
+    "scratch_model": "scratch.model",
 }
 # Keys derived from several params: the early-stopping rule and the step budget, each in one readable cell.
 RULE_KEYS = ("stopping", "budget")
 CONFIG_KEYS = (*CONFIG_PARAMS, *RULE_KEYS)
 NUMERIC_KEYS = ("lr", "head_lr", "data_fraction", "image_size", "epochs_scratch", "epochs_head", "epochs_finetune")
-PHASES = ("scratch", "head", "finetune")
+PHASES = specs.PHASES
 TAG_FALLBACK = ("backbone", "unfreeze_at", "lr", "data_fraction")  # also tags, for runs lacking params
 # Params that never separate configurations: replicates (seed), bookkeeping, what a job ran (regimes), the
 # backbone's default boundary (implied by backbone.name), and what a phase could run (epochs_max and

@@ -22,24 +22,32 @@ from harness.report.runs import (
     row_keys,
     seed_mean_curve,
 )
-from harness.training import backbones
+from harness.training import backbones, specs
 
 log = logging.getLogger("harness.report")
 
 # How long each regime's runs trained: mean epochs run, and how many of them the early-stopping rule ended
 RUN_LENGTH = ("epochs_run", "stopped_early")
 HEAD_TRAINED = "frozen_head_phases_trained"  # the last column: how many frozen runs frozen_train_time_s is over
+
+
 # Keys that only some regimes use: when none of those regimes ran, a constant value is a config default
 # that nothing used (epochs_scratch=30 in a study without scratch), and is not listed as the rows' setting.
-KEY_REGIMES = {
-    "epochs_scratch": ("scratch",),
-    "scratch_size": ("scratch",),
-    "scratch_bn_momentum": ("scratch",),
-    "epochs_head": ("frozen", "finetune"),
-    "epochs_finetune": ("finetune",),
-    "lr": ("finetune",),
-    "unfreeze_at": ("finetune",),
-}
+def _key_regimes() -> dict[str, tuple[str, ...]]:
+    """Each regime's phase (epochs_<phase>) and learning rate, from the registry; a regime that starts from
+    another also uses that one's phase (fine-tuning follows the head phase) and names the boundary."""
+    out: dict[str, set[str]] = {f"scratch_{k}": {"scratch"} for k in ("size", "bn_momentum", "model")}
+    for name, spec in specs.REGIMES.items():
+        for key in (f"epochs_{spec.phase}", spec.lr_key if spec.starts_from else None):
+            if key:
+                out.setdefault(key, set()).add(name)
+        if spec.starts_from:
+            out.setdefault(f"epochs_{specs.spec(spec.starts_from).phase}", set()).add(name)
+            out.setdefault("unfreeze_at", set()).add(name)
+    return {key: tuple(sorted(regimes)) for key, regimes in out.items()}
+
+
+KEY_REGIMES = _key_regimes()
 
 
 # ------------------------------------------------------------------------------------------ aggregation

@@ -9,9 +9,10 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from harness.training import specs
+
 log = logging.getLogger(__name__)
 
-REGIMES = ("scratch", "frozen", "finetune")
 # MLflow 3.17's UI picks an experiment's page from this URL parameter, else from what the browser remembers,
 # else the GenAI overview; it does not read the experiment's mlflow.experimentKind tag (tests/test_ui.py).
 TRAINING_VIEW = "workflowType=machine_learning"
@@ -55,7 +56,7 @@ def results_table(experiment_id: str, job_run_ids: Sequence[str], keys: Sequence
         rows.append(row)
     table = pd.DataFrame(rows)
     ordered = [c for c in table.columns if not c.endswith("test_acc")]
-    ordered[-1:-1] = [f"{r} test_acc" for r in REGIMES if f"{r} test_acc" in table.columns]
+    ordered[-1:-1] = [f"{r} test_acc" for r in specs.NAMES if f"{r} test_acc" in table.columns]
     return table[ordered].sort_values(list(keys or ["seed"])).reset_index(drop=True)
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.redaction import redact, redact_data
 from harness.tracking.provenance import git_commit, library_versions, package_digest, process_tags
+from harness.training import specs
 
 log = logging.getLogger("harness.tracking")
 
@@ -182,12 +183,12 @@ def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]
 
 
 def regime_run_name(cfg: DictConfig, regime: str) -> str:
-    """What a regime run is, readable in the runs table: `finetune block5_conv1 lr=1e-05 seed=0`."""
-    what = {
-        "scratch": f"head_lr={cfg.head_lr}",  # scratch trains everything at the head's rate
-        "frozen": f"head_lr={cfg.head_lr}",
-        "finetune": f"{cfg.unfreeze_at} lr={cfg.lr}",
-    }[regime]
+    """What a regime run is, readable in the runs table: `finetune block5_conv1 lr=1e-05 seed=0` (its learning
+    rate key from the regimes' registry; a regime that starts from another names its boundary too)."""
+    spec = specs.spec(regime)
+    what = f"{spec.lr_key}={getattr(cfg, spec.lr_key)}"
+    if spec.starts_from is not None:
+        what = f"{cfg.unfreeze_at} {what}"
     fraction = f" data_fraction={cfg.data_fraction}" if float(cfg.data_fraction) != 1.0 else ""
     return f"{regime} {cfg.backbone.name} {what}{fraction} seed={cfg.seed}"
 

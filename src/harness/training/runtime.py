@@ -7,6 +7,7 @@ import os
 import sys
 
 from harness.config import PRECISIONS, Config
+from harness.training import backbones
 
 
 def quiet_tensorflow() -> None:
@@ -52,10 +53,6 @@ def _not_model_count_tracing(record: logging.LogRecord) -> bool:
     return "triggered tf.function retracing" not in record.getMessage()
 
 
-# Backbones measured faster in bf16 on a CPU with native bf16 (2-core x86, AVX512-BF16): VGG16 at 150 px
-# 12 -> 29 images/s (2.4x); MobileNetV2 at 160 px 121 -> 100 images/s (slower: depthwise convolutions and
-# the casts around them gain nothing). A backbone not listed stays fp32 on a CPU.
-BF16_FASTER_ON_CPU = frozenset({"vgg16"})
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of native bf16 arithmetic
 
 
@@ -85,14 +82,14 @@ def resolve_precision(
     """The precision a job trains in: `precision` itself, or for `auto` the one that is faster here.
 
     auto: fp16 where a GPU is visible; on a CPU bf16 only with native bf16 (AVX512-BF16 or AMX) and a backbone
-    measured faster in it (BF16_FASTER_ON_CPU), fp32 otherwise (emulated bf16 is slower than fp32).
+    measured faster in it (its spec's bf16_faster_on_cpu), fp32 otherwise (emulated bf16 is slower than fp32).
     """
     if precision != "auto":
         return str(precision)
     if (visible_gpus() if gpus is None else gpus) > 0:
         return "fp16"
     native = NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags)
-    return "bf16" if native and backbone in BF16_FASTER_ON_CPU else "fp32"
+    return "bf16" if native and backbones.get_spec(backbone).bf16_faster_on_cpu else "fp32"
 
 
 def configure_runtime(cfg: Config) -> int | None:
