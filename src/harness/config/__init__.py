@@ -43,7 +43,7 @@ def convert(cfg: DictConfig | Config) -> Config:
     """The composed config as the schema's dataclasses, without Hydra's own node; values not checked."""
     if isinstance(cfg, Config):
         return cfg
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    job: Any = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     if "data" in job and OmegaConf.is_missing(job.data, "path"):  # data=folder without data.path: the schema
         job = OmegaConf.merge(job, {"data": {"path": None}})  # says so in words (Data.problems), not a traceback
     typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), job))
@@ -82,7 +82,7 @@ def to_container(cfg: DictConfig | Config) -> dict[str, Any]:
     """
     if isinstance(cfg, Config):
         return plain(cfg)
-    return {key: plain(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key] for key in cfg if key != "hydra"}
+    return {str(key): plain(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key] for key in cfg if key != "hydra"}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -18,11 +18,14 @@ def backbone_problems(cfg: Config) -> list[str]:
     except HarnessError as exc:
         return [str(exc)]  # nothing else about the backbone can be checked
     out = []
-    for check, value in ((backbones.check_boundary, cfg.unfreeze_at), (backbones.check_weights, cfg.backbone.weights)):
-        try:
-            check(name, value) if check is backbones.check_boundary else check(value)
-        except HarnessError as exc:
-            out.append(str(exc))
+    try:
+        backbones.check_boundary(name, cfg.unfreeze_at)
+    except HarnessError as exc:
+        out.append(str(exc))
+    try:
+        backbones.check_weights(cfg.backbone.weights)
+    except HarnessError as exc:
+        out.append(str(exc))
     minimum = spec.min_image_size
     if cfg.backbone.image_size < minimum:
         out.append(f"backbone.image_size={cfg.backbone.image_size} must be >= {minimum} for {name}")

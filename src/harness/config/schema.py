@@ -21,7 +21,8 @@ from omegaconf import MISSING
 
 from harness.training import specs
 
-Regime = StrEnum("Regime", {name: name for name in specs.NAMES})  # scratch | frozen | finetune (specs.REGIMES)
+# scratch | frozen | finetune, from the registry (specs.REGIMES); mypy cannot see members made this way
+Regime = StrEnum("Regime", {name: name for name in specs.NAMES})  # type: ignore[misc]
 
 
 class Optimizer(StrEnum):

@@ -108,6 +108,9 @@ def image_size(content: bytes) -> tuple[int, str]:
             with Image.open(io.BytesIO(content)) as image:
                 width, height = image.size
     except Image.DecompressionBombError as exc:
-        pixels = int(re.search(r"\((\d+) pixels\)", str(exc)).group(1))
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if found is None:
+            raise
+        pixels = int(found.group(1))
         return pixels, f"{pixels:,} pixels"
     return width * height, f"{width} x {height} = {width * height:,} pixels"

@@ -34,7 +34,7 @@ class CacheKeys:
     images: dict[str, str]  # split -> key
     features: dict[str, dict[str, str]]  # cut ("top", "pooled" or unfreeze_at) -> split -> key
     head: str | None  # the head phase shared by jobs differing only in unfreeze_at / lr
-    common: dict[str, str | None]  # what every features key of this job shares (backbone, weights, precision)
+    common: dict[str, str]  # what every features key of this job shares (backbone, weights, precision)
 
     def feature_key(self, cut: str, split: str) -> str:
         """The key of any cut's features (not only this job's), to find reusable shallower cuts."""
@@ -128,9 +128,10 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
                 seg = keras.Model(seg.input, models.pooling(seg.output.shape[1:])(seg.output))
         # reading the source is part of building `cut`: not counted as cache hits of this run
         src = {s: store.load(keys.feature_key(source, s)) for s in splits}
-        if any(v is None for v in src.values()):
+        loaded = {s: v for s, v in src.items() if v is not None}
+        if len(loaded) < len(src):
             return None
-        return trainer.predict_by_split(seg, src)
+        return trainer.predict_by_split(seg, loaded)
 
     def features(stage, arrays: trainer.Arrays, cut: str) -> dict[str, np.ndarray]:
         if cut not in keys.features or not store.enabled:  # scratch's stage is only preprocessing

@@ -98,10 +98,10 @@ def fetch(cfg: Config) -> None:
         failures.append(_download_data(str(cfg.data.url)))
     if needs_pretrained(cfg) and cfg.backbone.weights == "imagenet":
         failures.append(_download_weights(str(cfg.backbone.name), int(cfg.backbone.image_size)))
-    failures = [f for f in failures if f]
-    if failures:
+    failed = [f for f in failures if f]
+    if failed:
         raise HarnessError(
-            "could not download what this job needs:\n  - " + "\n  - ".join(failures) + "\n" + OFFLINE_ALTERNATIVES
+            "could not download what this job needs:\n  - " + "\n  - ".join(failed) + "\n" + OFFLINE_ALTERNATIVES
         )
 
 
@@ -128,4 +128,4 @@ def prepare(cfg: Config) -> Prepared:
 
 
 def needs_pretrained(cfg: Config) -> bool:
-    return specs.needs_pretrained(cfg.regimes)
+    return specs.needs_pretrained([str(r) for r in cfg.regimes])

@@ -72,8 +72,8 @@ def log_regime(
     final = {"train_time_s": result.train_time_s, **(result.test or {})}
     tracking.log_result_metrics(final)
     if result.test_scores is not None:
-        test = job.splits["test"]
-        tracking.log_predictions(job.folder.root, test.files, test.labels, job.folder.class_names, result.test_scores)
+        split = job.splits["test"]
+        tracking.log_predictions(job.folder.root, split.files, split.labels, job.folder.class_names, result.test_scores)
     log_stopping(result)
     if result.test is None:
         tracking.set_tags({"test_split": "absent"})
@@ -212,7 +212,7 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
     )
     results: dict[str, RegimeResult] = {}
     tracking.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
-    tracking.log_datasets(job.folder.root, job.splits, job.folder.class_names, job.split_identities())
+    tracking.log_datasets(job.folder.root, job.splits, list(job.folder.class_names), job.split_identities())
     used = resolve_precision(cfg.precision, cfg.backbone.name)  # auto: what this machine trains in
     precision = {"precision": str(cfg.precision), "precision_used": used}
     tracking.set_tags({"threads": str(threads or "all"), **precision})
@@ -224,6 +224,7 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
             log_regime(results["scratch"], cfg, job)
     if "frozen" in cfg.regimes:
         with regime_run(cfg, job.identity, "frozen"), cache_report(store):
+            assert keys.head is not None  # the frozen regime has a head phase key
             restored = store.load_bundle(keys.head, lambda p: regimes.restore_frozen(cfg, arrays, pretrained, p))
             if restored is not None:
                 results["frozen"], state = restored

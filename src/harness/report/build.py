@@ -127,7 +127,7 @@ def build_report(
     }
     summary["logged_to_run"] = parent if log_to_parent else None
     files = write_report(table, finished, curves, out or Path("reports") / study, summary)
-    if summary["logged_to_run"] is not None:
+    if parent is not None and log_to_parent:
         log_to_run(parent, files)
     return Report(table, summary, files)
 
@@ -191,7 +191,7 @@ def main(cfg: DictConfig) -> None:
             files = report.files
             log.info("%s", summary_text(report))
             log.info("\n%s", to_markdown(report.table))
-        if readme:
+        if readme and text is not None:
             Path(readme).write_text(splice(text, Path(readme), folder / "results.md"), encoding="utf-8")
             log.info("spliced %s into %s", files[0].parent / "results.md", readme)
     except HarnessError as exc:

@@ -58,7 +58,7 @@ def expand(overrides: Sequence[Override]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def check_jobs(jobs: list[tuple[list[str], DictConfig]], check: Callable[[DictConfig], Any]) -> tuple[list[str], int]:
+def check_jobs(jobs: list[tuple[list[str], DictConfig]], check: Callable[[Any], Any]) -> tuple[list[str], int]:
     """Problems of every job, each prefixed with the overrides of the jobs that have it (one entry per
     distinct problem: an unreachable download is said once, not once per job), and how many jobs failed."""
     by_problem: dict[str, list[str]] = {}

@@ -52,7 +52,9 @@ def log_history(
         for step, value in enumerate(values)
     ]
     metrics += [Metric(key, float(value), now, INITIAL_STEP) for key, value in (initial or {}).items()]
-    mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
+    active = mlflow.active_run()
+    assert active is not None, "a phase's history is logged into its regime run"
+    mlflow.MlflowClient().log_batch(active.info.run_id, metrics=metrics)
 
 
 PREDICTIONS = "predictions/test.csv"
@@ -111,7 +113,7 @@ def log_datasets(root: Path, splits: Mapping[str, Any], class_names: list[str], 
                 "sha256": list(part.digests),
             }
         )
-        dataset = mlflow.data.from_pandas(
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             frames[split], source=source, targets="label", name=f"{root.name}/{split}", digest=identities[split][:16]
         )
         _log_input(dataset, split)

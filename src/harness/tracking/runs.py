@@ -9,13 +9,16 @@ import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from harness.redaction import redact, redact_data
 from harness.tracking.provenance import git_commit, library_versions, package_digest, process_tags
 from harness.training import specs
+
+if TYPE_CHECKING:
+    from harness.config import Config
 
 log = logging.getLogger("harness.tracking")
 
@@ -97,7 +100,7 @@ def _record_errors() -> Iterator[None]:
         raise
 
 
-def run_tags(cfg: DictConfig, job_identity: str, commit: str, kind: str, regime: str | None = None) -> dict[str, str]:
+def run_tags(cfg: Config, job_identity: str, commit: str, kind: str, regime: str | None = None) -> dict[str, str]:
     """The searchable tags of a job or regime run."""
     tags = {
         "run_kind": kind,
@@ -139,7 +142,7 @@ def run_name(overrides: Iterable[str], prefix: str = "") -> str:
 
 
 def create_job_run(
-    cfg: DictConfig, job_identity: str, name: str, experiment_id: str, extra_tags: dict[str, str] | None = None
+    cfg: Config, job_identity: str, name: str, experiment_id: str, extra_tags: dict[str, str] | None = None
 ) -> str:
     """The job's run, created RUNNING under the sweep's parent run (if any): the claim on its identity."""
     import mlflow
@@ -153,15 +156,17 @@ def create_job_run(
 TARGETS_TAG = "targets"
 
 
-def targets_tag(cfg: DictConfig) -> dict[str, str]:
+def targets_tag(cfg: Any) -> dict[str, str]:
     """The hypotheses the config states (`targets`), as the tag recorded when the work starts: on the sweep's
     parent run, or on the job run of a single job. A target edited after results exist shows as another text."""
-    targets = OmegaConf.to_container(cfg.targets, resolve=True) if OmegaConf.is_config(cfg.targets) else cfg.targets
-    return {TARGETS_TAG: json.dumps(dict(targets), sort_keys=True)} if targets else {}
+    from harness.config import plain
+
+    targets = plain(cfg.targets)
+    return {TARGETS_TAG: json.dumps(targets, sort_keys=True)} if targets else {}
 
 
 @contextmanager
-def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]:
+def job_run(cfg: Config, run_id: str, overrides: list[str]) -> Iterator[Any]:
     """The claimed job run made active: config and environment logged; FAILED (with the error) on exception."""
     import mlflow
 
@@ -182,7 +187,7 @@ def job_run(cfg: DictConfig, run_id: str, overrides: list[str]) -> Iterator[Any]
             yield run
 
 
-def regime_run_name(cfg: DictConfig, regime: str) -> str:
+def regime_run_name(cfg: Config, regime: str) -> str:
     """What a regime run is, readable in the runs table: `finetune block5_conv1 lr=1e-05 seed=0` (its learning
     rate key from the regimes' registry; a regime that starts from another names its boundary too)."""
     spec = specs.spec(regime)
@@ -194,13 +199,14 @@ def regime_run_name(cfg: DictConfig, regime: str) -> str:
 
 
 @contextmanager
-def regime_run(cfg: DictConfig, job_identity: str, regime: str) -> Iterator[Any]:
+def regime_run(cfg: Config, job_identity: str, regime: str) -> Iterator[Any]:
     """A run nested under the active job run for one regime; params repeated so the UI can compare."""
     import mlflow
 
     from harness.config import flatten, to_container
 
     parent = mlflow.active_run()
+    assert parent is not None, "a regime run is opened inside its job run"
     with mlflow.start_run(
         experiment_id=parent.info.experiment_id,  # nested runs otherwise land in the default experiment
         run_name=regime_run_name(cfg, regime),

@@ -118,7 +118,7 @@ def default_threads() -> int | None:
 
     n_jobs = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
     if n_jobs and n_jobs != 1:
-        parallel = os.cpu_count() if n_jobs < 0 else n_jobs
+        parallel = (os.cpu_count() or 1) if n_jobs < 0 else int(n_jobs)
         return max(1, (os.cpu_count() or 1) // parallel)
     for granted in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         if os.environ.get(granted, "").isdigit() and int(os.environ[granted]) > 0:

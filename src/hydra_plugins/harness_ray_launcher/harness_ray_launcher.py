@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 try:
     from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 except ImportError:  # the [cluster] extra is not installed
-    RayLauncher = None
+    RayLauncher = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ if RayLauncher is not None:
             setup_globals()
             Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
             if not ray.is_initialized():
-                init = OmegaConf.to_container(self.ray_cfg.init, resolve=True) or {}
+                init: dict[str, Any] = OmegaConf.to_container(self.ray_cfg.init, resolve=True) or {}  # type: ignore[assignment]
                 ray.init(**{k: v for k, v in init.items() if v is not None})  # RAY_ADDRESS works when address is None
-            remote = OmegaConf.to_container(self.ray_cfg.remote, resolve=True) or {}
+            remote: dict[str, Any] = OmegaConf.to_container(self.ray_cfg.remote, resolve=True) or {}  # type: ignore[assignment]
             task = ray.remote(**remote)(_run_on_worker) if remote else ray.remote(_run_on_worker)
             log.info("Ray launcher: %d jobs on %s", len(job_overrides), ray.get_runtime_context().gcs_address)
             pending: dict[Any, tuple[int, str]] = {}
