@@ -13,7 +13,7 @@ from conftest import run_cli
 
 from harness import data
 
-ARCHIVE = "cats_and_dogs_filtered.zip"  # the name harness/conf/data/cats_and_dogs_filtered.yaml's URL ends with
+ARCHIVE = "cats_and_dogs_filtered.zip"  # the name conf/data/cats_and_dogs_filtered.yaml's URL ends with
 
 
 def keras_home_with_archive(tmp_path: Path) -> Path:

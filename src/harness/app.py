@@ -17,7 +17,7 @@ from harness.sweep.ledger import Entry
 
 log = logging.getLogger("harness")
 
-# harness/conf/hydra/launcher/ray.yaml keeps the name Hydra's Ray launcher gives its schema (so that the command is
+# conf/hydra/launcher/ray.yaml keeps the name Hydra's Ray launcher gives its schema (so that the command is
 # `hydra/launcher=ray`); Hydra then validates the file against that schema, as intended, with a warning.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
 

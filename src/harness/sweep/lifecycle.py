@@ -1,6 +1,6 @@
 """A multirun as a whole: every job checked before any trains, a parent run, a ledger, a summary.
 
-The harness sweeper (`hydra/sweeper=harness`, the default in harness/conf/config.yaml) calls these in the
+The harness sweeper (`hydra/sweeper=harness`, the default in conf/config.yaml) calls these in the
 launching process:
 
 - `expand` turns the command line into one override list per job, as Hydra's basic sweeper does

@@ -4,7 +4,7 @@ Hydra's Ray launcher waits for its jobs in order and raises at the first lost on
 memory or by hand), leaving the others running unobserved while the sweep ends. Here every job is
 waited for; a lost one is logged and left out of the returns, and the sweep's ledger reports it as
 missing (non-zero exit), exactly as with the basic launcher. The configuration (`ray.init`,
-`ray.remote`) is Hydra's Ray launcher's; `harness/conf/hydra/launcher/ray.yaml` sets the per-job resources.
+`ray.remote`) is Hydra's Ray launcher's; `conf/hydra/launcher/ray.yaml` sets the per-job resources.
 Needs the `[cluster]` extra; without it this module defines nothing.
 """
 
