@@ -15,8 +15,7 @@ from test_report import plain_runs
 
 from harness import report
 from harness.report import plots
-from harness.report.render import MAX_COLUMNS
-from harness.report.tables import best_validation
+from harness.report.tables import validation_at_tested_epoch
 
 BEGIN = "<!-- begin results/results.md (generated: do not edit by hand) -->"
 END = "<!-- end results/results.md -->"
@@ -43,49 +42,78 @@ def cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-# ----------------------------------------------------------------------------------------- long table
+# ---------------------------------------------------------------------------------------------- tables
 
 
-def test_long_table_has_a_row_per_configuration_and_regime_and_a_caption():
+def markdown(table: pd.DataFrame, folder: Path | None = None) -> str:
+    return report.render.to_markdown(
+        report.analysis.sections(table, report.analysis.read(folder or Path("/nonexistent"), table))
+    )
+
+
+def test_results_have_a_row_per_configuration_and_regime_the_varying_keys_and_a_caption():
     table = report.summarize(sweep_runs())
-    md = report.to_markdown(table)
-    rows = md_rows(md)
+    md = markdown(table)
+    rows = md_rows(md[: md.index("### Comparisons")])
     header = cells(rows[0])
-    assert header[:3] == ["config", "data_fraction", "regime"]  # only the varying key is a column
-    assert len(header) <= MAX_COLUMNS and "unfreeze_at" not in header and "lr" not in header
+    assert header[:2] == ["data_fraction", "regime"]  # the varying key names the row; no internal number
+    assert "unfreeze_at" not in header and "lr" not in header
     assert len(rows) == 2 + 2 * 2  # header, rule, 2 fractions x (frozen, fine-tuned)
-    assert [cells(r)[2] for r in rows[2:]] == ["frozen", "fine-tuned"] * 2
-    caption = md.splitlines()[0]
+    assert [cells(r)[1] for r in rows[2:]] == ["frozen", "fine-tuned"] * 2
+    caption = md.splitlines()[2]
     assert caption.startswith("Every row: ") and "unfreeze_at=block_14_expand" in caption and "lr=1e-05" in caption
     assert "epochs_scratch" not in md  # no scratch regime ran: its epochs are nobody's setting
     fine = dict(zip(header, cells(rows[3]), strict=True))
     row = table.iloc[0]
-    assert fine["test acc (mean ± sd)"] == f"{row['finetune_test_acc_mean']:.3f} ± {row['finetune_test_acc_std']:.3f}"
-    lo, hi = row["ft_minus_frozen_ci95_lo"], row["ft_minus_frozen_ci95_hi"]
-    assert fine["Δ vs frozen [95% CI]"] == f"{row['ft_minus_frozen_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    assert fine["train min"] == "2.00" and dict(zip(header, cells(rows[2]), strict=True))["Δ vs frozen [95% CI]"] == ""
+    mean, sd = 100 * row["finetune_test_acc_mean"], 100 * row["finetune_test_acc_std"]
+    assert fine["test acc % (mean ± sd)"] == f"{mean:.1f} ± {sd:.1f}"  # percent, one decimal everywhere
+    lo, hi = 100 * row["finetune_test_acc_ci95_lo"], 100 * row["finetune_test_acc_ci95_hi"]
+    assert fine["95% CI (seeds)"] == f"[{lo:.1f}, {hi:.1f}]"
+    assert fine["train min"] == "2.0"
 
 
-def test_many_varying_keys_fold_into_one_column_within_the_limit():
-    runs = sweep_runs(
-        fractions=("0.1", "1.0"), boundaries=("block_14_expand", "block_15_expand"), lrs=("1e-05", "1e-04")
-    )
-    runs["augment"] = np.where(runs.index % 8 < 4, "True", "False")
-    runs["head_lr"] = np.where(runs.index % 16 < 8, "0.001", "0.0001")
-    table = report.summarize(runs)
-    assert len(report.split_keys(table)[0]) == 5
-    long = report.long_table(table)
-    assert long.frame.shape[1] <= MAX_COLUMNS and "configuration" in long.frame.columns
-    assert "data_fraction=0.1" in long.frame.loc[0, "configuration"]
-    tex = report.to_latex(table)
-    assert tex.count("&", 0, tex.index("\\midrule")) == long.frame.shape[1] - 1
+def test_a_single_run_is_never_given_an_interval_and_booleans_read_as_words():
+    runs = sweep_runs(seeds=(0,))
+    runs["augment"] = np.where(runs["data_fraction"] == "0.1", "True", "False")
+    md = markdown(report.summarize(runs))
+    rows = [dict(zip(cells(md_rows(md)[0]), cells(r), strict=True)) for r in md_rows(md)[2:6]]
+    assert {r["95% CI (seeds)"] for r in rows} == {"single run"}
+    assert {r["augment"] for r in rows} == {"yes", "no"} and "True" not in md
 
 
-def test_latex_is_escaped_by_the_styler():
-    tex = report.to_latex(report.summarize(sweep_runs(boundaries=("block_14_expand", "block_15_expand"))))
+def test_comparisons_read_in_points_with_real_minus_signs_and_short_p_values():
+    from harness.report.render import comparisons_section, p_value, points
+
+    assert (points(0.004), points(-0.0123), p_value(0.00042), p_value(0.04123), p_value(0.5)) == (
+        "+0.4", "−1.2", "< 0.001", "0.041", "0.5",
+    )  # fmt: skip
+    comparisons = pd.DataFrame(
+        [{"data_fraction": "0.1", "comparison": "fine-tuned − frozen", "n": 3, "images": 1000, "mean": -0.012,
+          "ci_lo": -0.02, "ci_hi": -0.004, "p": 0.0004, "p_holm": 0.0012, "method": "paired bootstrap (seeds x images)",
+          "mcnemar_p": "0.01,0.2,0.5", "seeds_for_80pct_power": 4.0}]
+    )  # fmt: skip
+    section = comparisons_section(comparisons, ["data_fraction"])
+    row = section.frame.iloc[0]
+    assert row["Δ points [95% CI]"] == "−1.2 [−2.0, −0.4]" and row["p"] == "< 0.001" and row["p (Holm)"] == "0.0012"
+    assert row["seeds"] == "3 x 1000 images" and row["test"] == "bootstrap" and row["seeds for 80% power"] == "4"
+    assert "Holm's step-down over the 1 comparisons" in " ".join(section.notes)
+
+
+def test_latex_is_one_table_per_section_with_caption_label_booktabs_and_real_minus():
+    table = report.summarize(sweep_runs(boundaries=("block_14_expand", "block_15_expand")))
+    tex = report.to_latex(report.analysis.sections(table, report.analysis.read(Path("/nonexistent"), table)), "x")
+    assert tex.startswith("% needs \\usepackage{booktabs,graphicx}")
+    assert tex.count("\\begin{table}[t]") == tex.count("\\end{table}") == 2  # results and comparisons
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "\\label{tab:x-results}" in tex and "\\label{tab:x-comparisons}" in tex
+    assert "\\caption{Results. Every row: " in tex and "\\resizebox{\\columnwidth}{!}" in tex
     body = tex[: tex.index("\\end{tabular}")]
     assert "block\\_14\\_expand" in body and "block_14" not in body and "$\\pm$" in body and "95\\% CI" in body
-    assert tex.splitlines()[-1] == "% needs \\usepackage{booktabs}" and "% Every row: " in tex
+    assert "−" not in tex  # every minus sign is LaTeX's: $-$
+    wide = report.to_latex(
+        report.analysis.sections(table, report.analysis.read(Path("/nonexistent"), table)), wide=True
+    )
+    assert "\\begin{table*}" in wide and "\\resizebox{\\textwidth}" in wide
 
 
 # ------------------------------------------------------------------------------------------ from_csv
@@ -95,9 +123,20 @@ def test_from_csv_renders_the_same_tables(tmp_path):
     table = report.summarize(sweep_runs())
     table.to_csv(tmp_path / "results.csv", index=False)
     back = report.read_table(tmp_path / "results.csv")
-    assert report.to_markdown(back) == report.to_markdown(table)
-    assert report.to_latex(back) == report.to_latex(table)
+    assert markdown(back, tmp_path) == markdown(table, tmp_path)
     assert back["lr"].tolist() == ["1e-05"] * 2  # the logged strings, not floats
+
+
+def test_a_results_csv_recorded_before_comparisons_renders_with_its_paired_t_test(tmp_path):
+    """The recorded studies' results.csv (best epoch of the seed-mean curve, the fine-tuned − frozen paired t-test)
+    re-render without the store: their own columns and test, named as such; no per-image comparison invented."""
+    recorded = Path(__file__).resolve().parents[1] / "experiments" / "data_fraction" / "results" / "results.csv"
+    (tmp_path / "results.csv").write_bytes(recorded.read_bytes())
+    report.render_from_csv(tmp_path / "results.csv")
+    md = (tmp_path / "results.md").read_text()
+    assert "best val acc % (epoch)" in md and "this results.csv's own" in md
+    assert "| paired t |" in md.replace("  ", " ").replace("  ", " ") or "paired t" in md
+    assert "bootstrap |" not in md and "### Comparisons" in md
 
 
 # ---------------------------------------------------------------------------------------------- splice
@@ -123,7 +162,7 @@ def test_readme_splice_replaces_only_its_block(tmp_path):
     text = path.read_text()
     md = (tmp_path / "results" / "results.md").read_text()
     assert f"{BEGIN}\n{md}{END}\n" in text and "old table" not in text and "\nkeep\n" in text
-    assert (tmp_path / "results" / "results.tex").read_text().startswith("\\begin{tabular}")
+    assert (tmp_path / "results" / "results.tex").read_text().startswith("% needs \\usepackage{booktabs,graphicx}")
 
 
 @pytest.mark.parametrize("body", ["# no markers\n", f"{BEGIN}\nno end marker\n", None])
@@ -158,39 +197,59 @@ def test_frozen_time_counts_only_head_phases_these_runs_trained():
     assert table["frozen_train_time_s"].iloc[0] == 45.0  # the reused 600 s were spent by another run
     assert np.isnan(table["frozen_train_time_s"].iloc[1])  # every head phase reused: no time of its own
     assert table["frozen_head_phases_trained"].tolist() == [2, 0]
-    md = report.to_markdown(table)
-    assert "cached ones they reused left out" in md
-    assert [cells(r)[-1] for r in md_rows(md)[2:]] == ["0.75", "2.00", "–", "2.00"]
+    md = markdown(table)
+    assert "reused cached ones left out" in md
+    assert [cells(r)[-1] for r in md_rows(md[: md.index("### Comparisons")])[2:]] == ["0.8", "2.0", "–", "2.0"]
+
+
+def empty_curves() -> pd.DataFrame:
+    return pd.DataFrame(columns=["run_id", "step", "val_acc", "source_run_id"])
 
 
 def test_summary_figures_with_one_x_value_are_skipped_and_logged(tmp_path, caplog):
     table = report.summarize(sweep_runs())  # two fractions, one boundary
     (tmp_path / plots.FIGURE_UNFREEZE).write_bytes(b"stale")
     finished = report.tables.finished_runs(sweep_runs())
-    curves = pd.DataFrame(columns=["run_id", "step", "val_acc", "source_run_id"])
+    comparisons = report.analysis.read(tmp_path, table).comparisons
     with caplog.at_level("INFO", logger="harness.report"):
-        written = plots.write_figures(table, finished, curves, tmp_path)
+        written = plots.write_figures(table, comparisons, finished, empty_curves(), tmp_path)
     names = {p.name for p in written}
     assert plots.FIGURE_FRACTION in names and plots.FIGURE_UNFREEZE not in names
+    assert "val_acc_curves_data_fraction-0.1.png" in names  # named by what varies, not by a number
     assert not (tmp_path / plots.FIGURE_UNFREEZE).exists()  # a stale one would be mistaken for this study's
-    assert "test_acc_vs_unfreeze_at.png skipped: one unfreeze_at value" in caplog.text
+    assert "test_acc_vs_unfreeze_at.png skipped: 1 unfreeze_at value(s) per backbone" in caplog.text
 
 
-def test_unfreeze_legend_shows_line_styles_outside_the_axes():
-    table = report.summarize(sweep_runs(fractions=("0.1", "1.0"), boundaries=("block_14_expand", "block_15_expand")))
-    fig = plots.unfreeze_figure(table)
-    legend = fig.axes[0].get_legend()
-    styles = {handle.get_linestyle() for handle in legend.legend_handles}
-    assert len(styles) == 2 and legend.handlelength >= 3  # one style per fraction, long enough to tell apart
+def test_summary_figures_show_the_difference_on_its_own_axis_legends_inside_constants_below():
+    runs = sweep_runs(fractions=("0.1", "1.0"), boundaries=("block_14_expand", "block_15_expand"))
+    table = report.summarize(runs)
+    comparisons = report.analysis.read(Path("/nonexistent"), table).comparisons  # the recorded paired t
+    fig = plots.unfreeze_figure(table, comparisons)
+    accuracy, difference = fig.axes[0], fig.axes[1]
+    legend = accuracy.get_legend()
     fig.canvas.draw()
-    assert legend.get_window_extent().y1 < fig.axes[0].get_window_extent().y0  # below the axes, not over lines
+    inside = accuracy.get_window_extent()
+    box = legend.get_window_extent()
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+    assert len({h.get_linestyle() for h in legend.legend_handles}) == 2  # one style per fraction
+    drawn = [c for c in difference.containers if c.get_label().startswith("fine-tuned − frozen")]
+    assert len(drawn) == 2 and difference.get_ylabel() == "Δ test acc (points)"
+    expected = 100 * comparisons[comparisons["data_fraction"] == "0.1"]["mean"].to_numpy()
+    assert list(drawn[0].lines[0].get_ydata()) == pytest.approx(expected)
+    assert any("unfreeze" not in t.get_text() and "lr=1e-05" in t.get_text() for t in fig.texts)  # the caption
+    assert len(accuracy.get_title().splitlines()) == 1
     plots.close(fig)
 
 
-def test_titles_wrap_between_pairs():
-    title = plots._title({f"key_{i}": "value_" * 3 for i in range(8)}, width=60)
-    assert all(len(line) <= 60 for line in title.splitlines()) and len(title.splitlines()) > 1
-    assert all("=" in part for line in title.splitlines() for part in line.strip(", ").split(", "))
+def test_the_fraction_figure_names_the_training_images_and_the_seeds():
+    runs = sweep_runs(fractions=("0.1", "1.0"))
+    table = report.summarize(runs)
+    comparisons = report.analysis.read(Path("/nonexistent"), table).comparisons
+    fig = plots.fraction_figure(table, comparisons, {"0.1": 200, "1": 2000})
+    top = fig.axes[0].child_axes[0] if fig.axes[0].child_axes else None
+    labels = [t.get_text() for t in top.get_xticklabels()] if top is not None else []
+    assert labels == ["200", "2000"] and "n = 2 seeds" in fig.axes[0].get_title()
+    plots.close(fig)
 
 
 def test_a_step_budget_hides_the_epochs_keys_it_overrode():
@@ -200,47 +259,46 @@ def test_a_step_budget_hides_the_epochs_keys_it_overrode():
     assert decided_by_budget("epochs") == set()
 
 
-def test_the_fine_tuning_marker_follows_the_curves_not_the_epochs_key():
-    """A budget or the stopping rule decides where the head phase ends: seed 0's ran 3 epochs, seed 1's 5."""
-
+def two_seeds_with_ragged_heads() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A stopping rule ended seed 0's head after 3 epochs, seed 1's after 5; each phase starts with epoch 0."""
     finished = pd.DataFrame(
-        {"run_id": ["f0", "t0", "f1", "t1"], "regime": ["frozen", "finetune"] * 2, "seed": ["0", "0", "1", "1"]}
-    )
-    steps = {"f0": range(3), "t0": range(3, 5), "f1": range(5), "t1": range(5, 7)}
-    curves = pd.DataFrame([(r, s, 0.9) for r, ss in steps.items() for s in ss], columns=["run_id", "step", "val_acc"])
-    fig = plots.curves_figure(finished, curves)
-    markers = [line for line in fig.axes[0].lines if line.get_label().startswith("start fine-tuning")]
-    assert [m.get_xdata()[0] for m in markers] == [3.5] and "earliest seed" in markers[0].get_label()
-
-
-def test_seed_means_count_each_phase_from_its_start_over_the_epochs_every_seed_ran():
-    """A stopping rule ended seed 0's head at epoch 3, seed 1's at 5: fine-tuning ran epochs 4-5 and 6-8."""
-    finished = pd.DataFrame(
-        {
-            "run_id": ["f0", "t0", "f1", "t1"],
-            "regime": ["frozen", "finetune"] * 2,
-            "seed": ["0", "0", "1", "1"],
-            "backbone": "mobilenetv2",
-        }
-    )
-    acc = {
-        "f0": [0.80, 0.90, 0.92],
-        "f1": [0.70, 0.80, 0.94, 0.99, 0.99],
-        "t0": [0.95, 0.93],
-        "t1": [0.91, 0.97, 0.99],
-    }
-    start = {"f0": 0, "f1": 0, "t0": 3, "t1": 5}
+        {"run_id": ["f0", "t0", "f1", "t1"], "regime": ["frozen", "finetune"] * 2, "seed": ["0", "0", "1", "1"],
+         "backbone": "mobilenetv2", "best_epoch": [2, 3, 3, 6], "restored": [True, True, True, True]}
+    )  # fmt: skip
+    acc = {"f0": [0.50, 0.80, 0.90, 0.92], "f1": [0.52, 0.70, 0.80, 0.94, 0.99, 0.99], "t0": [0.95, 0.93],
+           "t1": [0.91, 0.97, 0.99]}  # fmt: skip
+    start = {"f0": -1, "f1": -1, "t0": 3, "t1": 5}  # step -1: the validation before the first epoch
     curves = pd.DataFrame(
         [(run, start[run] + i, a) for run, values in acc.items() for i, a in enumerate(values)],
         columns=["run_id", "step", "val_acc"],
     )
-    best = best_validation(finished, curves, ["backbone"])
-    # frozen: epochs 1-3 (seed 1's 4 and 5 left out), mean 0.75, 0.85, 0.93; fine-tuned: its epochs 1-2
-    assert best.loc[("mobilenetv2", "frozen")].tolist() == pytest.approx([0.93, 3])
-    assert best.loc[("mobilenetv2", "finetune")].tolist() == pytest.approx([0.95, 2])
-    fig = plots.curves_figure(finished, curves)
-    means = {line.get_label(): line for line in fig.axes[0].lines if "mean" in line.get_label()}
-    tuned = means["fine-tuned (mean of seeds, epochs all ran)"]
-    assert list(tuned.get_xdata()) == [4, 5] and list(tuned.get_ydata()) == pytest.approx([0.93, 0.95])
-    assert list(means["frozen (mean of seeds, epochs all ran)"].get_xdata()) == [1, 2, 3]
+    return finished, curves
+
+
+def test_the_tested_epoch_is_the_restored_one_counted_within_its_phase():
+    finished, curves = two_seeds_with_ragged_heads()
+    tested = validation_at_tested_epoch(finished, curves, ["backbone"])
+    # frozen: seed 0 restored step 2 (its 3rd epoch, 0.92), seed 1 step 3 (4th, 0.99): mean 0.955, median 3.5 -> 4
+    assert tested.loc[("mobilenetv2", "frozen")].tolist() == pytest.approx([0.955, 4])
+    # fine-tuned: seed 0 restored step 3 (1st fine-tuning epoch, 0.95), seed 1 step 6 (2nd, 0.97)
+    assert tested.loc[("mobilenetv2", "finetune")].tolist() == pytest.approx([0.96, 2])
+    unrestored = finished.assign(restored=False)  # rule off: the last epoch's weights were tested
+    assert validation_at_tested_epoch(unrestored, curves, ["backbone"]).loc[
+        ("mobilenetv2", "frozen")
+    ].tolist() == pytest.approx([(0.92 + 0.99) / 2, 4])
+
+
+def test_curves_align_fine_tuning_on_each_seeds_own_start_and_smooth_each_phase_apart():
+    finished, curves = two_seeds_with_ragged_heads()
+    fig = plots.curves_figure(finished, curves, "title", {"backbone": "mobilenetv2"})
+    raw, smoothed = fig.axes
+    means = {line.get_label(): line for line in raw.lines if "mean of" in line.get_label()}
+    tuned = means["fine-tuned, mean of 2 seeds"]
+    # mean head length (3 + 5) / 2 = 4: fine-tuning epochs 1 and 2 of both seeds, at x = 5 and 6
+    assert list(tuned.get_xdata()) == [5, 6] and list(tuned.get_ydata()) == pytest.approx([0.93, 0.95])
+    frozen = means["frozen, mean of 2 seeds"]
+    assert list(frozen.get_xdata()) == [0, 1, 2, 3] and frozen.get_ydata()[0] == pytest.approx(0.51)  # epoch 0
+    smooth_tuned = [line for line in smoothed.lines if line.get_label() == "fine-tuned, mean of 2 seeds"][0]
+    assert smooth_tuned.get_ydata()[0] == pytest.approx(0.93)  # smoothing restarts: no carry-over from the head
+    assert raw.get_xlim() == smoothed.get_xlim()
     plots.close(fig)

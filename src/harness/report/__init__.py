@@ -17,14 +17,15 @@ columns, the constant ones in a caption line, at most 12 columns); results.csv k
 
 `from_csv=` re-renders results.md and results.tex beside a recorded results.csv (no store needed).
 
-Modules: `runs` (loading from the store), `tables` (aggregation, the wide table and its keys), `render`
-(the long table, Markdown, LaTeX), `plots` (figures), `readme` (the README splice), `build` (the whole
-report, its summary and the command).
+Modules: `runs` (loading from the store), `tables` (aggregation, the wide table and its keys), `evidence`
+(per-image predictions: comparisons, per class, confusion), `stats`, `targets`, `analysis` (all of it together),
+`render` (Markdown, LaTeX), `plots` (figures), `summary_runs` (aggregates as MLflow runs), `readme` (the README
+splice), `build` (the whole report and the command).
 """
 
 from harness.report.build import Report, build_report, main, render_from_csv, summary_text, write_report
 from harness.report.readme import check_readme, splice
-from harness.report.render import long_table, to_latex, to_markdown
+from harness.report.render import results_section, to_latex, to_markdown
 from harness.report.runs import CONFIG_PARAMS, load_curves, load_runs, run_counts
 from harness.report.tables import read_table, row_keys_of, split_keys, summarize
 
@@ -35,7 +36,7 @@ __all__ = [
     "check_readme",
     "load_curves",
     "load_runs",
-    "long_table",
+    "results_section",
     "main",
     "read_table",
     "render_from_csv",

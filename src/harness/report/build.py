@@ -17,10 +17,13 @@ from omegaconf import DictConfig
 from harness import tracking
 from harness.errors import HarnessError
 from harness.redaction import install_log_filter, redact
+from harness.report import analysis
+from harness.report.analysis import Analysis, sections
 from harness.report.plots import write_figures
 from harness.report.readme import check_readme, splice
 from harness.report.render import to_latex, to_markdown
 from harness.report.runs import finished_runs, ledger_counts, load_curves, load_runs, run_counts
+from harness.report.summary_runs import log_summary_runs
 from harness.report.tables import read_table, row_keys_of, summarize
 from harness.tracking import resolve_tracking_uri
 
@@ -32,9 +35,10 @@ log = logging.getLogger("harness.report")
 
 @dataclass
 class Report:
-    """What `build_report` produced: the summary table, the counts and the files written."""
+    """What `build_report` produced: the summary table, the analysis, the counts and the files written."""
 
     table: pd.DataFrame
+    analysis: Analysis
     summary: dict[str, Any]
     files: list[Path] = field(default_factory=list)
 
@@ -51,17 +55,18 @@ def parent_run(runs: pd.DataFrame, finished: pd.DataFrame, sweep: str | None) ->
 
 def write_report(
     table: pd.DataFrame,
+    analysis: Analysis,
     finished: pd.DataFrame,
     curves: pd.DataFrame,
     out: Path | str,
     summary: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """results.csv (every number), results.md, results.tex, summary.json and the figures into `out`."""
+    """results.csv (every number), the analysis' CSVs, results.md, results.tex, summary.json and the figures."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
-    files = [out / "results.csv", *write_tables(table, out)]
-    files += write_figures(table, finished, curves, out)
+    files = [out / "results.csv", *analysis.write(out), *write_tables(table, analysis, out)]
+    files += write_figures(table, analysis.comparisons, finished, curves, out)
     if summary is not None:
         files.append(out / "summary.json")
         summary = {**summary, "files": [p.name for p in files]}
@@ -69,11 +74,12 @@ def write_report(
     return files
 
 
-def write_tables(table: pd.DataFrame, out: Path) -> list[Path]:
-    """results.md and results.tex of a summary table: the readable long form (results.csv keeps everything)."""
+def write_tables(table: pd.DataFrame, analysis: Analysis, out: Path) -> list[Path]:
+    """results.md and results.tex: the tables as people read and paste them (the CSVs keep every number)."""
     files = [out / "results.md", out / "results.tex"]
-    files[0].write_text(to_markdown(table), encoding="utf-8")
-    files[1].write_text(to_latex(table), encoding="utf-8")
+    parts = sections(table, analysis)
+    files[0].write_text(to_markdown(parts), encoding="utf-8")
+    files[1].write_text(to_latex(parts, label=out.name), encoding="utf-8")
     return files
 
 
@@ -83,7 +89,8 @@ def render_from_csv(csv: Path | str) -> list[Path]:
     For reports whose MLflow store is not at hand: the tables are re-rendered, nothing is recomputed.
     """
     csv = Path(csv)
-    return write_tables(read_table(csv), csv.parent)
+    table = read_table(csv)
+    return write_tables(table, analysis.read(csv.parent, table), csv.parent)
 
 
 def log_to_run(run_id: str, files: Iterable[Path], artifact_path: str = "report") -> None:
@@ -97,6 +104,8 @@ def build_report(
     sweep: str | None = None,
     out: Path | str | None = None,
     log_to_parent: bool = True,
+    adjust: str = "holm",
+    summary_runs: bool = True,
 ) -> Report:
     """Load, summarize, write and (when the runs belong to one sweep) log the report of a study.
 
@@ -111,6 +120,7 @@ def build_report(
     finished = finished_runs(runs)
     curves = load_curves(finished)
     table = summarize(runs, curves)
+    found = analysis.analyse(runs, finished, table, adjust)
     parent = parent_run(runs, finished, sweep)
     summary = {
         "study": study,
@@ -126,10 +136,12 @@ def build_report(
         ),
     }
     summary["logged_to_run"] = parent if log_to_parent else None
-    files = write_report(table, finished, curves, out or Path("reports") / study, summary)
+    files = write_report(table, found, finished, curves, out or Path("reports") / study, summary)
     if parent is not None and log_to_parent:
         log_to_run(parent, files)
-    return Report(table, summary, files)
+    if summary_runs:
+        summary["summary_run"] = log_summary_runs(runs, table, found, study, sweep)
+    return Report(table, found, summary, files)
 
 
 def _left_out_text(counts: dict[str, Any]) -> str:
@@ -187,10 +199,13 @@ def main(cfg: DictConfig) -> None:
             files = render_from_csv(from_csv)
             log.info("\n%s", files[0].read_text(encoding="utf-8"))
         else:
-            report = build_report(cfg.get("tracking_uri"), str(cfg.study), sweep, out, bool(cfg.log_to_parent))
+            report = build_report(
+                cfg.get("tracking_uri"), str(cfg.study), sweep, out, bool(cfg.log_to_parent), str(cfg.adjust),
+                bool(cfg.summary_runs),
+            )  # fmt: skip
             files = report.files
             log.info("%s", summary_text(report))
-            log.info("\n%s", to_markdown(report.table))
+            log.info("\n%s", files[0].parent.joinpath("results.md").read_text(encoding="utf-8"))
         if readme and text is not None:
             Path(readme).write_text(splice(text, Path(readme), folder / "results.md"), encoding="utf-8")
             log.info("spliced %s into %s", files[0].parent / "results.md", readme)

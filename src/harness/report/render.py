@@ -1,58 +1,67 @@
-"""The summary as people read it: a long table (one row per configuration x regime), Markdown and LaTeX.
+"""The report as people read and paste it: tables in Markdown and LaTeX.
 
-The wide results.csv has every number of a configuration on one row (40+ columns); pasted into a README or a
-paper it cannot be read. Here only the keys that vary are columns, the constant ones go to one caption line,
-and each regime that ran is a row, so the table stays within MAX_COLUMNS.
+- the results: one row per configuration x regime, the keys that vary as columns (booleans as yes/no), the
+  constant ones in the caption; accuracies in percent with one decimal throughout;
+- the comparisons between regimes: the paired difference in points with its interval, the p-value of the test
+  that produced it (named in the row), the p-value adjusted over every comparison of the report, McNemar's p
+  per seed beside it, and the seeds a paired t-test would need for 80% power;
+- the targets stated before the run, met or not; per-class accuracy where the runs logged predictions.
+
+LaTeX: one `table` environment per table with \\caption and \\label, booktabs rules, real minus signs, scaled
+to the column width (needs \\usepackage{booktabs,graphicx}); `wide=True` gives `table*` across both columns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.report.runs import DIFF, MISSING, REGIME_LABELS
+from harness.report.runs import MISSING, REGIME_LABELS
 from harness.report.tables import HEAD_TRAINED, regimes_run, split_keys
 
-MAX_COLUMNS = 12
-NOT_APPLICABLE = ""  # Δ vs frozen on a frozen or scratch row: no such number (MISSING: a number that is undefined)
+MINUS = "−"  # U+2212, a real minus sign (LaTeX: $-$)
 
 
 @dataclass
-class LongTable:
-    """The long table's cells (strings), the caption (constant keys) and the notes that explain the columns."""
+class Section:
+    """One table of the report: its cells (strings), title, caption (constant keys) and the notes on its columns."""
 
+    name: str
     frame: pd.DataFrame
-    caption: str
-    notes: list[str]
-    key_columns: int  # leading text columns (keys, regime): left-aligned in LaTeX
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+    key_columns: int = 1  # leading text columns, left-aligned
 
 
-def _num(x: float, fmt: str = ".3f") -> str:
-    return MISSING if pd.isna(x) else format(x, fmt)
+def pct(x: float) -> str:
+    """An accuracy in percent, one decimal: 0.9744 -> 97.4."""
+    return MISSING if pd.isna(x) else f"{100 * x:.1f}"
 
 
-def _interval(lo: float, hi: float, fmt: str = ".3f") -> str:
-    return MISSING if pd.isna(lo) or pd.isna(hi) else f"[{format(lo, fmt)}, {format(hi, fmt)}]"
+def points(x: float) -> str:
+    """A difference of accuracies in percentage points with its sign: 0.004 -> +0.4, -0.012 -> −1.2."""
+    return MISSING if pd.isna(x) else f"{100 * x:+.1f}".replace("-", MINUS)
 
 
-def _mean_sd(mean: float, sd: float, pm: str) -> str:
-    return MISSING if pd.isna(mean) else f"{mean:.3f}" + ("" if pd.isna(sd) else f" {pm} {sd:.3f}")
-
-
-def _delta(row: pd.Series) -> str:
-    if not row[f"{DIFF}_n"]:
+def p_value(p: float) -> str:
+    """Two significant digits, "< 0.001" below that."""
+    if pd.isna(p):
         return MISSING
-    ci = _interval(row[f"{DIFF}_ci95_lo"], row[f"{DIFF}_ci95_hi"], "+.3f")
-    return _num(row[f"{DIFF}_mean"], "+.3f") + ("" if ci == MISSING else f" {ci}")
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
-def _key_columns(table: pd.DataFrame, varying: list[str], room: int) -> dict[str, pd.Series]:
-    """One column per varying key, or all of them in one `configuration` column when there is no room."""
-    if len(varying) <= room:
-        return {k: table[k].astype(str) for k in varying}
-    joined = table[varying].astype(str).apply(lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1)
-    return {"configuration": joined}
+def _interval(lo: float, hi: float, one=pct) -> str:
+    return MISSING if pd.isna(lo) or pd.isna(hi) else f"[{one(lo)}, {one(hi)}]"
+
+
+def key_value(value: object) -> str:
+    """A configuration value as a reader wants it: booleans as yes/no, the rest as logged."""
+    return {"True": "yes", "False": "no"}.get(str(value), str(value))
+
+
+def _caption(constant: dict[str, str]) -> str:
+    return ("Every row: " + ", ".join(f"{k}={key_value(v)}" for k, v in constant.items()) + ".") if constant else ""
 
 
 def _epochs(row: pd.Series, regime: str) -> str:
@@ -64,106 +73,183 @@ def _epochs(row: pd.Series, regime: str) -> str:
     return text + (f" ({int(early)} early)" if early is not None and not pd.isna(early) and early else "")
 
 
-def long_table(table: pd.DataFrame, latex: bool = False) -> LongTable:
-    """One row per configuration x regime that ran, at most MAX_COLUMNS columns; see the module docstring."""
+def _val(row: pd.Series, regime: str, column: str) -> str:
+    epoch_column = f"{regime}_tested_epoch" if column == "tested_val" else f"{regime}_best_val_epoch"
+    acc, epoch = row.get(f"{regime}_{column}_acc"), row.get(epoch_column)
+    if acc is None or pd.isna(acc):
+        return MISSING
+    return f"{pct(acc)} ({int(epoch)})" if epoch is not None and not pd.isna(epoch) else pct(acc)
+
+
+def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
+    """One row per configuration x regime that ran."""
     varying, constant = split_keys(table)
-    pm = "$\\pm$" if latex else "±"
-    has_val = bool(table[[f"{r}_best_val_epoch" for r in regimes_run(table)]].notna().any().any())
-    has_diff = bool(table[f"{DIFF}_n"].any())
-    lengths = [f"{r}_epochs_run" for r in regimes_run(table) if f"{r}_epochs_run" in table]
-    has_epochs = bool(lengths) and bool(table[lengths].notna().any().any())
-    stats = ["regime", "n", f"test acc (mean {pm} sd)", "95% CI"]
-    stats += ["best val acc (epoch)"] * has_val
-    delta = "$\\Delta$ vs frozen [95% CI]" if latex else "Δ vs frozen [95% CI]"
-    stats += [delta, "p (paired t)"] * has_diff
-    stats += ["epochs run"] * has_epochs
-    stats += ["train min"]
-    keys = _key_columns(table, varying, MAX_COLUMNS - 1 - len(stats))
+    ran = regimes_run(table)
+    val = "tested_val" if "tested_val_acc" in "".join(table.columns) else "best_val"  # older results.csv: best_val
+    has_val = any(f"{r}_{val}_acc" in table and table[f"{r}_{val}_acc"].notna().any() for r in ran)
+    has_epochs = any(f"{r}_epochs_run" in table and table[f"{r}_epochs_run"].notna().any() for r in ran)
+    header = "val acc % at tested epoch" if val == "tested_val" else "best val acc % (epoch)"
     rows = []
-    for i, row in table.iterrows():
-        for regime in regimes_run(table):
+    for _, row in table.iterrows():
+        for regime in ran:
             if not row[f"{regime}_n"]:
                 continue
-            cells = {"config": str(row["config"]), **{k: col[i] for k, col in keys.items()}}
+            n = int(row[f"{regime}_n"])
+            cells = {k: key_value(row[k]) for k in varying}
+            mean, sd = row[f"{regime}_test_acc_mean"], row[f"{regime}_test_acc_std"]
             cells.update(
                 {
                     "regime": REGIME_LABELS[regime],
-                    "n": str(row[f"{regime}_n"]),
-                    stats[2]: _mean_sd(row[f"{regime}_test_acc_mean"], row[f"{regime}_test_acc_std"], pm),
-                    "95% CI": _interval(row[f"{regime}_test_acc_ci95_lo"], row[f"{regime}_test_acc_ci95_hi"]),
-                    "best val acc (epoch)": MISSING
-                    if pd.isna(row[f"{regime}_best_val_acc"])
-                    else f"{row[f'{regime}_best_val_acc']:.3f} ({int(row[f'{regime}_best_val_epoch'])})",
-                    delta: _delta(row) if regime == "finetune" else NOT_APPLICABLE,
-                    "p (paired t)": _num(row[f"{DIFF}_p"], ".3g") if regime == "finetune" else NOT_APPLICABLE,
+                    "n": str(n),
+                    f"test acc % (mean {pm} sd)": pct(mean) + ("" if pd.isna(sd) else f" {pm} {100 * sd:.1f}"),
+                    "95% CI (seeds)": _interval(row[f"{regime}_test_acc_ci95_lo"], row[f"{regime}_test_acc_ci95_hi"])
+                    if n >= 2
+                    else "single run",
+                    header: _val(row, regime, val),
                     "epochs run": _epochs(row, regime),
-                    "train min": _num(row[f"{regime}_train_time_s"] / 60, ".2f"),
+                    "train min": MISSING
+                    if pd.isna(row[f"{regime}_train_time_s"])
+                    else f"{row[f'{regime}_train_time_s'] / 60:.1f}",
                 }
             )
             rows.append(cells)
-    columns = ["config", *keys, *stats]
+    columns = [*varying, "regime", "n", f"test acc % (mean {pm} sd)", "95% CI (seeds)"]
+    columns += [header] * has_val + ["epochs run"] * has_epochs + ["train min"]
     frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
-    caption = ("Every row: " + ", ".join(f"{k}={v}" for k, v in constant.items()) + ".") if constant else ""
-    notes = _notes(table, has_val, has_diff, has_epochs)
-    return LongTable(frame, caption, notes, 2 + len(keys))
-
-
-def _notes(table: pd.DataFrame, has_val: bool, has_diff: bool, has_epochs: bool = False) -> list[str]:
-    """What the columns mean, only for the columns shown."""
     notes = [
-        "config: the configuration's number (val_acc_curves_NN.png); n: seeds (finished runs); test acc: mean ± sd"
-        " over seeds; 95% CI: Student-t interval of the mean (not clipped at 1)."
+        "n: seeds (finished runs). test acc: on the test split, mean ± sd over seeds; 95% CI (seeds): Student-t"
+        " interval of the mean over seeds (the seeds' spread only; the comparisons below add the test images')."
     ]
-    ran = regimes_run(table)
-    if has_val:
-        tuned = " (fine-tuned: counted from the start of fine-tuning)" if "finetune" in ran else ""
-        curve = "the seed-mean validation curve, over the epochs every seed ran"
-        notes.append(f"best val acc (epoch): best epoch of {curve}{tuned}.")
-    if has_diff:
+    if has_val and val == "tested_val":
         notes.append(
-            "Δ vs frozen: fine-tuned − frozen test acc paired by seed, mean [95% CI]; p: paired t-test"
-            " (– where fewer than 2 pairs or no spread)."
+            "val acc at tested epoch: validation accuracy of the weights that were tested, mean over seeds, and that"
+            " epoch (median over seeds): the restored best epoch when the stopping rule was on, else the last; counted"
+            " from 1 within the phase (fine-tuned: from the start of fine-tuning; 0 is before training)."
         )
+    elif has_val:
+        notes.append("best val acc (epoch): best epoch of the seed-mean validation curve (this results.csv's own).")
     if has_epochs:
-        after = " (fine-tuned: after the head phase)" if "finetune" in ran else ""
-        notes.append(
-            f"epochs run: mean epochs of the regime's own phase{after}; (k early): k runs ended by the"
-            " early-stopping rule (caption: stopping), evaluated on their best epoch's weights."
-        )
+        notes.append("epochs run: mean epochs of the regime's own phase; (k early): k runs the stopping rule ended.")
     parts = ["fine-tuned: the fine-tuning phase only"] * ("finetune" in ran)
-    if "frozen" in ran and HEAD_TRAINED in table:
-        parts.append("frozen: the head phases these runs trained, cached ones they reused left out, – if all were")
-    elif "frozen" in ran:  # a results.csv written before the report told reused head phases apart
-        parts.append("frozen: as recorded, a reused cached head phase with the time of the run that trained it")
+    if "frozen" in ran:
+        parts.append("frozen: head phases these runs trained, reused cached ones left out" if HEAD_TRAINED in table
+                     else "frozen: as recorded")  # fmt: skip
     notes.append("train min: mean minutes of the regime's own training" + (f" ({'; '.join(parts)})." if parts else "."))
-    return notes
+    return Section("Results", frame, _caption(constant), notes, len(varying) + 1)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """GitHub Markdown: the caption (constant keys), the long table, then what its columns mean."""
-    long = long_table(table)
-    align = ["left"] * long.key_columns + ["right"] * (long.frame.shape[1] - long.key_columns)
-    text = long.frame.to_markdown(index=False, disable_numparse=True, colalign=align)
-    head = f"{long.caption}\n\n" if long.caption else ""
-    return head + text + "\n\n" + " ".join(long.notes) + "\n"
+def comparisons_section(comparisons: pd.DataFrame, varying: list[str], adjust: str = "holm") -> Section:
+    """Each pair of regimes of each configuration: difference, interval, test, raw and adjusted p, power."""
+    adjusted = f"p_{adjust}"
+    rows = []
+    for _, row in comparisons.iterrows():
+        cells = {k: key_value(row[k]) for k in varying}
+        images = "" if pd.isna(row["images"]) else f" x {int(row['images'])} images"
+        cells.update(
+            {
+                "comparison": row["comparison"],
+                "seeds": f"{int(row['n'])}{images}",
+                "Δ points [95% CI]": f"{points(row['mean'])} {_interval(row['ci_lo'], row['ci_hi'], points)}",
+                "p": p_value(row["p"]),
+                f"p ({'Holm' if adjust == 'holm' else 'BH'})": p_value(row[adjusted]),
+                "test": "bootstrap" if row["method"].startswith("paired bootstrap") else "paired t",
+                "McNemar p per seed": row["mcnemar_p"] or MISSING,
+                "seeds for 80% power": MISSING
+                if pd.isna(row["seeds_for_80pct_power"])
+                else f"{row['seeds_for_80pct_power']:.0f}",
+            }
+        )
+        rows.append(cells)
+    columns = [*varying, "comparison", "seeds", "Δ points [95% CI]", "p", f"p ({'Holm' if adjust == 'holm' else 'BH'})",
+               "test", "McNemar p per seed", "seeds for 80% power"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
+    method = "Holm's step-down" if adjust == "holm" else "Benjamini-Hochberg"
+    notes = [
+        "Δ: first minus second regime's test accuracy, paired by seed (the same job) and by test image. bootstrap:"
+        " 10,000 resamples of seeds and images together (the same draw for both regimes), percentile interval,"
+        " two-sided p; paired t: Student's paired t-test over seeds, for runs without per-image predictions.",
+        f"p ({'Holm' if adjust == 'holm' else 'BH'}): adjusted by {method} over the {len(comparisons)} comparisons of"
+        " this report. McNemar p per seed: exact test on the images one regime got right and the other wrong, each"
+        " seed alone (descriptive, not adjusted). seeds for 80% power: seeds a two-sided paired t-test (5%) needs to"
+        " detect the observed difference at the observed spread between seeds.",
+    ]
+    return Section("Comparisons", frame, "", notes, len(varying) + 1)
 
 
-def to_latex(table: pd.DataFrame) -> str:
-    """A booktabs `tabular` for \\input into a paper (needs \\usepackage{booktabs}); caption and notes as comments.
+def targets_section(judged: pd.DataFrame, varying: list[str], texts: list[dict[str, str]]) -> Section:
+    rows = []
+    for _, row in judged.iterrows():
+        cells = {k: key_value(row[k]) for k in varying}
+        one = points if "_minus_" in row["target"] else pct
+        cells.update(
+            {
+                "target": f"{row['target']} {row['stated']}",
+                "observed [95% CI]": f"{one(row['mean'])} {_interval(row['ci_lo'], row['ci_hi'], one)}",
+                "met": "yes" if row["met"] else "no",
+                "whole interval": "yes" if row["interval"] else "no",
+            }
+        )
+        rows.append(cells)
+    frame = pd.DataFrame(rows, columns=[*varying, "target", "observed [95% CI]", "met", "whole interval"])
+    notes = [
+        "Targets as recorded on the study's runs when the work started (not as the config says today); met: the"
+        " mean is on the target's side; whole interval: so is all of its 95% interval. Accuracies in percent,"
+        " differences in points."
+    ]
+    if len(texts) > 1:
+        notes.append(f"The recorded targets changed between runs: {'; '.join(map(str, texts))}.")
+    return Section("Targets stated before the run", frame, "", notes, len(varying) + 1)
 
-    Cells and headers are escaped by pandas' Styler (escape="latex-math": underscores of layer names escaped,
-    the $...$ of ± and Δ kept), '–' becomes '--'.
-    """
-    long = long_table(table, latex=True)
-    column_format = "l" * long.key_columns + "r" * (long.frame.shape[1] - long.key_columns)
-    styler = long.frame.style.hide(axis="index")
-    styler = styler.format(lambda v: "--" if v == MISSING else v, escape="latex-math")
-    styler = styler.format_index(escape="latex-math", axis=1)
-    text = styler.to_latex(hrules=True, column_format=column_format)
-    comments = [long.caption, *long.notes, "needs \\usepackage{booktabs}"]
-    return text + "".join(f"% {_comment(c)}\n" for c in comments if c)
+
+def per_class_section(per_class: pd.DataFrame, varying: list[str]) -> Section:
+    frame = pd.DataFrame(
+        {
+            **{k: per_class[k].map(key_value) for k in varying},
+            "regime": per_class["regime"].map(REGIME_LABELS),
+            "class": per_class["class"],
+            "images": per_class["images"].astype(int).astype(str),
+            "acc % (mean over seeds)": per_class["acc_mean"].map(pct),
+            "lowest seed": per_class["acc_min_seed"].map(pct),
+        }
+    )
+    notes = ["Test accuracy on each class's images, from each run's per-image predictions (predictions/test.csv)."]
+    return Section("Per class", frame, "", notes, len(varying) + 2)
 
 
-def _comment(text: str) -> str:
-    """A note as a LaTeX comment line: one line, its Unicode spelled so the .tex stays ASCII-readable."""
-    return text.replace("±", "+/-").replace("Δ", "Delta").replace("−", "-").replace("–", "--").replace("\n", " ")
+def _markdown(section: Section, level: str = "###") -> str:
+    align = ["left"] * section.key_columns + ["right"] * (section.frame.shape[1] - section.key_columns)
+    text = section.frame.to_markdown(index=False, disable_numparse=True, colalign=align)
+    head = f"{level} {section.name}\n\n" + (f"{section.caption}\n\n" if section.caption else "")
+    return head + text + "\n\n" + " ".join(section.notes) + "\n"
+
+
+def to_markdown(sections: list[Section]) -> str:
+    """GitHub Markdown: each section's title, caption, table and notes."""
+    return "\n".join(_markdown(s) for s in sections if not s.frame.empty)
+
+
+def _latex_cell(value: str) -> str:
+    value = value.replace(MINUS, "$-$").replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("–", "--")
+    return value.replace("< 0.001", "$<$ 0.001")
+
+
+def to_latex(sections: list[Section], label: str = "results", wide: bool = False) -> str:
+    """One table environment per section, for \\input into a paper (needs \\usepackage{booktabs,graphicx})."""
+    environment = "table*" if wide else "table"
+    width = "\\textwidth" if wide else "\\columnwidth"
+    out = []
+    for section in sections:
+        if section.frame.empty:
+            continue
+        frame = section.frame.map(_latex_cell).rename(columns=_latex_cell)
+        column_format = "l" * section.key_columns + "r" * (frame.shape[1] - section.key_columns)
+        styler = frame.style.hide(axis="index").format(escape="latex-math").format_index(escape="latex-math", axis=1)
+        tabular = styler.to_latex(hrules=True, column_format=column_format)
+        caption = " ".join(x for x in (section.name + ".", section.caption, *section.notes) if x)
+        caption = _latex_cell(caption).replace("%", "\\%").replace("_", "\\_")
+        tag = section.name.lower().split()[0]
+        out.append(
+            f"\\begin{{{environment}}}[t]\n\\centering\n\\resizebox{{{width}}}{{!}}{{%\n{tabular}}}\n"
+            f"\\caption{{{caption}}}\n\\label{{tab:{label}-{tag}}}\n\\end{{{environment}}}\n"
+        )
+    return "% needs \\usepackage{booktabs,graphicx}\n" + "\n".join(out)

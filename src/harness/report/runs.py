@@ -56,7 +56,9 @@ NOT_CONFIG_PARAMS = {
     *RESULT_FREE_KEYS,
 }
 STATS = ("n", "test_acc_mean", "test_acc_std", "test_acc_ci95_lo", "test_acc_ci95_hi")
-CURVE_STATS = ("best_val_acc", "best_val_epoch")
+CURVE_STATS = ("tested_val_acc", "tested_epoch")
+# results.csv columns of reports written before: the best epoch of the seed-mean curve (read, not computed)
+OLD_CURVE_STATS = {"best_val_acc": "tested_val_acc", "best_val_epoch": "tested_epoch"}
 DIFF = "ft_minus_frozen"
 MISSING = "–"
 
@@ -90,8 +92,11 @@ def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) ->
             value = value.fillna(_col(runs, f"tags.{key}"))
         runs[key] = value
     runs["stopping"], runs["budget"] = stopping_rule(runs), step_budget(runs)
-    for metric in ("test_acc", "test_loss", "train_time_s", "epochs_run"):
+    for metric in ("test_acc", "test_loss", "train_time_s", "epochs_run", "best_epoch"):
         runs[metric] = pd.to_numeric(_col(runs, f"metrics.{metric}"), errors="coerce")
+    runs["restored"] = _col(runs, "params.early_stopping.enabled").eq("True")  # the rule put the best epoch back
+    n_train = pd.to_numeric(_col(runs, "params.data.n_train"), errors="coerce")  # on job runs
+    runs["n_train"] = runs["parent_run_id"].map(pd.Series(n_train.to_numpy(), index=runs["run_id"]))
     runs["stopped_early"] = _col(runs, "tags.stopped").eq("early")
 
     if sweep is not None:

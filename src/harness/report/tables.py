@@ -20,7 +20,6 @@ from harness.report.runs import (
     STATS,
     finished_runs,
     row_keys,
-    seed_mean_curve,
 )
 from harness.training import backbones, specs
 
@@ -70,23 +69,29 @@ def _sorted_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return table.loc[order.sort_values(by, kind="stable").index].reset_index(drop=True)
 
 
-def best_validation(finished: pd.DataFrame, curves: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Best epoch of the seed-mean validation curve of each (configuration, regime).
+def validation_at_tested_epoch(finished: pd.DataFrame, curves: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The validation accuracy of the weights each run was tested with, and that epoch, per (configuration, regime).
 
-    The seeds' curves are averaged per epoch first, so the epoch is one number that says how long to
-    train that configuration (Chollet 5.3's reading of the curves), not a mean of noisy per-seed argmaxes.
-    Epochs are the phase's own (fine-tuning's counted from its start) and only those every seed ran
-    (`seed_mean_curve`): a mean of fewer seeds would be another population's number.
+    Counted the same way in every study: the epoch whose weights the stopping rule restored (metric best_epoch)
+    when the rule was on, else the last epoch; epochs are the phase's own, from 1 (fine-tuning's from its
+    start; 0 is the validation before the first epoch). Mean accuracy over seeds, median epoch.
     """
     group = [*keys, "regime"]
-    mean_curve = seed_mean_curve(curves.merge(finished[["run_id", *group]], on="run_id"), group)
-    if mean_curve.empty:
+    trained = curves[curves["step"] >= 0]
+    if trained.empty:
         return pd.DataFrame(columns=list(CURVE_STATS), index=pd.MultiIndex.from_tuples([], names=group))
-    best = mean_curve.loc[mean_curve.groupby(group, sort=False)["val_acc"].idxmax()]
-    return pd.DataFrame(
-        {"best_val_acc": best["val_acc"].to_numpy(), "best_val_epoch": (best["phase_step"] + 1).to_numpy()},
-        index=pd.MultiIndex.from_frame(best[group]),
-    )
+    first, last = trained.groupby("run_id")["step"].min(), trained.groupby("run_id")["step"].max()
+    runs = finished[["run_id", *group]].copy()
+    best = pd.to_numeric(finished.get("best_epoch", pd.Series(np.nan, index=finished.index)), errors="coerce")
+    restored = finished.get("restored", pd.Series(False, index=finished.index)).fillna(False).astype(bool)
+    runs["tested"] = best.where(restored & best.notna(), runs["run_id"].map(last))
+    value = trained.set_index(["run_id", "step"])["val_acc"]
+    tested = zip(runs["run_id"], runs["tested"], strict=True)
+    runs["val"] = [value.get((r, int(t)), np.nan) if pd.notna(t) else np.nan for r, t in tested]
+    runs["epoch"] = runs["tested"] - runs["run_id"].map(first) + 1
+    out = runs.groupby(group, sort=False).agg(tested_val_acc=("val", "mean"), tested_epoch=("epoch", "median"))
+    out["tested_epoch"] = out["tested_epoch"].round()
+    return out
 
 
 def paired_differences(finished: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -140,8 +145,8 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     half = stats.t_half_width(per["test_acc_std"], per["n_test"])
     per["test_acc_ci95_lo"] = per["test_acc_mean"] - half
     per["test_acc_ci95_hi"] = per["test_acc_mean"] + half
-    best = best_validation(finished, curves, keys) if curves is not None else None
-    per = per.join(best) if best is not None else per.assign(best_val_acc=np.nan, best_val_epoch=np.nan)
+    tested = validation_at_tested_epoch(finished, curves, keys) if curves is not None else None
+    per = per.join(tested) if tested is not None else per.assign(tested_val_acc=np.nan, tested_epoch=np.nan)
     regime_stats = [*STATS, *CURVE_STATS, "train_time_s", *RUN_LENGTH, "seeds"]
     wide = per[regime_stats].unstack("regime")
     wide = wide.reindex(columns=pd.MultiIndex.from_product([regime_stats, REGIMES]))
@@ -149,7 +154,7 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     wide.columns = [f"{regime}_{stat}" for regime, stat in wide.columns]
     for regime in REGIMES:
         wide[f"{regime}_n"] = wide[f"{regime}_n"].fillna(0).astype(int)
-        wide[f"{regime}_best_val_epoch"] = wide[f"{regime}_best_val_epoch"].astype("Int64")
+        wide[f"{regime}_tested_epoch"] = wide[f"{regime}_tested_epoch"].astype("Int64")
         wide[f"{regime}_stopped_early"] = wide[f"{regime}_stopped_early"].astype("Int64")
     table = wide.join(paired_differences(finished, keys))
     table[f"{DIFF}_n"] = table[f"{DIFF}_n"].fillna(0).astype(int)

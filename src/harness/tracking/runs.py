@@ -228,6 +228,34 @@ def create_run(experiment_id: str, name: str, tags: dict[str, str]) -> str:
     return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
 
 
+def log_run(
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    params: dict[str, str] | None = None,
+    metrics: dict[str, float] | None = None,
+    finished: bool = True,
+) -> str:
+    """A run that records numbers computed elsewhere (a report's summary): created, logged in one batch and, unless
+    `finished=False`, ended FINISHED at once (nothing trains in it, so it never holds a lease)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in (metrics or {}).items()],
+        params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+    )
+    if finished:
+        client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
 def set_tag(run_id: str, key: str, value: str) -> None:
     import mlflow
 
@@ -314,6 +342,19 @@ def metric_history(run_id: str, metric: str) -> list[tuple[int, float]]:
     import mlflow
 
     return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, metric)]
+
+
+def load_table(run_id: str, artifact: str) -> Any:
+    """A CSV artifact of a run as a pandas DataFrame (the per-image predictions), or None when the run has none."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
+    except (MlflowException, OSError):
+        return None
+    return pd.read_csv(path)
 
 
 def attach_files(run_id: str, files: Iterable[Any], artifact_path: str) -> None:

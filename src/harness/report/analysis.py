@@ -1,0 +1,125 @@
+"""What a report says beyond the per-regime summary: the comparisons between regimes, the targets judged, per-class
+accuracy and the confusion counts; computed from the store, or read back from a report's CSV files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report import evidence, targets
+from harness.report.render import (
+    Section,
+    comparisons_section,
+    per_class_section,
+    results_section,
+    targets_section,
+)
+from harness.report.runs import DIFF
+from harness.report.tables import row_keys_of, split_keys
+
+FILES = {"comparisons": "comparisons.csv", "per_class": "per_class.csv", "confusion": "confusion.csv"}
+
+
+@dataclass
+class Analysis:
+    """The report's tables beyond the summary (empty frames where there is nothing to show)."""
+
+    comparisons: pd.DataFrame
+    per_class: pd.DataFrame = field(default_factory=pd.DataFrame)
+    confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
+    targets: list[dict[str, str]] = field(default_factory=list)  # as recorded, each distinct text once
+    adjust: str = "holm"
+
+    def write(self, out: Path) -> list[Path]:
+        written = []
+        for name, file in FILES.items():
+            frame = getattr(self, name)
+            if not frame.empty:
+                frame.to_csv(out / file, index=False)
+                written.append(out / file)
+        if self.targets:
+            (out / "targets.json").write_text(json.dumps(self.targets, indent=2) + "\n", encoding="utf-8")
+            written.append(out / "targets.json")
+        return written
+
+
+def analyse(runs: pd.DataFrame, finished: pd.DataFrame, table: pd.DataFrame, adjust: str = "holm") -> Analysis:
+    """Comparisons (adjusted over all of them), per-class accuracy, confusion counts and the recorded targets."""
+    keys = row_keys_of(table)
+    predictions = evidence.load_predictions(finished)
+    return Analysis(
+        comparisons=evidence.comparisons(finished, predictions, keys, adjust),
+        per_class=evidence.per_class(finished, predictions, keys),
+        confusion=evidence.confusion(finished, predictions, keys),
+        targets=targets.recorded(runs),
+        adjust=adjust,
+    )
+
+
+def read(folder: Path, table: pd.DataFrame) -> Analysis:
+    """An analysis read back beside a results.csv; a results.csv from before the comparisons were written gets its
+    recorded fine-tuned − frozen paired t-test as the only comparison (the report says which test it is)."""
+    keys = row_keys_of(table)
+    text = {k: str for k in keys}
+    frames = {name: pd.read_csv(folder / file, dtype=text, keep_default_na=False, na_values={"mean": [""]})
+              if (folder / file).is_file() else pd.DataFrame() for name, file in FILES.items()}  # fmt: skip
+    comparisons = frames["comparisons"]
+    if comparisons.empty and f"{DIFF}_n" in table:
+        comparisons = _recorded_paired_t(table, keys)
+    for column in ("n", "images", "mean", "ci_lo", "ci_hi", "p", "sd_seeds", "seeds_for_80pct_power"):
+        if column in comparisons:
+            comparisons[column] = pd.to_numeric(comparisons[column], errors="coerce")
+    adjusted = [c for c in comparisons.columns if c in ("p_holm", "p_bh")]
+    for column in adjusted:
+        comparisons[column] = pd.to_numeric(comparisons[column], errors="coerce")
+    recorded = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").is_file() else []
+    adjust = adjusted[0].removeprefix("p_") if adjusted else "holm"
+    return Analysis(comparisons, frames["per_class"], frames["confusion"], recorded, adjust)
+
+
+def _recorded_paired_t(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    from harness.report import stats
+
+    rows = table[table[f"{DIFF}_n"].astype(int) > 0]
+    out = pd.DataFrame(
+        {
+            **{k: rows[k] for k in keys},
+            "comparison": "fine-tuned − frozen",
+            "better": "finetune",
+            "baseline": "frozen",
+            "n": rows[f"{DIFF}_n"].astype(int),
+            "images": float("nan"),
+            "mean": rows[f"{DIFF}_mean"],
+            "ci_lo": rows[f"{DIFF}_ci95_lo"],
+            "ci_hi": rows[f"{DIFF}_ci95_hi"],
+            "p": rows[f"{DIFF}_p"],
+            "method": evidence.PAIRED_T,
+            "mcnemar_p": "",
+            "sd_seeds": rows[f"{DIFF}_std"],
+        }
+    )
+    pairs = zip(out["mean"], out["sd_seeds"], strict=True)
+    out["seeds_for_80pct_power"] = [stats.seeds_for_power(m, s) for m, s in pairs]
+    out["p_holm"] = stats.holm(out["p"].to_numpy(dtype=float))
+    return out.reset_index(drop=True)
+
+
+def sections(table: pd.DataFrame, analysis: Analysis) -> list[Section]:
+    """The report's tables, in reading order: results, comparisons, targets, per class."""
+    varying, _ = split_keys(table)
+    out = [results_section(table)]
+    if not analysis.comparisons.empty:
+        out.append(comparisons_section(analysis.comparisons, varying, analysis.adjust))
+    if analysis.targets:
+        judged = pd.concat(
+            [targets.judge(t, table, analysis.comparisons, row_keys_of(table)) for t in analysis.targets],
+            ignore_index=True,
+        )
+        out.append(targets_section(judged, varying, analysis.targets))
+    if not analysis.per_class.empty:
+        out.append(per_class_section(analysis.per_class, varying))
+    return out
