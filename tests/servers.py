@@ -113,6 +113,12 @@ def postgresql() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def server_env() -> dict[str, str]:
+    """MLflow's server without its job runner (GenAI jobs, three huey consumers with 20 workers): the harness
+    uses none of it, and on 2 cores the workers slow every test that starts a server."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @dataclass
 class MlflowServer:
     """`mlflow server` on a PostgreSQL backend store with proxied artifacts; can be stopped and restarted."""
@@ -135,7 +141,9 @@ class MlflowServer:
             "--host", HOST, "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
         with open(self.log, "a") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()
+            )
         wait_until(self.healthy, timeout_s, "mlflow server", self.log)
 
     def healthy(self) -> bool:
@@ -198,7 +206,7 @@ def mlflow_ui(*options: str, timeout_s: float = 300) -> Iterator[str]:
     log = folder / "ui.log"
     cmd = [sys.executable, "-m", "mlflow", "ui", *options, "--host", HOST, "--port", str(port), "--workers", "1"]
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env())
     url = f"http://{HOST}:{port}"
 
     def healthy() -> bool:

@@ -138,14 +138,17 @@ def test_resume_follows_content_across_paths_and_edits(tmp_path, store):
 # result_config digests of these configs (backbone.weights=null: no download or file digest involved), as
 # computed by the code before early_stopping, steps_budget and the scratch settings existed: studies recorded
 # then stay resumable. Jobs with the scratch regime are new jobs since its BatchNorm momentum changed.
+# Since 2026-11-29 the defaults stop every phase on validation loss (patience 5) and allow 200 head epochs, so
+# that a head converges on small data too; a job that keeps the old defaults keeps its old identity.
+OLD_DEFAULTS = ("early_stopping.enabled=false", "epochs.head=10")
 RECORDED = {
-    (): "d929fc79e1c1bd31a09b9af9",
-    ("+experiment=quickstart",): "aa45fe3b6154a7bc21290117",
+    OLD_DEFAULTS: "d929fc79e1c1bd31a09b9af9",
+    ("+experiment=quickstart", *OLD_DEFAULTS): "aa45fe3b6154a7bc21290117",
     # the study as it was recorded then; it now stops every phase by validation (a new identity, as it should be)
     ("+experiment=tf_mobilenetv2", "early_stopping.enabled=false", "epochs={scratch:1,head:10,finetune:3}"): (
         "90576cd6cf75156a8f552ad2"
     ),
-    ("+experiment=data_fraction",): "a1b43d08bd0e4cafc44d77e3",
+    ("+experiment=data_fraction", *OLD_DEFAULTS): "a1b43d08bd0e4cafc44d77e3",
 }
 
 
@@ -176,9 +179,10 @@ def test_scratch_settings_change_the_identity_of_jobs_that_train_scratch():
 
 
 def test_stopping_rule_and_step_budget_change_the_identity_when_on(photos):
-    base = job_id(photos)
+    base = job_id(photos, "early_stopping.enabled=false")
     on = ("early_stopping.enabled=true", "steps_budget.head=100", "steps_budget.finetune=5")
-    ids = {override: job_id(photos, override) for override in on}
+    ids = {override: job_id(photos, "early_stopping.enabled=false", override) for override in on}
     assert base not in ids.values() and len(set(ids.values())) == len(on), ids
     enabled = "early_stopping.enabled=true"
-    assert job_id(photos, enabled, "early_stopping.patience=5") != ids[enabled]
+    assert job_id(photos, enabled, "early_stopping.patience=7") != ids[enabled]
+    assert job_id(photos) == ids[enabled]  # on by default now

@@ -25,7 +25,7 @@ from harness.report import stats
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BOUNDARIES = ["block_15_expand", "block_16_expand"]
-FIGURES = ["val_acc_curves_01.png", "val_acc_curves_02.png", "test_acc_vs_unfreeze_at.png"]
+FIGURES = [f"val_acc_curves_unfreeze_at-{b}.png" for b in BOUNDARIES] + ["test_acc_vs_unfreeze_at.png"]
 # one data_fraction in the sweep: its figure would have one x position and is not drawn
 
 
@@ -136,15 +136,14 @@ def test_csv_numbers_equal_what_the_store_holds(sweep):
                 assert np.isnan(row[f"{regime}_train_time_s"])
             else:
                 assert row[f"{regime}_train_time_s"] == pytest.approx(own["metrics.train_time_s"].mean(), rel=1e-12)
-            # the phase's own epochs (fine-tuning's counted from its start), those every seed ran
+            # no stopping rule: the weights tested are the last epoch's; its validation accuracy, its epoch in the
+            # phase (from 1; step -1 is the validation before training, epoch 0 of the head phase)
             histories = [history(client, runs, run) for _, run in r.iterrows()]
-            phases = [{step - min(h): value for step, value in h.items()} for h in histories]
-            mean_curve = pd.DataFrame(phases).dropna(axis=1).mean()
-            if mean_curve.empty:
-                assert np.isnan(row[f"{regime}_best_val_acc"])
-            else:
-                assert row[f"{regime}_best_val_acc"] == pytest.approx(mean_curve.max(), rel=1e-12)
-                assert row[f"{regime}_best_val_epoch"] == mean_curve.idxmax() + 1
+            if regime == "frozen":
+                assert all(-1 in h for h in histories if h)
+            trained = [{step: v for step, v in h.items() if step >= 0} for h in histories if h]
+            assert row[f"{regime}_tested_val_acc"] == pytest.approx(np.mean([h[max(h)] for h in trained]), rel=1e-12)
+            assert row[f"{regime}_tested_epoch"] == np.median([max(h) - min(h) + 1 for h in trained])
         assert row["scratch_n"] == 0 and np.isnan(row["scratch_test_acc_mean"])  # regime not run: still a row
         trained = mine[(mine["tags.regime"] == "frozen") & (mine["tags.head_phase"] == "trained")]
         assert row["frozen_head_phases_trained"] == len(trained)
@@ -159,6 +158,53 @@ def test_csv_numbers_equal_what_the_store_holds(sweep):
             assert row["ft_minus_frozen_t"] == pytest.approx(paired.statistic, rel=1e-9)
         else:
             assert np.isnan(row["ft_minus_frozen_p"])
+
+
+@pytest.mark.slow
+def test_comparisons_are_recomputed_from_the_predictions_each_run_stored(sweep):
+    """Per configuration and pair of regimes: the paired bootstrap over seeds and images, McNemar per seed (scipy's
+    binomial test), and Holm over the whole report, from predictions/test.csv read back independently."""
+    comparisons = pd.read_csv(sweep["out"] / "comparisons.csv", dtype={"seeds": str, "mcnemar_p": str})
+    assert len(comparisons) == 2 and set(comparisons["comparison"]) == {"fine-tuned − frozen"}
+    runs = search(sweep["store"], "rep")
+    regimes = runs[(runs["tags.run_kind"] == "regime") & (runs["status"] == "FINISHED")]
+
+    def correct(run_id: str) -> pd.Series:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/test.csv")
+        table = pd.read_csv(path).set_index("file")
+        assert set(table.columns) >= {"label", "predicted", "correct", "p_dogs"}
+        return table["correct"]
+
+    for _, row in comparisons.iterrows():
+        mine = regimes[regimes["params.unfreeze_at"] == row["unfreeze_at"]]
+        a, b = ([correct(mine[(mine["tags.regime"] == r) & (mine["tags.seed"] == s)].run_id.item()) for s in ("0", "1")]
+                for r in ("finetune", "frozen"))  # fmt: skip
+        a, b = np.array([x.sort_index().to_numpy() for x in a]), np.array([x.sort_index().to_numpy() for x in b])
+        assert a.shape == (2, 1000) and row["images"] == 1000 and row["method"].startswith("paired bootstrap")
+        expected = stats.paired_bootstrap(a, b)
+        assert (row["mean"], row["ci_lo"], row["ci_hi"], row["p"]) == pytest.approx(
+            (expected["mean"], expected["ci_lo"], expected["ci_hi"], expected["p"])
+        )
+        exact = [sps.binomtest(int((x & ~y).sum()), int((x ^ y).sum()), 0.5).pvalue if (x ^ y).any() else 1.0
+                 for x, y in zip(a.astype(bool), b.astype(bool), strict=True)]  # fmt: skip
+        assert [float(v) for v in row["mcnemar_p"].split(",")] == pytest.approx(exact, rel=1e-2)
+    assert comparisons["p_holm"].tolist() == pytest.approx(stats.holm(comparisons["p"].to_numpy()).tolist())
+
+
+@pytest.mark.slow
+def test_the_report_logs_one_summary_run_per_configuration_under_a_report_run(sweep):
+    runs = search(sweep["store"], "rep")
+    reports = runs[runs["tags.run_kind"] == "report"]
+    summaries = runs[runs["tags.run_kind"] == "summary"]
+    assert len(summaries) == 2 and set(summaries["tags.mlflow.parentRunId"]) <= set(reports["run_id"])
+    assert set(summaries.status) == {"FINISHED"} and set(reports.status) == {"FINISHED"}
+    for _, row in sweep["csv"].iterrows():
+        summary = summaries[summaries["params.unfreeze_at"] == row["unfreeze_at"]].iloc[-1]
+        for regime in ("frozen", "finetune"):
+            assert summary[f"metrics.{regime}_test_acc_mean"] == pytest.approx(row[f"{regime}_test_acc_mean"])
+            assert summary[f"metrics.{regime}_n"] == row[f"{regime}_n"]
+        assert not np.isnan(summary["metrics.finetune_minus_frozen_p_holm"])
+    assert "regime" not in set(summaries.get("tags.run_kind", ()))  # never taken for a training run
 
 
 @pytest.mark.slow
@@ -179,20 +225,21 @@ def test_markdown_and_latex_are_well_formed(sweep):
     assert len(rows) == 2 + 2 * 2  # header, rule, two configurations x (frozen, fine-tuned)
     assert len({line.count("|") for line in rows}) == 1 and rows[0].count("|") - 1 <= 12
     header = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert header[:3] == ["config", "unfreeze_at", "regime"]  # the swept key; the constant ones in the caption
+    assert header[:2] == ["unfreeze_at", "regime"]  # the swept key; the constant ones in the caption
     assert "block_15_expand" in rows[2] and "block_16_expand" in rows[4]
     assert not any("scratch" in row for row in rows[2:])
-    assert md.startswith("Every row: backbone=mobilenetv2") and "epochs_scratch" not in md  # no scratch ran
-    assert re.fullmatch(r"\s*0\.\d{3} ± 0\.\d{3}\s*", rows[2].split("|")[5])
+    assert md.startswith("### Results\n\nEvery row: backbone=mobilenetv2") and "epochs_scratch" not in md
+    assert re.fullmatch(r"\s*\d{1,3}\.\d ± \d{1,3}\.\d\s*", rows[2].split("|")[4])  # percent, one decimal
     assert sweep["log"].count(rows[0]) == 1  # the console shows the same table
+    assert "### Comparisons" in md and "### Per class" in md
 
     tex = (sweep["out"] / "results.tex").read_text()
-    assert tex.startswith("\\begin{tabular}") and "\\end{tabular}" in tex
+    assert tex.startswith("% needs \\usepackage{booktabs,graphicx}") and "\\end{tabular}" in tex
     body = tex[: tex.index("\\end{tabular}")]
     unescaped = re.sub(r"\\[{}]", "", body)
     assert unescaped.count("{") == unescaped.count("}")
     assert "block\\_15\\_expand" in body and "block_15" not in body  # underscores escaped
-    lines = body.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
+    lines = body.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()  # the results table
     header = body.split("\\midrule")[0].strip().splitlines()[-1]
     assert len(lines) == 4
     assert {len(re.findall(r"(?<!\\)&", line)) for line in [*lines, header]} == {header.count("&")}
@@ -205,7 +252,7 @@ def test_figures_are_written_and_logged_to_the_parent_run(sweep):
         assert (sweep["out"] / name).read_bytes()[:8] == PNG, name
     client = mlflow.MlflowClient(sweep["store"])
     logged = {Path(a.path).name for a in client.list_artifacts(sweep["sweep_id"], "report")}
-    assert set(FIGURES) | {"results.csv", "results.md", "results.tex", "summary.json"} <= logged
+    assert set(FIGURES) | {"results.csv", "results.md", "results.tex", "summary.json", "comparisons.csv"} <= logged
     downloaded = client.download_artifacts(sweep["sweep_id"], f"report/{FIGURES[2]}", str(sweep["folder"] / "dl"))
     assert Path(downloaded).read_bytes()[:8] == PNG
     assert f"report logged to parent run {sweep['sweep_id']}" in sweep["log"]
@@ -262,10 +309,10 @@ def test_single_seed_job_without_sweep(quick):
     md = (quick["out"] / "results.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + 2 and "scratch" in rows[2] and "frozen" in rows[3] and "fine-tuned" not in md
-    assert re.search(r"\|\s*–\s*\|", rows[2])  # one seed: no interval
+    assert re.search(r"\|\s*single run\s*\|", rows[2])  # one seed: no interval, and it says so
     assert "unfreeze_at=" not in md and "epochs_finetune" not in md and "epochs_scratch=" in md  # no fine-tuning ran
     assert quick["report"].summary["parent_run"] is None  # no sweep: nothing to log to
-    assert (quick["out"] / "val_acc_curves_01.png").read_bytes()[:8] == PNG
+    assert (quick["out"] / "val_acc_curves.png").read_bytes()[:8] == PNG
 
 
 # ----------------------------------------------------------------------------------- nothing to report

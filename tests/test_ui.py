@@ -1,6 +1,6 @@
 """The MLflow UI as a training user sees it, in a real browser (Debian's chromium, driven by selenium through
 chromium-driver): a sweep's printed link, the nested runs table, readable regime names, the Dataset column,
-the sweep's description, one run's metric charts.
+the sweep's description, one run's metric charts, and the report's summary run (the mean over seeds) charted.
 
 Runs in a network namespace with loopback only (the `loopback_only` marker), so nothing the browser or the
 server tries can leave the machine. With HARNESS_UI_SCREENSHOTS=<folder> it also saves the screenshots the
@@ -257,6 +257,18 @@ def test_the_ui_shows_a_sweep_as_nested_training_runs_with_names_datasets_descri
             close_assistant(driver)
             time.sleep(2)  # plotly draws after the titles
             driver.save_screenshot(str(Path(shots) / "mlflow_run_curves.png"))
+
+        # 7. the report's aggregates over seeds, as summary runs nested under a report run: the UI charts them
+        from harness import report
+
+        result = report.build_report(store, "default", out=tmp_path / "report", log_to_parent=False)
+        summaries = mlflow.search_runs(experiment_ids=[experiment], filter_string="tags.run_kind = 'summary'")
+        assert len(summaries) == 1 and summaries["tags.mlflow.parentRunId"].item() == result.summary["summary_run"]
+        summary = summaries.run_id.item()
+        driver.get(with_query(f"{base}/#/experiments/{experiment}/runs/{summary}/model-metrics", MODEL_TRAINING))
+        search = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "input[placeholder*='metric charts']"), "")
+        search[0].send_keys("frozen_test_acc")
+        wait(driver, lambda d: chart_titled(d, "frozen_test_acc_mean"), "the summary run's mean over seeds")
 
     assert not problems, "\n".join(problems)
 

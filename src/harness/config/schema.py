@@ -129,7 +129,7 @@ class Epochs:
     """The most epochs each phase may run (keys: specs.PHASES)."""
 
     scratch: int = 30
-    head: int = 10
+    head: int = 200
     finetune: int = 10
 
 
@@ -151,9 +151,9 @@ class StepsBudget:
 
 @dataclass
 class EarlyStopping:
-    enabled: bool = False
+    enabled: bool = True
     monitor: Monitor = Monitor.val_loss
-    patience: int = 3
+    patience: int = 5
     min_delta: float = 0.0
 
     def problems(self) -> list[str]:
