@@ -148,7 +148,13 @@ RECORDED = {
     ("+experiment=tf_mobilenetv2", "early_stopping.enabled=false", "epochs={scratch:1,head:10,finetune:3}"): (
         "90576cd6cf75156a8f552ad2"
     ),
-    ("+experiment=data_fraction", *OLD_DEFAULTS): "a1b43d08bd0e4cafc44d77e3",
+    # the study as it was recorded then (5 fractions of 10 head epochs under step budgets); redesigned since
+    (
+        "+experiment=data_fraction",
+        "early_stopping.enabled=false",
+        "epochs={scratch:30,head:10,finetune:2}",
+        "steps_budget={scratch:null,head:630,finetune:126}",
+    ): "a1b43d08bd0e4cafc44d77e3",  # fmt: skip
 }
 
 
