@@ -5,7 +5,7 @@
     <!-- end results/results.md -->
 
 The marker names the results file relative to the README, so a README with several result folders
-(results/, results_offline/) has one block per folder and each report replaces only its own.
+(results/, results_val_loss/) has one block per folder and each report replaces only its own.
 """
 
 from __future__ import annotations
