@@ -56,7 +56,8 @@ def test_multirun_records_sweep_job_regime_tree(tmp_path, store, cats_dogs, mobi
             history = client.get_metric_history(run.run_id, metric)
             assert [m.step for m in history] == [first], (regime, metric)
         assert run["metrics.train_time_s"] > 0
-        assert [a.path for a in client.list_artifacts(run.run_id)] == ["curves.png"]
+        assert [a.path for a in client.list_artifacts(run.run_id)] == ["curves.png", "predictions"]
+        assert [a.path for a in client.list_artifacts(run.run_id, "predictions")] == ["predictions/test.csv"]
         curves = Path(client.download_artifacts(run.run_id, "curves.png", str(tmp_path / run.run_id)))
         assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for job_id in jobs.run_id:

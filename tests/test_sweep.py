@@ -75,17 +75,16 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, small_
     broken = copy_small(small_data, tmp_path / "broken")
     victim = broken / "train" / "cats" / sorted(os.listdir(broken / "train" / "cats"))[0]
     content = bytearray(victim.read_bytes())
-    frame = content.index(b"\xff\xc0")  # baseline frame header: its first byte is the sample precision
-    content[frame + 4] = 12  # whole and well-formed, so the scan keeps it; TensorFlow's 8-bit decoder refuses it
+    table = content.index(b"\xff\xc4")  # a Huffman table: its structure and the header stay whole, so the scan
+    content[table + 5 : table + 20] = b"\xff" * 15  # keeps the file; its code counts are bogus, so decoding fails
     victim.write_bytes(bytes(content))
 
     proc = run_cli(
         "-m", *tiny_frozen(mobilenet_weights, store, small_data), f"data.path={small_data},{broken}", cwd=tmp_path
     )
     assert proc.returncode == 1, proc.log[-3000:]
-    assert "sweep summary: 1 finished, 0 skipped (already FINISHED in the study), 0 running elsewhere, 1 failed" in (
-        proc.log
-    )
+    summary = "sweep summary: 1 finished, 0 skipped (already FINISHED in the study), 0 running elsewhere"
+    assert f"{summary}, 0 lost their lease, 1 failed" in proc.log
     jobs = all_runs(store).query("`tags.run_kind` == 'job'")
     failed = jobs[jobs.status == "FAILED"]
     assert len(failed) == 1 and (jobs.status == "FINISHED").sum() == 1

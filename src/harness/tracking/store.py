@@ -67,7 +67,8 @@ def connect(configured_uri: str | None) -> str:
         _use_wal(db)
     elif urlparse(uri).scheme in ("http", "https"):
         probe_server(uri)
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the harness says where, once
+        # the harness says where, once, and masked (MLflow's own "View run at" lines would show credentials)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         # Then ride out a server that is briefly away (a restart, a network blip) with MLflow's own
         # bounded retries: 7 tries backing off 2, 4, ... up to 120 s (about 4 minutes in all), each
         # logged by urllib3 as "Retrying (...)". A server that never answered failed above, at once.
@@ -147,6 +148,7 @@ def open_existing(configured_uri: str | None) -> str:
     import mlflow
 
     uri = resolve_tracking_uri(configured_uri)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its URLs would show credentials
     db = _sqlite_path(uri)
     if db is not None and not db.is_file():
         raise HarnessError(
