@@ -97,10 +97,10 @@ def test_step_budgets_give_each_fraction_the_same_updates(tmp_path):
         1.0: (200, 7, 90, 18, "steps_budget"),
     }
     assert stopping.phase_budget(cfg, "scratch", 200) == stopping.Budget(4, 7, "epochs")  # no budget: the key
-    # the data_fraction study: 100% of 2,000 photographs keeps the 10 + 2 epochs it had
-    study = make("+experiment=data_fraction")
-    assert [stopping.phase_budget(study, r, 2000).epochs for r in ("frozen", "finetune")] == [10, 2]
-    assert [stopping.phase_budget(study, r, 200).epochs for r in ("frozen", "finetune")] == [90, 18]
+    # the data_fraction study as recorded (step budgets): 100% of 2,000 photographs kept the 10 + 2 epochs it had
+    recorded = make("+experiment=data_fraction", "steps_budget={scratch:null,head:630,finetune:126}")
+    assert [stopping.phase_budget(recorded, r, 2000).epochs for r in ("frozen", "finetune")] == [10, 2]
+    assert [stopping.phase_budget(recorded, r, 200).epochs for r in ("frozen", "finetune")] == [90, 18]
 
 
 def test_bad_rule_and_budget_values_are_named():
@@ -119,7 +119,9 @@ def test_the_head_phase_cache_key_follows_the_rule_and_the_epochs_it_gets(tmp_pa
     photos = data.ensure_synthetic(tmp_path, {"train": 8, "validation": 2})
 
     def key(*overrides: str) -> str:
-        job = prepare(make("data=folder", f"data.path={photos}", "backbone.weights=null", "batch_size=4", *overrides))
+        off = ("early_stopping.enabled=false", "epochs.head=10")  # the defaults this test was written against
+        job = prepare(make("data=folder", f"data.path={photos}", "backbone.weights=null", "batch_size=4", *off,
+                           *overrides))  # fmt: skip
         return features.cache_keys(job).head
 
     base = key()
@@ -127,7 +129,7 @@ def test_the_head_phase_cache_key_follows_the_rule_and_the_epochs_it_gets(tmp_pa
     enabled = key("early_stopping.enabled=true")
     assert enabled != base and key("early_stopping.enabled=true", "early_stopping.patience=9") != enabled
     assert key("early_stopping.enabled=true", "early_stopping.monitor=val_acc") != enabled
-    # 16 images / 4 = 4 steps per epoch: a 40-step budget is the default 10 epochs, the same head phase
+    # 16 images / 4 = 4 steps per epoch: a 40-step budget is 10 epochs, the same head phase
     assert key("steps_budget.head=40") == base != key("steps_budget.head=44")
 
 
