@@ -169,7 +169,7 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
     # the report says which rule each row used: the rule varies (a column), the budget does not (the caption)
     from harness import report
 
-    long = report.long_table(report.summarize(report.load_runs(store, "default")))
+    long = report.results_section(report.summarize(report.load_runs(store, "default")))
     rows = {(r["stopping"], r["regime"]): r["epochs run"] for _, r in long.frame.iterrows()}
     assert rows == {
         ("off", "frozen"): "4",

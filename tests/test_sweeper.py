@@ -97,17 +97,16 @@ def test_a_search_sweeper_reports_the_trial_with_the_best_validation_accuracy(tm
     Optuna's own default (minimise) is refused before anything trains."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper is not installed")
     search = [
-        "-m",
         "hydra.sweeper.n_trials=3",
         "lr=interval(1e-5,1e-3)",
         "+experiment=quickstart",
         f"tracking_uri={store}",
     ]
-    refused = run_cli("hydra/sweeper=optuna", *search, cwd=tmp_path)
+    refused = run_cli("-m", "hydra/sweeper=optuna", *search, cwd=tmp_path)
     assert refused.returncode == 2 and "direction=minimize" in refused.log and "hydra/sweeper=search" in refused.log
     assert "Traceback" not in refused.log and not Path(store.removeprefix("sqlite:///")).exists()
 
-    proc = run_cli("hydra/sweeper=search", *search, cwd=tmp_path)
+    proc = run_cli("-m", "hydra/sweeper=search", *search, cwd=tmp_path)
     assert proc.returncode == 0, proc.log[-3000:]
     assert "hydra/sweeper=search: jobs are not checked before the sweep" in proc.log
     best = float(re.search(r"Best value: ([\d.]+)", proc.log).group(1))

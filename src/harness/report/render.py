@@ -121,10 +121,11 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
         " interval of the mean over seeds (the seeds' spread only; the comparisons below add the test images')."
     ]
     if has_val and val == "tested_val":
+        tuned = "fine-tuned: from the start of fine-tuning; " if "finetune" in ran else ""
         notes.append(
             "val acc at tested epoch: validation accuracy of the weights that were tested, mean over seeds, and that"
             " epoch (median over seeds): the restored best epoch when the stopping rule was on, else the last; counted"
-            " from 1 within the phase (fine-tuned: from the start of fine-tuning; 0 is before training)."
+            f" from 1 within the phase ({tuned}0 is before training)."
         )
     elif has_val:
         notes.append("best val acc (epoch): best epoch of the seed-mean validation curve (this results.csv's own).")
