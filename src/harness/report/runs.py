@@ -57,8 +57,6 @@ NOT_CONFIG_PARAMS = {
 }
 STATS = ("n", "test_acc_mean", "test_acc_std", "test_acc_ci95_lo", "test_acc_ci95_hi")
 CURVE_STATS = ("tested_val_acc", "tested_epoch")
-# results.csv columns of reports written before: the best epoch of the seed-mean curve (read, not computed)
-OLD_CURVE_STATS = {"best_val_acc": "tested_val_acc", "best_val_epoch": "tested_epoch"}
 DIFF = "ft_minus_frozen"
 MISSING = "–"
 
@@ -257,29 +255,3 @@ def load_curves(finished: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame
             rows += [(run_id, step, value, source) for run_id in runs["run_id"] for step, value in history(source)]
     curves = pd.DataFrame(rows, columns=["run_id", "step", metric, "source_run_id"])
     return curves.drop_duplicates(["run_id", "step"], keep="last")
-
-
-def seed_mean_curve(curves: pd.DataFrame, group: list[str]) -> pd.DataFrame:
-    """Seed-mean val_acc per group and epoch of the run's own phase, over the epochs every run of it ran.
-
-    `curves` is `load_curves` merged with the runs' `group` columns. Epochs are counted from each run's first
-    logged step (`phase_step`), because fine-tuning continues the epoch count where its head phase stopped,
-    and under a stopping rule that is a different epoch per seed: averaged by raw step, one epoch of the
-    "fine-tuned mean" would be one seed's fine-tuning and another's head phase. Epochs that only some seeds
-    ran (the rule stopped the others) are left out, so every point is a mean of the same seeds.
-    Columns: *group, phase_step, val_acc, first_step (the group's earliest first step, where the phase starts
-    on a plot of raw epochs).
-    """
-    columns = [*group, "phase_step", "val_acc", "first_step"]
-    curves = curves.dropna(subset=["val_acc"])
-    if curves.empty:  # groupby on empty columns of pyarrow-backed dtypes fails: nothing to average
-        return pd.DataFrame(columns=columns)
-    first = curves.groupby("run_id")["step"].transform("min")
-    curves = curves.assign(phase_step=curves["step"] - first, first_step=first)
-    runs = curves.groupby(group, sort=False)["run_id"].nunique().rename("runs")
-    per_epoch = curves.groupby([*group, "phase_step"], sort=False).agg(
-        val_acc=("val_acc", "mean"), seeds=("run_id", "nunique"), first_step=("first_step", "min")
-    )
-    per_epoch = per_epoch.join(runs, on=group)
-    common = per_epoch[per_epoch["seeds"] == per_epoch["runs"]].reset_index().sort_values("phase_step", kind="stable")
-    return common[columns]
