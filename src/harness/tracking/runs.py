@@ -346,10 +346,13 @@ def metric_history(run_id: str, metric: str) -> list[tuple[int, float]]:
 
 def load_table(run_id: str, artifact: str) -> Any:
     """A CSV artifact of a run as a pandas DataFrame (the per-image predictions), or None when the run has none."""
+    import os
+
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run would bury the report
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
     except (MlflowException, OSError):
