@@ -192,3 +192,15 @@ def test_stopping_rule_and_step_budget_change_the_identity_when_on(photos):
     enabled = "early_stopping.enabled=true"
     assert job_id(photos, enabled, "early_stopping.patience=7") != ids[enabled]
     assert job_id(photos) == ids[enabled]  # on by default now
+
+
+@pytest.mark.parametrize("overrides", list(RECORDED))
+def test_the_typed_config_names_a_job_as_the_composed_one_does(overrides):
+    """The job receives the config converted once into the schema's dataclasses: its identity is the one the
+    recorded studies have (the same plain data, choices as strings)."""
+    from harness.config import load
+
+    composed = make(*overrides, "backbone.weights=null", "regimes=[frozen,finetune]")
+    typed = load(composed)
+    assert identity.result_config(typed) == identity.result_config(composed)
+    assert identity.digest(identity.result_config(typed)) == RECORDED[overrides]
