@@ -21,7 +21,7 @@ import pytest
 
 from harness import tracking
 from harness.jobs import claims, leases
-from harness.jobs import owner as processes
+from harness.tracking import owner as processes
 
 STORE_CALLS = ("finished_job", "find_runs", "get_run", "set_tag", "end_run", "delete_run")
 

@@ -18,7 +18,7 @@ from servers import wait_until
 from harness import data
 from harness.jobs import job as jobs
 from harness.jobs import leases
-from harness.jobs import owner as processes
+from harness.tracking import owner as processes
 
 
 @pytest.fixture
@@ -66,11 +66,11 @@ def test_a_process_that_proc_hides_is_not_taken_for_exited(tmp_path):
     """/proc mounted with hidepid=2 shows a user only its own processes: another user's live job has no
     /proc/<pid>. Its run must wait for its lease, not be reaped at once; once it has really exited, it is."""
     check = (
-        "import sys; from harness.jobs.owner import owner_exited; import os; "
+        "import sys; from harness.tracking.owner import owner_exited; import os; "
         "print(os.path.exists('/proc/' + sys.argv[1].split('|')[3]), owner_exited(sys.argv[1]))"
     )
     record = (
-        "import sys; from harness.jobs import owner as o; pid = int(sys.argv[1]); "
+        "import sys; from harness.tracking import owner as o; pid = int(sys.argv[1]); "
         "print('|'.join([*o.owner().split('|')[:3], str(pid), o.started(pid)]))"
     )
     py = shlex.quote(sys.executable)

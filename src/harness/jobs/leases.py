@@ -31,8 +31,8 @@ from typing import Any
 
 from harness import tracking
 from harness.errors import LostLease
-from harness.jobs.owner import owner_exited
 from harness.tracking import KILLED_REASON, LEASE_TAG
+from harness.tracking.owner import owner_exited
 
 log = logging.getLogger(__name__)
 
