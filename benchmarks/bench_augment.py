@@ -150,8 +150,8 @@ def harness(cfg, folder: data.ImageFolder, epochs: int) -> tuple[float, list[flo
     cfg.epochs.head = epochs
     keras.utils.set_random_seed(0)
     base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
-    trainer = Trainer(2, BATCH, 0, "rmsprop", regimes.augmentation(cfg), lambda r, f: [timer])
-    regimes.train_frozen(cfg, arrays, trainer, base)
+    trainer = Trainer(2, BATCH, 0, "rmsprop", regimes.augmentation(cfg.augmentation, cfg.seed), lambda r, f: [timer])
+    regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
     return time.perf_counter() - t0 - sum(timer.seconds), timer.seconds
 
 

@@ -147,7 +147,7 @@ def harness_frozen(epochs: int, cache_root: Path, *overrides: str) -> dict:
     trainer = Trainer(
         2, 32, 0, "rmsprop", None, lambda r, f: [], features=features.cached_features(store, keys, cfg, base)
     )
-    result, _ = regimes.train_frozen(cfg, arrays, trainer, base)
+    result, _ = regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
     logging.disable(logging.NOTSET)
     return {
         "seconds": time.perf_counter() - t0,

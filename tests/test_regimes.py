@@ -29,7 +29,7 @@ def test_vgg16_trainable_weights_30_to_4_and_block5_to_10():
     models.frozen_stage("vgg16", 64, base)  # freezes the whole base, as the frozen regime does
     assert models.count_trainable(models.full_model("vgg16", 64, base, head)) == 4
 
-    stage, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head, 0))
+    stage, upper = regimes.finetune_parts(regimes.Recipe.from_cfg(cfg), regimes.FrozenState(base, head, 0))
     trained = {w.path for w in upper.trainable_weights} | {w.path for w in head.trainable_weights}
     assert len(trained) == 10
     assert {p.split("/")[0] for p in trained} == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
@@ -41,7 +41,7 @@ def test_block4_boundary_unfreezes_six_convs():
     base = backbones.build("vgg16", None, 64)
     head = models.build_head(base.output.shape[1:], cfg.head, 2)
     models.frozen_stage("vgg16", 64, base)
-    _, upper = regimes.finetune_parts(cfg, regimes.FrozenState(base, head, 0))
+    _, upper = regimes.finetune_parts(regimes.Recipe.from_cfg(cfg), regimes.FrozenState(base, head, 0))
     assert models.count_trainable(upper) == 12
 
 
@@ -65,7 +65,7 @@ def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
     )
     trainer = Trainer(2, 16, 0, "rmsprop", None, lambda regime, first: [])
     base = backbones.build("mobilenetv2", None, 96)
-    _, state = regimes.train_frozen(cfg, arrays, trainer, base)
+    _, state = regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
 
     bn = [layer for layer in base.layers if layer.__class__.__name__ == "BatchNormalization"]
     upper_bn = [layer for layer in bn if layer.name.startswith(("block_14", "block_15", "block_16", "Conv_1"))]
@@ -73,7 +73,7 @@ def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
     gamma = {layer.name: layer.get_weights()[0].copy() for layer in upper_bn}
     conv_before = base.get_layer("block_15_project").get_weights()[0].copy()
 
-    regimes.train_finetune(cfg, arrays, trainer, state)
+    regimes.train_finetune(regimes.Recipe.from_cfg(cfg), arrays, trainer, state)
 
     for layer in bn:
         for before, after in zip(moving[layer.name], layer.get_weights()[2:], strict=True):
@@ -103,7 +103,7 @@ def test_mixed_precision_keeps_the_output_float32_and_matches_fp32(cats_dogs, mo
             keras.mixed_precision.set_global_policy(policy)
             base = backbones.build("mobilenetv2", str(mobilenet_weights), 64)
             trainer = Trainer(2, 32, 0, "rmsprop", None, lambda regime, first: [])
-            result, state = regimes.train_frozen(cfg, arrays, trainer, base)
+            result, state = regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
             probs = state.head(keras.ops.zeros((1, *base.output.shape[1:]), dtype=base.output.dtype))
             assert (
                 state.head.layers[-1].compute_dtype == "float32"
@@ -181,7 +181,7 @@ def test_scratch_inference_statistics_follow_training_with_its_bn_momentum(tmp_p
             "log_model=true",
         )
         trainer = Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [])
-        result = regimes.train_scratch(cfg, arrays, trainer)
+        result = regimes.train_scratch(regimes.Recipe.from_cfg(cfg), arrays, trainer)
         assert result.model.input.shape[1:] == (64, 64, 3)  # the images every regime gets, resized inside
         layers = [layer for layer in result.model.layers if hasattr(layer, "layers")]
         bn = [x for layer in layers for x in layer.layers if isinstance(x, keras.layers.BatchNormalization)]
@@ -213,9 +213,13 @@ def test_augmented_training_validates_on_staged_features_as_on_pixels(tmp_path):
         staged.append(sorted(arrays.x))
         return compute_features(stage, arrays)
 
-    trainer = Trainer(2, 4, 0, "rmsprop", regimes.augmentation(cfg), lambda r, f: [], features=features)
+    trainer = Trainer(
+        2, 4, 0, "rmsprop", regimes.augmentation(cfg.augmentation, cfg.seed), lambda r, f: [], features=features
+    )
     keras.utils.set_random_seed(0)
-    result, _ = regimes.train_frozen(cfg, arrays, trainer, backbones.build("mobilenetv2", None, 32))
+    result, _ = regimes.train_frozen(
+        regimes.Recipe.from_cfg(cfg), arrays, trainer, backbones.build("mobilenetv2", None, 32)
+    )
     assert staged == [["test", "validation"]]
     models.compile_for(result.model, "rmsprop", 1e-2, 2)
     for split, (loss, acc) in (

@@ -218,12 +218,12 @@ def test_a_rerun_and_a_cached_head_phase_reach_the_same_decision(tmp_path):
         keras.utils.set_random_seed(0)
         base = backbones.build("mobilenetv2", None, 32)
         trainer = Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [], rule=stopping.Rule.from_cfg(cfg))
-        runs.append(regimes.train_frozen(cfg, arrays, trainer, base))
+        runs.append(regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base))
     (first, state), (again, state_again) = runs
     assert first.outcome == again.outcome and first.history == again.history and first.test == again.test
     assert first.outcome.stopped == "early" and state.next_epoch == first.outcome.epochs_run < 8, first.outcome
     regimes.save_frozen(first, state, tmp_path)
-    cached, cached_state = regimes.restore_frozen(cfg, arrays, state_again.base, tmp_path)
+    cached, cached_state = regimes.restore_frozen(regimes.Recipe.from_cfg(cfg), arrays, state_again.base, tmp_path)
     assert cached.outcome == first.outcome and cached_state.next_epoch == state.next_epoch
     for a, b in zip(cached_state.head.get_weights(), state.head.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -14,11 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.config import checks
 from harness.config.schema import RESULT_FREE_KEYS, Config
 
-# Keras policy of each precision; auto is resolved per job to one of the others (runtime.resolve_precision)
-PRECISIONS: dict[str, str | None] = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16", "auto": None}
-
 __all__ = [
-    "PRECISIONS",
     "RESULT_FREE_KEYS",
     "Config",
     "convert",

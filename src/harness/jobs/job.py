@@ -137,7 +137,7 @@ def run(cfg: Config, overrides: list[str], name: str) -> dict[str, RegimeResult]
     experiment_id = tracking.ensure_experiment(str(cfg.study), uri)
     if cfg.sweep_run is None:
         leases.reap(experiment_id, cfg.lease_s)  # a sweep did it once for all its jobs
-    threads = configure_runtime(cfg)
+    threads = configure_runtime(cfg.precision, cfg.backbone.name, cfg.threads)
     pretrained = None
     if needs_pretrained(cfg):  # a weights file that does not fit fails here, before any run is opened
         keras.utils.set_random_seed(cfg.seed)  # weights=null: the "pretrained" init follows the seed
@@ -199,12 +199,13 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
 
     store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)
     keys = cache_keys(job)
+    recipe = regimes.Recipe.from_cfg(cfg)  # all the regimes see of the config
     trainer = Trainer(
         num_classes=job.folder.num_classes,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         optimizer=cfg.optimizer,
-        augment=regimes.augmentation(cfg) if cfg.augment else None,
+        augment=regimes.augmentation(cfg.augmentation, cfg.seed) if cfg.augment else None,
         callbacks=lambda regime, first: [tracking.epoch_logger(), leases.guard()],
         features=cached_features(store, keys, cfg, pretrained),
         rule=stopping.Rule.from_cfg(cfg),
@@ -220,24 +221,24 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
         arrays = load_arrays(job, store, keys)
     if "scratch" in cfg.regimes:
         with regime_run(cfg, job.identity, "scratch"):
-            results["scratch"] = regimes.train_scratch(cfg, arrays, trainer)
+            results["scratch"] = regimes.train_scratch(recipe, arrays, trainer)
             log_regime(results["scratch"], cfg, job)
     if "frozen" in cfg.regimes:
         with regime_run(cfg, job.identity, "frozen"), cache_report(store):
             assert keys.head is not None  # the frozen regime has a head phase key
-            restored = store.load_bundle(keys.head, lambda p: regimes.restore_frozen(cfg, arrays, pretrained, p))
+            restored = store.load_bundle(keys.head, lambda p: regimes.restore_frozen(recipe, arrays, pretrained, p))
             if restored is not None:
                 results["frozen"], state = restored
                 tracking.log_history(results["frozen"].history, initial=results["frozen"].initial)
                 log.info("frozen   head phase reused from the cache (%s)", keys.head)
             else:
-                results["frozen"], state = regimes.train_frozen(cfg, arrays, trainer, pretrained)
+                results["frozen"], state = regimes.train_frozen(recipe, arrays, trainer, pretrained)
                 store.store_bundle(keys.head, lambda p: regimes.save_frozen(results["frozen"], state, p))
             tracking.set_tags({"head_phase": "reused" if restored else "trained", "head_phase_key": keys.head})
             log_regime(results["frozen"], cfg, job)
     if "finetune" in cfg.regimes:
         with regime_run(cfg, job.identity, "finetune"), cache_report(store):
-            results["finetune"] = regimes.train_finetune(cfg, arrays, trainer, state)
+            results["finetune"] = regimes.train_finetune(recipe, arrays, trainer, state)
             log_regime(results["finetune"], cfg, job, state.next_epoch, results["frozen"].history)
     tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
     tracking.log_result_metrics(store.stats.as_metrics())

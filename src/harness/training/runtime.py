@@ -6,8 +6,10 @@ import logging
 import os
 import sys
 
-from harness.config import PRECISIONS, Config
 from harness.training import backbones
+
+# Keras policy of each precision; auto is resolved per job to one of the others (resolve_precision)
+PRECISIONS: dict[str, str | None] = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16", "auto": None}
 
 
 def quiet_tensorflow() -> None:
@@ -92,15 +94,15 @@ def resolve_precision(
     return "bf16" if native and backbones.get_spec(backbone).bf16_faster_on_cpu else "fp32"
 
 
-def configure_runtime(cfg: Config) -> int | None:
-    """Deterministic ops (same config + seed = same numbers on CPU), the precision policy (`auto` resolved)
-    and the job's thread budget."""
+def configure_runtime(precision: str, backbone: str, threads: int | None = None) -> int | None:
+    """Deterministic ops (same config + seed = same numbers on CPU), the precision policy (`auto` resolved for
+    `backbone`) and the job's thread budget (`threads`, else its share of the cores); returns the threads."""
     import keras
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(PRECISIONS[resolve_precision(cfg.precision, cfg.backbone.name)])
-    threads = cfg.threads or default_threads()
+    keras.mixed_precision.set_global_policy(PRECISIONS[resolve_precision(precision, backbone)])
+    threads = threads or default_threads()
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(int(threads))

@@ -43,15 +43,36 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, math.ceil(n_train / batch_size))
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How long each phase may train (the `epochs` and `steps_budget` nodes, and the batch size that turns
+    steps into epochs), read from the config once."""
+
+    epochs: dict[str, int]  # by phase (specs.PHASES)
+    steps: dict[str, int | None]  # by phase; None: the epochs key decides
+    batch_size: int
+
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> Limits:
+        epochs = {p: int(getattr(cfg.epochs, p)) for p in specs.PHASES}
+        steps = {p: None if getattr(cfg.steps_budget, p) is None else int(getattr(cfg.steps_budget, p))
+                 for p in specs.PHASES}  # fmt: skip
+        return cls(epochs, steps, int(cfg.batch_size))
+
+    def budget(self, regime: str, n_train: int) -> Budget:
+        """The epochs of `regime`'s phase for a training split of `n_train` images: the budget in steps,
+        rounded up to whole epochs, when `steps_budget.<phase>` is set, else the `epochs.<phase>` key."""
+        phase = specs.spec(regime).phase
+        per_epoch = steps_per_epoch(n_train, self.batch_size)
+        steps = self.steps[phase]
+        if steps is None:
+            return Budget(self.epochs[phase], per_epoch, "epochs")
+        return Budget(math.ceil(steps / per_epoch), per_epoch, "steps_budget")
+
+
 def phase_budget(cfg: Config, regime: str, n_train: int) -> Budget:
-    """The epochs of `regime`'s phase for a training split of `n_train` images: the budget in steps, rounded
-    up to whole epochs, when `steps_budget.<phase>` is set, else the `epochs.<phase>` key."""
-    phase = specs.spec(regime).phase
-    per_epoch = steps_per_epoch(n_train, cfg.batch_size)
-    steps = getattr(cfg.steps_budget, phase)
-    if steps is None:
-        return Budget(int(getattr(cfg.epochs, phase)), per_epoch, "epochs")
-    return Budget(math.ceil(int(steps) / per_epoch), per_epoch, "steps_budget")
+    """`Limits.budget` straight from a config (the plan and the cache keys, which hold the whole config)."""
+    return Limits.from_cfg(cfg).budget(regime, n_train)
 
 
 @dataclass(frozen=True)
