@@ -35,6 +35,32 @@ def test_regime_runs_say_what_they_trained():
     assert tracking.regime_run_name(half, "scratch").endswith("data_fraction=0.5 seed=0")
 
 
+def test_run_tags_are_the_fields_the_schema_marks_searchable():
+    """The tags to filter runs by come from the schema (`run_tag` fields), not from a list kept beside it."""
+    from harness.config import load
+    from harness.config.schema import RUN_TAGS
+
+    assert RUN_TAGS == {
+        "backbone": "backbone.name",
+        "study": "study",
+        "unfreeze_at": "unfreeze_at",
+        "lr": "lr",
+        "data_fraction": "data_fraction",
+        "seed": "seed",
+    }
+    cfg = load(make("backbone=mobilenetv2", "unfreeze_at=block_14_expand", "lr=1e-5", "seed=3", "study=s"))
+    tags = tracking.run_tags(cfg, "abc", "deadbeef", "regime", "finetune")
+    assert {k: tags[k] for k in RUN_TAGS} == {
+        "backbone": "mobilenetv2",
+        "study": "s",
+        "unfreeze_at": "block_14_expand",
+        "lr": "1e-05",
+        "data_fraction": "1.0",
+        "seed": "3",
+    }
+    assert tags["regime"] == "finetune" and tags["run_kind"] == "regime" and tags["job_identity"] == "abc"
+
+
 def test_job_run_names_leave_out_stores_and_shorten_paths_to_fit_postgresql():
     name = tracking.run_name(["seed=1", "tracking_uri=http://h:5000", "cache_dir=/c", f"data.path=/{'x' * 300}/photos"])
     assert name == "seed=1 data.path=…/photos"

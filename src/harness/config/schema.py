@@ -12,7 +12,7 @@ how fast they come): it is left out of job identities and report columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -70,9 +70,16 @@ class BadFilePolicy(StrEnum):
 
 def result_free(default: Any = MISSING, **kwargs: Any) -> Any:
     """A field that never changes a result: left out of job identities and report columns."""
+    metadata = {"result_free": True, **kwargs.pop("metadata", {})}
     if "default_factory" in kwargs:
-        return field(metadata={"result_free": True}, **kwargs)
-    return field(default=default, metadata={"result_free": True}, **kwargs)
+        return field(metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+def run_tag(name: str, default: Any = MISSING) -> Any:
+    """A field every job and regime run carries as the MLflow tag `name`, to filter runs by in the UI and in
+    `search_runs` (`tags.lr = '1e-05'`); `RUN_TAGS` collects them."""
+    return field(default=default, metadata={"run_tag": name})
 
 
 def in_range(out: list[str], name: str, value: float | None, low: float, high: float | None, hint: str = "") -> None:
@@ -85,7 +92,7 @@ def in_range(out: list[str], name: str, value: float | None, low: float, high: f
 
 @dataclass
 class Backbone:
-    name: str = MISSING  # checked against harness.training.backbones' known names
+    name: str = run_tag("backbone")  # checked against harness.training.backbones' known names
     weights: str | None = "imagenet"  # imagenet | /path/to/weights.h5 | null (random init)
     image_size: int = MISSING
     unfreeze_at: str = MISSING
@@ -196,15 +203,15 @@ class Config:
     backbone: Backbone = field(default_factory=Backbone)
     data: Data = field(default_factory=Data)
     head: Head = field(default_factory=Head)
-    study: str = result_free()
+    study: str = result_free(metadata={"run_tag": "study"})
     tracking_uri: str | None = result_free(None)
     regimes: list[Regime] = MISSING
-    unfreeze_at: str = MISSING
-    lr: float = MISSING
+    unfreeze_at: str = run_tag("unfreeze_at")
+    lr: float = run_tag("lr")
     head_lr: float = MISSING
     optimizer: Optimizer = MISSING
-    data_fraction: float = MISSING
-    seed: int = MISSING
+    data_fraction: float = run_tag("data_fraction")
+    seed: int = run_tag("seed")
     augment: bool = MISSING
     augmentation: Augmentation = field(default_factory=Augmentation)
     epochs: Epochs = field(default_factory=Epochs)
@@ -269,6 +276,20 @@ class Config:
 
 
 RESULT_FREE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("result_free"))
+
+
+def _run_tags(node: type, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for f in fields(node):
+        if "run_tag" in f.metadata:
+            out[f.metadata["run_tag"]] = prefix + f.name
+        elif is_dataclass(f.default_factory):  # a nested node (backbone, data, ...): its tagged fields
+            out.update(_run_tags(f.default_factory, f"{prefix}{f.name}."))
+    return out
+
+
+# MLflow tag name -> the config key it shows, e.g. {"backbone": "backbone.name", "lr": "lr"}
+RUN_TAGS: dict[str, str] = _run_tags(Config)
 
 # where conf/config.yaml's defaults list finds it (`- schema`), for `python -m harness` and Hydra's compose API
 ConfigStore.instance().store(name="schema", node=Config, provider="harness")

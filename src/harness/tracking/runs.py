@@ -9,10 +9,12 @@ import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import reduce
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from harness.config.schema import RUN_TAGS
 from harness.redaction import redact, redact_data
 from harness.tracking.provenance import git_commit, library_versions, package_digest, process_tags
 from harness.training import specs
@@ -104,11 +106,7 @@ def run_tags(cfg: Config, job_identity: str, commit: str, kind: str, regime: str
     """The searchable tags of a job or regime run."""
     tags = {
         "run_kind": kind,
-        "backbone": str(cfg.backbone.name),
-        "unfreeze_at": str(cfg.unfreeze_at),
-        "lr": str(cfg.lr),
-        "data_fraction": str(cfg.data_fraction),
-        "seed": str(cfg.seed),
+        **{tag: str(reduce(getattr, key.split("."), cfg)) for tag, key in RUN_TAGS.items()},  # from the schema
         "job_identity": job_identity,
         "git_commit": commit,
         "code_digest": package_digest(),
