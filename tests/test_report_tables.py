@@ -97,6 +97,8 @@ def test_comparisons_read_in_points_with_real_minus_signs_and_short_p_values():
     assert row["Δ points [95% CI]"] == "−1.2 [−2.0, −0.4]" and row["p"] == "< 0.001" and row["p (Holm)"] == "0.0012"
     assert row["seeds"] == "3 x 1000 images" and row["test"] == "bootstrap" and row["seeds for 80% power"] == "4"
     assert "Holm's step-down over the 1 comparisons" in " ".join(section.notes)
+    assert "paired by seed (the same job) and by test image. bootstrap: 10,000" in " ".join(section.notes)
+    assert "paired t:" not in " ".join(section.notes)  # only the tests the table uses are described
 
 
 def test_latex_is_one_table_per_section_with_caption_label_booktabs_and_real_minus():
@@ -130,13 +132,14 @@ def test_from_csv_renders_the_same_tables(tmp_path):
 def test_a_results_csv_recorded_before_comparisons_renders_with_its_paired_t_test(tmp_path):
     """The recorded studies' results.csv (best epoch of the seed-mean curve, the fine-tuned − frozen paired t-test)
     re-render without the store: their own columns and test, named as such; no per-image comparison invented."""
-    recorded = Path(__file__).resolve().parents[1] / "experiments" / "data_fraction" / "results" / "results.csv"
+    recorded = Path(__file__).resolve().parents[1] / "experiments" / "tf_mobilenetv2" / "results" / "results.csv"
     (tmp_path / "results.csv").write_bytes(recorded.read_bytes())
     report.render_from_csv(tmp_path / "results.csv")
     md = (tmp_path / "results.md").read_text()
     assert "best val acc % (epoch)" in md and "this results.csv's own" in md
     assert "| paired t |" in md.replace("  ", " ").replace("  ", " ") or "paired t" in md
     assert "bootstrap |" not in md and "### Comparisons" in md
+    assert "paired by seed (the same job). paired t:" in md and "no McNemar" in md and "by test image" not in md
 
 
 # ---------------------------------------------------------------------------------------------- splice

@@ -165,10 +165,18 @@ def comparisons_section(comparisons: pd.DataFrame, varying: list[str], adjust: s
                "test", "McNemar p per seed", "seeds for 80% power"]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
     method = "Holm's step-down" if adjust == "holm" else "Benjamini-Hochberg"
+    tests = {"bootstrap" if str(m).startswith("paired bootstrap") else "paired t" for m in comparisons["method"]}
+    described = {
+        "bootstrap": "bootstrap: 10,000 resamples of seeds and images together (the same draw for both regimes),"
+        " percentile interval, two-sided p",
+        "paired t": "paired t: Student's paired t-test over seeds and its interval, for runs without per-image"
+        " predictions (recorded before the jobs logged them: no image-level test, no McNemar)",
+    }
+    paired = "by seed (the same job) and by test image" if "bootstrap" in tests else "by seed (the same job)"
     notes = [
-        "Δ: first minus second regime's test accuracy, paired by seed (the same job) and by test image. bootstrap:"
-        " 10,000 resamples of seeds and images together (the same draw for both regimes), percentile interval,"
-        " two-sided p; paired t: Student's paired t-test over seeds, for runs without per-image predictions.",
+        f"Δ: first minus second regime's test accuracy, paired {paired}. "
+        + "; ".join(described[t] for t in sorted(tests))
+        + ".",
         f"p ({'Holm' if adjust == 'holm' else 'BH'}): adjusted by {method} over the {len(comparisons)} comparisons of"
         " this report. McNemar p per seed: exact test on the images one regime got right and the other wrong, each"
         " seed alone (descriptive, not adjusted). seeds for 80% power: seeds a two-sided paired t-test (5%) needs to"
