@@ -316,6 +316,21 @@ def test_single_seed_job_without_sweep(quick):
     assert (quick["out"] / "val_acc_curves.png").read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
+def test_a_study_of_scratch_alone_reports_without_comparisons(quick, tmp_path):
+    """Chollet's small-convnet baselines are a scratch-only study: no head phase, no comparison between regimes."""
+    args = ("+experiment=quickstart", "regimes=[scratch]", "study=scratch_only", f"tracking_uri={quick['store']}")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.log[-4000:]
+    report.build_report(quick["store"], "scratch_only", out=tmp_path / "out")
+    md = (tmp_path / "out" / "results.md").read_text()
+    results = md.split("### ")[1]  # the first section: the per-regime table
+    rows = [line for line in results.splitlines() if line.startswith("|")]
+    assert results.startswith("Results") and len(rows) == 3 and "scratch" in rows[2]
+    assert "### Comparisons" not in md and "### Per class" in md
+    assert (tmp_path / "out" / "val_acc_curves.png").read_bytes()[:8] == PNG
+
+
 # ----------------------------------------------------------------------------------- nothing to report
 
 

@@ -244,7 +244,8 @@ def load_curves(finished: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame
     rows = [(run_id, step, value, run_id) for run_id in finished["run_id"] for step, value in history(run_id)]
     have = {r[0] for r in rows}
     reused = finished[~finished["run_id"].isin(have) & _col(finished, "tags.head_phase_key").notna()]
-    for key, runs in reused.groupby("tags.head_phase_key"):
+    # a study without the frozen regime (scratch alone) has no head_phase_key column at all
+    for key, runs in reused.groupby("tags.head_phase_key") if not reused.empty else ():
         trainers = tracking.find_runs(
             list(runs["experiment_id"].unique()),
             f"tags.head_phase_key = '{key}' and tags.head_phase = 'trained'",
