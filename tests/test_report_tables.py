@@ -305,3 +305,18 @@ def test_curves_align_fine_tuning_on_each_seeds_own_start_and_smooth_each_phase_
     assert smooth_tuned.get_ydata()[0] == pytest.approx(0.93)  # smoothing restarts: no carry-over from the head
     assert raw.get_xlim() == smoothed.get_xlim()
     plots.close(fig)
+
+
+def test_a_small_convnet_baseline_lists_only_the_settings_it_used():
+    """Chollet's small convnet trained alone: no backbone was built and it has no BatchNorm, so neither is given
+    as the rows' setting; with the backbone-architecture control both are, and with one regime no comparison
+    is promised."""
+    rows = [{"regime": "scratch", "seed": str(s), "test_acc": 0.7 + 0.01 * s, "scratch_size": "150",
+             "scratch_bn_momentum": "0.9"} for s in (0, 1, 2)]  # fmt: skip
+    convnet = markdown(report.summarize(plain_runs([{**r, "scratch_model": "small_convnet"} for r in rows])))
+    caption = convnet.splitlines()[2]
+    assert "scratch_model=small_convnet" in caption and "scratch_size=150" in caption
+    assert "backbone=" not in caption and "bn_momentum" not in caption
+    assert "comparisons below" not in convnet
+    control = markdown(report.summarize(plain_runs([{**r, "scratch_model": "backbone"} for r in rows])))
+    assert "backbone=mobilenetv2" in control.splitlines()[2] and "scratch_bn_momentum=0.9" in control.splitlines()[2]

@@ -116,9 +116,10 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
     columns = [*varying, "regime", "n", f"test acc % (mean {pm} sd)", "95% CI (seeds)"]
     columns += [header] * has_val + ["epochs run"] * has_epochs + ["train min"]
     frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
+    images = "; the comparisons below add the test images'" if len(ran) > 1 else ""  # one regime: no comparison
     notes = [
         "n: seeds (finished runs). test acc: on the test split, mean ± sd over seeds; 95% CI (seeds): Student-t"
-        " interval of the mean over seeds (the seeds' spread only; the comparisons below add the test images')."
+        f" interval of the mean over seeds (the seeds' spread only{images})."
     ]
     if has_val and val == "tested_val":
         tuned = "fine-tuned: from the start of fine-tuning; " if "finetune" in ran else ""

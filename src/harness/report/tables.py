@@ -207,6 +207,10 @@ def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     }
     for key in decided_by_budget(constant.get("budget", "")):
         constant.pop(key, None)
+    if constant.get("scratch_model") == "small_convnet":
+        constant.pop("scratch_bn_momentum", None)  # Chollet's small convnet has no BatchNorm
+        if ran == ["scratch"]:
+            constant.pop("backbone", None)  # nothing of the backbone was built: scratch_size says the input
     return varying, constant
 
 
