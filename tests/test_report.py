@@ -79,6 +79,7 @@ def sweep(tmp_path_factory, cats_dogs, mobilenet_weights) -> dict:
         "seed=0,1",
         f"unfreeze_at={','.join(BOUNDARIES)}",
         *small_mobilenet(mobilenet_weights, store, "study=rep", "regimes=[frozen,finetune]", "backbone.image_size=64"),
+        '+targets.frozen=">= 0.6"',  # stated before the run: recorded on the sweep's parent run
         cwd=folder,
     )
     assert proc.returncode == 0, proc.log[-4000:]
@@ -205,6 +206,29 @@ def test_the_report_logs_one_summary_run_per_configuration_under_a_report_run(sw
             assert summary[f"metrics.{regime}_n"] == row[f"{regime}_n"]
         assert not np.isnan(summary["metrics.finetune_minus_frozen_p_holm"])
     assert "regime" not in set(summaries.get("tags.run_kind", ()))  # never taken for a training run
+
+
+@pytest.mark.slow
+def test_targets_stated_in_the_sweep_are_recorded_on_its_parent_and_judged_on_its_rows(sweep):
+    runs = search(sweep["store"], "rep")
+    parent = runs[runs["tags.run_kind"] == "sweep"].iloc[0]
+    assert json.loads(parent["tags.targets"]) == {"frozen": ">= 0.6"}
+    stated = json.loads((sweep["out"] / "targets.json").read_text())
+    assert [s["targets"] for s in stated] == [{"frozen": ">= 0.6"}]
+    assert sorted(c["unfreeze_at"] for c in stated[0]["configurations"]) == sorted(BOUNDARIES)
+    md = (sweep["out"] / "results.md").read_text()
+    section = md[md.index("### Targets stated before the run") :].split("\n\n### ")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
+    by_boundary = {row[0]: row for row in rows[2:]}
+    for _, config in sweep["csv"].iterrows():
+        row = by_boundary[config["unfreeze_at"]]
+        mean, lo, hi = (100 * config[f"frozen_test_acc_{k}"] for k in ("mean", "ci95_lo", "ci95_hi"))
+        assert row[1:] == [
+            "frozen >= 0.6",
+            f"{mean:.1f} [{lo:.1f}, {hi:.1f}]",
+            "yes" if mean >= 60 else "no",
+            "yes" if lo >= 60 else "no",
+        ]
 
 
 @pytest.mark.slow

@@ -320,3 +320,40 @@ def test_a_small_convnet_baseline_lists_only_the_settings_it_used():
     assert "comparisons below" not in convnet
     control = markdown(report.summarize(plain_runs([{**r, "scratch_model": "backbone"} for r in rows])))
     assert "backbone=mobilenetv2" in control.splitlines()[2] and "scratch_bn_momentum=0.9" in control.splitlines()[2]
+
+
+def test_each_sweeps_targets_are_judged_on_the_configurations_it_ran():
+    """Chollet's small convnet without augmentation (stated >= 0.70) and, in a later sweep of the same study, with
+    it (stated >= 0.80): each target is judged on its own sweep's row, and neither reads as a changed target."""
+    from harness.report import analysis as analysis_module
+    from harness.report.tables import row_keys_of
+
+    regimes = [
+        {"regime": "scratch", "seed": str(s), "augment": augment, "test_acc": acc + 0.005 * s, "parent_run_id": job}
+        for augment, acc, job in (("False", 0.70, "job_a"), ("True", 0.81, "job_b"))
+        for s in (0, 1, 2)
+    ]
+    runs = plain_runs(regimes)
+    runs["parent_run_id"] = [f"{r['parent_run_id']}{r['seed']}" for r in regimes]
+    stated = {"sweep_a": '{"scratch": ">= 0.70"}', "sweep_b": '{"scratch": ">= 0.80"}'}
+    parents = pd.DataFrame(
+        [{"run_id": sweep, "run_kind": "sweep", "tags.targets": text, "status": "FINISHED"} for sweep, text in
+         stated.items()]
+        + [{"run_id": f"job_{x}{s}", "run_kind": "job", "parent_run_id": f"sweep_{x}", "status": "FINISHED"}
+           for x in "ab" for s in (0, 1, 2)]
+    )  # fmt: skip
+    parents["start_time"] = pd.to_datetime(range(len(parents)), unit="s")
+    runs = pd.concat([parents, runs], ignore_index=True)
+    table = report.summarize(runs)
+    recorded = report.targets.recorded(runs, row_keys_of(table))
+    assert [r["targets"] for r in recorded] == [{"scratch": ">= 0.70"}, {"scratch": ">= 0.80"}]
+    assert [[c["augment"] for c in r["configurations"]] for r in recorded] == [["False"], ["True"]]
+    found = analysis_module.Analysis(pd.DataFrame(), targets=recorded)
+    md = report.render.to_markdown(analysis_module.sections(table, found))
+    section = md[md.index("### Targets") :]
+    judged = [cells(r) for r in md_rows(section)[2:]]
+    assert judged == [["no", "scratch >= 0.7", "70.5 [69.3, 71.7]", "yes", "no"],
+                      ["yes", "scratch >= 0.8", "81.5 [80.3, 82.7]", "yes", "yes"]]  # fmt: skip
+    assert "changed between runs" not in section and "Each sweep's targets are judged" in section
+    # a targets.json written before targets named their configurations: every configuration, as then
+    assert report.targets.as_stated({"scratch": ">= 0.7"}) == {"targets": {"scratch": ">= 0.7"}, "configurations": None}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,7 +32,8 @@ class Analysis:
     comparisons: pd.DataFrame
     per_class: pd.DataFrame = field(default_factory=pd.DataFrame)
     confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
-    targets: list[dict[str, str]] = field(default_factory=list)  # as recorded, each distinct text once
+    # as recorded, each distinct text once: {"targets": {name: text}, "configurations": [{key: value}]}
+    targets: list[dict[str, Any]] = field(default_factory=list)
     adjust: str = "holm"
 
     def write(self, out: Path) -> list[Path]:
@@ -55,7 +57,7 @@ def analyse(runs: pd.DataFrame, finished: pd.DataFrame, table: pd.DataFrame, adj
         comparisons=evidence.comparisons(finished, predictions, keys, adjust),
         per_class=evidence.per_class(finished, predictions, keys),
         confusion=evidence.confusion(finished, predictions, keys),
-        targets=targets.recorded(runs),
+        targets=targets.recorded(runs, keys),
         adjust=adjust,
     )
 
@@ -77,6 +79,7 @@ def read(folder: Path, table: pd.DataFrame) -> Analysis:
     for column in adjusted:
         comparisons[column] = pd.to_numeric(comparisons[column], errors="coerce")
     recorded = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").is_file() else []
+    recorded = [targets.as_stated(entry) for entry in recorded]
     adjust = adjusted[0].removeprefix("p_") if adjusted else "holm"
     return Analysis(comparisons, frames["per_class"], frames["confusion"], recorded, adjust)
 
@@ -116,10 +119,13 @@ def sections(table: pd.DataFrame, analysis: Analysis) -> list[Section]:
         out.append(comparisons_section(analysis.comparisons, varying, analysis.adjust))
     if analysis.targets:
         judged = pd.concat(
-            [targets.judge(t, table, analysis.comparisons, row_keys_of(table)) for t in analysis.targets],
+            [
+                targets.judge(t["targets"], table, analysis.comparisons, row_keys_of(table), t["configurations"])
+                for t in analysis.targets
+            ],
             ignore_index=True,
         )
-        out.append(targets_section(judged, varying, analysis.targets))
+        out.append(targets_section(judged, varying, [t["targets"] for t in analysis.targets]))
     if not analysis.per_class.empty:
         out.append(per_class_section(analysis.per_class, varying))
     return out

@@ -206,8 +206,11 @@ def targets_section(judged: pd.DataFrame, varying: list[str], texts: list[dict[s
         " mean is on the target's side; whole interval: so is all of its 95% interval. Accuracies in percent,"
         " differences in points."
     ]
-    if len(texts) > 1:
+    per_configuration = [c for c in judged.columns if c not in ("stated", "mean", "ci_lo", "ci_hi", "met", "interval")]
+    if judged.duplicated(per_configuration).any():  # one configuration, one target, two recorded texts
         notes.append(f"The recorded targets changed between runs: {'; '.join(map(str, texts))}.")
+    elif len(texts) > 1:
+        notes.append("Each sweep's targets are judged on the configurations it ran.")
     return Section("Targets stated before the run", frame, "", notes, len(varying) + 1)
 
 

@@ -3,8 +3,11 @@
 An experiment config states them (`targets: {frozen: ">= 0.97", finetune_minus_frozen: "> 0"}`) and the
 harness records them, as text, on the sweep's parent run (or the job run of a single job) when the work starts.
 The report reads what was recorded, not today's config: a target edited after the results exists as another
-recorded text, and the report lists every text it finds. A name is a regime (its mean test accuracy) or
-`<regime>_minus_<regime>` (the mean paired difference, from the report's comparisons).
+recorded text, and the report lists every text it finds. Each text is judged on the configurations it was
+stated for (the jobs of the sweep that recorded it, those its ledger reused included), so two sweeps of one
+study with their own targets (Chollet's small convnet without and with augmentation) are each judged on their
+own rows. A name is a regime (its mean test accuracy) or `<regime>_minus_<regime>` (the mean paired
+difference, from the report's comparisons).
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import json
 import operator
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.report.runs import finished_runs, ledger_reused_jobs
 from harness.training import specs
 
 OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -37,22 +42,52 @@ def parse(name: str, text: str) -> tuple[str, str | None, str, float]:
     return regimes[0], regimes[1] if len(regimes) == 2 else None, found.group(1), float(found.group(2))
 
 
-def recorded(runs: pd.DataFrame) -> list[dict[str, str]]:
-    """Every distinct set of targets recorded on the study's sweep and job runs, oldest first."""
+def recorded(runs: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Every distinct set of targets recorded on the study's sweep and job runs, oldest first, as
+    {"targets": {name: text}, "configurations": [{key: value} of each configuration it was stated for]}."""
     if "tags.targets" not in runs:
         return []
-    texts = runs.sort_values("start_time")["tags.targets"].dropna()
-    return [json.loads(t) for t in dict.fromkeys(texts) if t]
+    regime_runs = finished_runs(runs)  # with the configuration columns the table is keyed by
+    found: dict[str, list[dict[str, str]]] = {}
+    for _, run in runs.sort_values("start_time").iterrows():
+        text = run["tags.targets"]
+        if not isinstance(text, str) or not text:
+            continue
+        jobs = {run["run_id"]}
+        if run["run_kind"] == "sweep":
+            own = runs.loc[(runs["run_kind"] == "job") & (runs["parent_run_id"] == run["run_id"]), "run_id"]
+            jobs = set(own) | ledger_reused_jobs(run)
+        mine = regime_runs[regime_runs["parent_run_id"].isin(jobs)]
+        configurations = found.setdefault(text, [])
+        for configuration in mine[list(keys)].astype(str).drop_duplicates().to_dict("records"):
+            if configuration not in configurations:
+                configurations.append(configuration)
+    return [{"targets": json.loads(text), "configurations": c} for text, c in found.items()]
 
 
-def judge(targets: dict[str, str], table: pd.DataFrame, comparisons: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """One row per target and configuration: the observed mean, its 95% interval, and met / not met (by the
-    mean; `interval` says whether the whole interval is on the target's side too)."""
+def as_stated(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry of targets.json; a report written before targets named their configurations held the bare
+    {name: text}, stated for every configuration (no regime is called "targets")."""
+    return entry if "targets" in entry else {"targets": entry, "configurations": None}
+
+
+def judge(
+    targets: dict[str, str],
+    table: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    keys: Sequence[str],
+    configurations: list[dict[str, str]] | None = None,
+) -> pd.DataFrame:
+    """One row per target and configuration it was stated for (all of them when `configurations` is None): the
+    observed mean, its 95% interval, and met / not met (by the mean; `interval` says whether the whole
+    interval is on the target's side too)."""
     rows = []
     for name, text in targets.items():
         regime, baseline, op, threshold = parse(name, text)
         for _, config in table.iterrows():
             where = {k: config[k] for k in keys}
+            if configurations is not None and {k: str(v) for k, v in where.items()} not in configurations:
+                continue
             if baseline is None:
                 if not config.get(f"{regime}_n"):
                     continue
