@@ -303,6 +303,9 @@ def test_curves_align_fine_tuning_on_each_seeds_own_start_and_smooth_each_phase_
     assert list(frozen.get_xdata()) == [0, 1, 2, 3] and frozen.get_ydata()[0] == pytest.approx(0.51)  # epoch 0
     smooth_tuned = [line for line in smoothed.lines if line.get_label() == "fine-tuned, mean of 2 seeds"][0]
     assert smooth_tuned.get_ydata()[0] == pytest.approx(0.93)  # smoothing restarts: no carry-over from the head
+    smooth_frozen = [line for line in smoothed.lines if line.get_label() == "frozen, mean of 2 seeds"][0]
+    # epoch 0 as measured (0.51); the smoothing starts at epoch 1 (0.75), not seeded with the untrained point
+    assert list(smooth_frozen.get_ydata()[:3]) == pytest.approx([0.51, 0.75, 0.8 * 0.75 + 0.2 * 0.85])
     assert raw.get_xlim() == smoothed.get_xlim()
     plots.close(fig)
 

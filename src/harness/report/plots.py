@@ -51,6 +51,13 @@ def smooth(values: pd.Series, factor: float = EMA_FACTOR) -> pd.Series:
     return values.ewm(alpha=1 - factor, adjust=False).mean()
 
 
+def smooth_phase(curve: pd.DataFrame) -> pd.Series:
+    """A phase's curve smoothed from its first trained epoch: epoch 0 (before training, near chance) is drawn as
+    measured, since an average seeded with it would drag a short phase's smoothed curve points below the raw."""
+    trained = curve["epoch"] >= 1
+    return pd.concat([curve.loc[~trained, "val_acc"], smooth(curve.loc[trained, "val_acc"])]).loc[curve.index]
+
+
 def _legend(ax, where: str = "best") -> None:
     """A legend inside the axes that shows the line styles (long handles)."""
     handles, labels = ax.get_legend_handles_labels()
@@ -83,7 +90,8 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str, cons
     """Validation accuracy of one configuration's regimes, raw and EMA-smoothed side by side on the same epochs.
 
     Thin lines: seeds; thick: their mean at each epoch every seed ran. Smoothing restarts with each phase, so
-    the switch to fine-tuning is not smeared into a jump.
+    the switch to fine-tuning is not smeared into a jump, and starts at its first trained epoch (epoch 0 as
+    measured).
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True, sharey=True)
     data, switch = phase_curves(finished, curves)
@@ -98,10 +106,11 @@ def curves_figure(finished: pd.DataFrame, curves: pd.DataFrame, title: str, cons
         for _, seed_curve in part.groupby("seed"):
             seed_curve = seed_curve.sort_values("epoch")
             axes[0].plot(seed_curve["x"], seed_curve["val_acc"], color=color, alpha=0.25, linewidth=1)
-            axes[1].plot(seed_curve["x"], smooth(seed_curve["val_acc"]), color=color, alpha=0.25, linewidth=1)
+            axes[1].plot(seed_curve["x"], smooth_phase(seed_curve), color=color, alpha=0.25, linewidth=1)
         name = f"{label}, mean of {seeds} seeds" if seeds > 1 else f"{label}, single run"
         axes[0].plot(mean["x"], mean["val_acc"], "o-", color=color, markersize=3, label=name)
-        axes[1].plot(mean["x"], smooth(mean["val_acc"]), "o-", color=color, markersize=3, label=name)
+        mean = mean.reset_index().sort_values("epoch")
+        axes[1].plot(mean["x"], smooth_phase(mean), "o-", color=color, markersize=3, label=name)
     for ax, name in zip(axes, ("raw", f"EMA {EMA_FACTOR:.1f}"), strict=True):
         if np.isfinite(switch):
             ax.axvline(switch + 0.5, color="grey", linestyle="--", linewidth=1, label="start fine-tuning (mean)")
