@@ -291,6 +291,21 @@ def test_the_tested_epoch_is_the_restored_one_counted_within_its_phase():
     ].tolist() == pytest.approx([(0.92 + 0.99) / 2, 4])
 
 
+def test_comparisons_list_configurations_in_the_results_tables_order():
+    from harness.report.analysis import in_table_order
+    from harness.report.evidence import comparisons, load_predictions
+    from harness.report.runs import finished_runs
+
+    runs = sweep_runs(fractions=("1.0", "0.1", "0.25"))  # recorded in another order than the study's
+    table = report.summarize(runs)
+    assert table["data_fraction"].tolist() == ["0.1", "0.25", "1.0"]
+    ordered = in_table_order(finished_runs(runs), table)
+    no_predictions = load_predictions(ordered.iloc[:0])
+    found = comparisons(ordered, no_predictions, ["data_fraction"])
+    assert found["data_fraction"].tolist() == ["0.1", "0.25", "1.0"]
+    assert len(ordered) == len(runs) and set(ordered["run_id"]) == set(runs["run_id"])
+
+
 def test_curves_align_fine_tuning_on_each_seeds_own_start_and_smooth_each_phase_apart():
     finished, curves = two_seeds_with_ragged_heads()
     fig = plots.curves_figure(finished, curves, "title", {"backbone": "mobilenetv2"})

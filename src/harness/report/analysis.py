@@ -49,9 +49,21 @@ class Analysis:
         return written
 
 
+def in_table_order(finished: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs with their configurations in the results table's order (the order they ran otherwise),
+    so that the comparisons and per-class tables list configurations as the results table does."""
+    keys = row_keys_of(table)
+    if not keys or finished.empty:
+        return finished
+    order = {tuple(map(str, row)): i for i, row in enumerate(table[keys].itertuples(index=False))}
+    rank = [order.get(tuple(map(str, row)), len(order)) for row in finished[keys].itertuples(index=False)]
+    return finished.iloc[pd.Series(rank).argsort(kind="stable").to_numpy()]
+
+
 def analyse(runs: pd.DataFrame, finished: pd.DataFrame, table: pd.DataFrame, adjust: str = "holm") -> Analysis:
     """Comparisons (adjusted over all of them), per-class accuracy, confusion counts and the recorded targets."""
     keys = row_keys_of(table)
+    finished = in_table_order(finished, table)
     predictions = evidence.load_predictions(finished)
     return Analysis(
         comparisons=evidence.comparisons(finished, predictions, keys, adjust),
