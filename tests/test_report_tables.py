@@ -253,6 +253,11 @@ def test_the_fraction_figure_names_the_training_images_and_the_seeds():
     labels = [t.get_text() for t in top.get_xticklabels()] if top is not None else []
     assert labels == ["200", "2000"] and "n = 2 seeds" in fig.axes[0].get_title()
     plots.close(fig)
+    unfinished = pd.concat([sweep_runs(fractions=("0.1",), seeds=(0, 1, 2)), sweep_runs(fractions=("1.0",))])
+    unfinished["run_id"] = [f"u{i}" for i in range(len(unfinished))]
+    fig = plots.fraction_figure(report.summarize(unfinished), comparisons, {"0.1": 200, "1": 2000})
+    assert "n = 2-3 seeds" in fig.axes[0].get_title()  # not the largest count alone
+    plots.close(fig)
 
 
 def test_a_step_budget_hides_the_epochs_keys_it_overrode():

@@ -177,8 +177,9 @@ def _differences(ax, comparisons: pd.DataFrame, key: str, position: dict[Any, fl
 
 
 def _seeds(table: pd.DataFrame) -> str:
-    counts = sorted({int(table[f"{r}_n"].max()) for r in regimes_run(table)})
-    return f"n = {counts[0]} seeds" if len(counts) == 1 else f"n = {'-'.join(map(str, counts))} seeds"
+    """The seeds behind the points: one number, or the range when some points have fewer (an unfinished sweep)."""
+    counts = sorted({int(n) for r in regimes_run(table) for n in table[f"{r}_n"] if n > 0})
+    return f"n = {counts[0]} seeds" if len(counts) == 1 else f"n = {counts[0]}-{counts[-1]} seeds"
 
 
 def unfreeze_figure(table: pd.DataFrame, comparisons: pd.DataFrame) -> Figure:
