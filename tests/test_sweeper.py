@@ -117,4 +117,6 @@ def test_a_search_sweeper_reports_the_trial_with_the_best_validation_accuracy(tm
     scores = jobs["metrics.best_val_acc"].astype(float)
     assert scores.nunique() > 1, jobs[["params.lr", "metrics.best_val_acc"]]  # the trials differ: a real choice
     assert best == pytest.approx(scores.max())
-    assert float(jobs.loc[scores.idxmax(), "params.lr"]) == pytest.approx(best_lr)
+    # Quickstart accuracies are coarse (a few hundred images), so trials can tie: the reported lr is one of the best
+    best_lrs = jobs.loc[scores == scores.max(), "params.lr"].astype(float)
+    assert any(lr == pytest.approx(best_lr) for lr in best_lrs), (best_lr, jobs[["params.lr", "metrics.best_val_acc"]])
