@@ -1,4 +1,4 @@
-"""Sweeps that survive: SIGKILL and resume, a failing job, parallel jobs on one store, repeatability."""
+"""Sweeps that survive: SIGKILL and resume, Ctrl-C, a failing job, parallel jobs on one store, repeatability."""
 
 from __future__ import annotations
 
@@ -69,6 +69,53 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, sm
     forced = run_cli(*args[:2], *tiny_frozen(mobilenet_weights, store, small_data), "force=true", cwd=tmp_path)
     assert forced.returncode == 0 and "skip:" not in forced.log
     assert (all_runs(store).query("`tags.run_kind` == 'job' and `tags.seed` == '0'").status == "FINISHED").sum() == 2
+
+
+def interrupt_mid_training(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Start the command, press Ctrl-C (SIGINT to its process group, as a terminal does) once its third epoch is
+    logged, and return its exit status and output."""
+    log = cwd / "interrupted.log"
+    with log.open("w") as out:
+        proc = start_cli(*args, cwd=cwd, output=out)
+    try:
+        deadline = time.monotonic() + 300
+        while "epoch   3/" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.wait(timeout=120), log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_ends_every_run_killed_and_the_same_command_resumes_at_once(tmp_path, store):
+    """Ctrl-C mid-training, in a sweep and in a single run: exit 130 with one line and no traceback; the sweep's
+    parent run, the job run and its regime run end KILLED and say why (nothing is left RUNNING for a lease to
+    expire), so the same command resumes at once, reaping nothing."""
+    long_scratch = [
+        "data=synthetic", "backbone=vgg16", "backbone.weights=null", "regimes=[scratch]", "scratch.model=small_convnet",
+        "scratch.image_size=64", "epochs.scratch=40", "early_stopping.enabled=false", f"tracking_uri={store}",
+    ]  # fmt: skip
+    sweep = ["-m", "seed=0,1", *long_scratch]
+    code, log = interrupt_mid_training(sweep, tmp_path)
+    assert code == 130 and "Traceback" not in log, log[-3000:]
+    assert "sweep: interrupted after 0 of 2 job(s)" in log and "The same command resumes" in log
+    runs = all_runs(store)
+    assert sorted(runs["tags.run_kind"]) == ["job", "regime", "sweep"]
+    assert set(runs.status) == {"KILLED"}
+    assert set(runs["tags.interrupted"]) == {"stopped by the user (SIGINT)"}
+    assert "tags.killed_reason" not in runs or runs["tags.killed_reason"].isna().all()  # stopped here, not reaped
+
+    again = run_cli(*sweep, cwd=tmp_path)
+    assert again.returncode == 0, again.log[-3000:]
+    assert "marked" not in again.log and "2 finished, 0 skipped" in again.log  # nothing to reap, nothing lost
+
+    code, log = interrupt_mid_training([*long_scratch, "seed=2"], tmp_path)
+    assert code == 130 and "Traceback" not in log, log[-3000:]
+    assert "interrupted: the job's runs are KILLED" in log
+    single = all_runs(store).query("`tags.seed` == '2'")
+    assert len(single) == 2 and set(single.status) == {"KILLED"}  # its job run and regime run
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, small_data, mobilenet_weights):

@@ -83,6 +83,11 @@ def main(cfg: DictConfig) -> float | None:
         if not in_sweep:
             sys.exit(1)
         return None
+    except KeyboardInterrupt:
+        if in_sweep:
+            raise  # the sweeper closes the sweep
+        log.error("interrupted: the job's runs are KILLED (nothing is left RUNNING); the same command runs it again")
+        sys.exit(130)
     if isinstance(results, job.Elsewhere):
         sweep.record(cfg.sweep_run, num, Entry("elsewhere", results.holder))
         if not in_sweep:

@@ -168,6 +168,9 @@ def run(cfg: Config, overrides: list[str], name: str) -> dict[str, RegimeResult]
     except Exception:
         tracking.end_if_running(run_id, "FAILED")  # the run could not even be opened
         raise
+    except KeyboardInterrupt:
+        tracking.end_if_running(run_id, "KILLED")  # Ctrl-C before its run opened: not left for the reaper
+        raise
     finally:
         leases.heartbeat.release(run_id)
     reason = leases.lost_reason_after_finish(run_id)

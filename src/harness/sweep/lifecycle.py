@@ -160,6 +160,23 @@ def record(sweep_run: str | None, job_num: int, entry: Entry) -> None:
     tracking.set_tag(sweep_run, key(job_num), redact(entry.to_tag()))
 
 
+def interrupt(run_id: str, jobs: Sequence[Sequence[str]]) -> None:
+    """Close the parent run of a sweep the user stopped (Ctrl-C) as KILLED, saying how far it got; the job that
+    was training ended its own runs KILLED, so the same command resumes without waiting for a lease."""
+    written = entries(tracking.tags_of(run_id))
+    leases.heartbeat.release(run_id)
+    tracking.set_tag(run_id, tracking.INTERRUPTED_TAG, "stopped by the user (SIGINT)")
+    tracking.end_run(run_id, "KILLED")
+    log.error(
+        "sweep: interrupted after %d of %d job(s) (%s); its parent run %s is KILLED. The same command resumes: "
+        "finished jobs are skipped",
+        len(written),
+        len(jobs),
+        ", ".join(f"{n} {e.outcome}" for n, e in sorted(written.items())) or "none recorded",
+        run_id,
+    )
+
+
 def finish(run_id: str, jobs: Sequence[Sequence[str]]) -> int:
     """Close the parent run, print the summary and the results table; the exit status: 1 unless every job
     finished or was already done."""

@@ -26,6 +26,7 @@ from harness.tracking.records import (
     set_tags,
 )
 from harness.tracking.runs import (
+    INTERRUPTED_TAG,
     KILLED_REASON,
     LEASE_TAG,
     MAX_RUN_NAME,
@@ -73,6 +74,7 @@ from harness.tracking.store import (
 __all__ = [
     "EXPERIMENT_KIND",
     "INITIAL_STEP",
+    "INTERRUPTED_TAG",
     "PREDICTIONS",
     "KILLED_REASON",
     "LEASE_TAG",

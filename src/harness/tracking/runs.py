@@ -29,6 +29,8 @@ log = logging.getLogger("harness.tracking")
 # it is not a valid record, whatever status its owner wrote later. And the lease a run is judged by.
 KILLED_REASON = "killed_reason"
 LEASE_TAG = "lease_s"
+# A run the user stopped (Ctrl-C): KILLED as MLflow means it, and says so; not a claim, so the next sweep re-runs it
+INTERRUPTED_TAG = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,18 @@ def run_metric(run_id: str, key: str) -> float | None:
 @contextmanager
 def _record_errors() -> Iterator[None]:
     """On an exception, tag the active run with it and attach the traceback before MLflow marks it FAILED; a
-    job that lost its claim ends its run KILLED instead, as the reaper left it (nothing failed)."""
+    job that lost its claim ends its run KILLED instead, as the reaper left it (nothing failed), and so does one
+    the user interrupted (Ctrl-C: MLflow's KILLED, "stopped by the user"; the same command re-runs it)."""
     import mlflow
 
     from harness.errors import LostLease
 
     try:
         yield
+    except KeyboardInterrupt:
+        mlflow.set_tag(INTERRUPTED_TAG, "stopped by the user (SIGINT)")
+        mlflow.end_run("KILLED")
+        raise
     except LostLease:
         mlflow.end_run("KILLED")
         raise

@@ -76,6 +76,9 @@ class HarnessSweeper(Sweeper):
                 returns.append(list(self.launcher.launch(tagged[first : first + size], initial_job_idx=first)))
         except Exception as exc:  # a launcher that lost a worker (killed for memory) raises; the ledger tells which
             log.error("sweep: the launcher stopped: %s: %s", type(exc).__name__, exc)
+        except KeyboardInterrupt:  # Ctrl-C: the parent run ends KILLED, not left RUNNING until a lease expires
+            sweep.interrupt(run_id, jobs)
+            sys.exit(130)
         status = sweep.finish(run_id, jobs)
         if status:
             sys.exit(status)
