@@ -96,6 +96,7 @@ def test_comparisons_read_in_points_with_real_minus_signs_and_short_p_values():
     row = section.frame.iloc[0]
     assert row["Δ points [95% CI]"] == "−1.2 [−2.0, −0.4]" and row["p"] == "< 0.001" and row["p (Holm)"] == "0.0012"
     assert row["seeds"] == "3 x 1000 images" and row["test"] == "bootstrap" and row["seeds for 80% power"] == "4"
+    assert row["McNemar p per seed"] == "0.01, 0.2, 0.5"  # the CSV's comma list, readable in the table
     assert "Holm's step-down over the 1 comparisons" in " ".join(section.notes)
     assert "paired by seed (the same job) and by test image. bootstrap: 10,000" in " ".join(section.notes)
     assert "paired t:" not in " ".join(section.notes)  # only the tests the table uses are described

@@ -51,6 +51,11 @@ def p_value(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
+def _per_seed(values: object) -> str:
+    """`0.01,0.2,0.5` (the CSV's cell) as `0.01, 0.2, 0.5`; a dash where no test was possible."""
+    return ", ".join(values.split(",")) if isinstance(values, str) and values else MISSING
+
+
 def _interval(lo: float, hi: float, one=pct) -> str:
     return MISSING if pd.isna(lo) or pd.isna(hi) else f"[{one(lo)}, {one(hi)}]"
 
@@ -155,7 +160,7 @@ def comparisons_section(comparisons: pd.DataFrame, varying: list[str], adjust: s
                 "p": p_value(row["p"]),
                 f"p ({'Holm' if adjust == 'holm' else 'BH'})": p_value(row[adjusted]),
                 "test": "bootstrap" if row["method"].startswith("paired bootstrap") else "paired t",
-                "McNemar p per seed": row["mcnemar_p"] or MISSING,
+                "McNemar p per seed": _per_seed(row["mcnemar_p"]),
                 "seeds for 80% power": MISSING
                 if pd.isna(row["seeds_for_80pct_power"])
                 else f"{row['seeds_for_80pct_power']:.0f}",
