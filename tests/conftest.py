@@ -93,12 +93,13 @@ def run_cli(*args: str, cwd: Path, module: str = "harness", timeout: int = 900) 
     return proc
 
 
-def start_cli(*args: str, cwd: Path, output: Any = subprocess.PIPE) -> subprocess.Popen:
+def start_cli(*args: str, cwd: Path, output: Any = subprocess.PIPE, **popen: Any) -> subprocess.Popen:
     """Start `python -m harness args...` in `cwd` in a process group of its own (so a test can stop, signal or
-    kill the whole job), output merged into one text pipe (or `output`: a file, DEVNULL)."""
+    kill the whole job), output merged into one text pipe (or `output`: a file, DEVNULL); `popen`: more of
+    `subprocess.Popen`'s arguments."""
     return subprocess.Popen(
         [sys.executable, "-m", "harness", *args], cwd=cwd, env=cli_env(cwd), text=True,
-        stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **popen,
     )  # fmt: skip
 
 

@@ -75,8 +75,10 @@ def interrupt_mid_training(args: list[str], cwd: Path) -> tuple[int, str]:
     """Start the command, press Ctrl-C (SIGINT to its process group, as a terminal does) once its third epoch is
     logged, and return its exit status and output."""
     log = cwd / "interrupted.log"
+    # as a terminal starts a foreground job: SIGINT at its default, whatever this process inherited (a shell
+    # ignores SIGINT in the jobs it starts in the background, and an ignored signal stays ignored across exec)
     with log.open("w") as out:
-        proc = start_cli(*args, cwd=cwd, output=out)
+        proc = start_cli(*args, cwd=cwd, output=out, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while "epoch   3/" not in log.read_text():
