@@ -31,7 +31,8 @@ def test_an_installed_wheel_runs_from_any_folder_with_the_configs_it_carries(tmp
         str(site / "harness" / "__init__.py"),
         str(site / "harness" / "conf" / "__init__.py"),
     ]
-    assert (site / "harness" / "conf" / "experiment" / "quickstart.yaml").is_file()
+    shipped = {p.relative_to(site / "harness" / "conf") for p in (site / "harness" / "conf").rglob("*.yaml")}
+    assert shipped == {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}  # every config
     run = subprocess.run(
         [sys.executable, "-m", "harness", "-m", "+experiment=quickstart", "dry_run=true", "seed=0,1",
          f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", f"cache_dir={tmp_path / 'cache'}"],

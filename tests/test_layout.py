@@ -119,3 +119,16 @@ def test_no_import_cycle_between_modules():
 @pytest.mark.parametrize("path", sorted(modules().values()), ids=lambda p: str(p.relative_to(SRC)))
 def test_modules_stay_short(path):
     assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+def test_every_config_folder_ships_in_the_wheel():
+    """conf/ travels as harness.conf: each of its folders must be a listed package, or the wheel drops its YAML
+    (and setuptools warns "Package would be ignored" on every install)."""
+    import tomllib
+
+    root = SRC.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {p.parent for p in (root / "conf").rglob("*.yaml")} | {root / "conf"}
+    needed = {".".join(("harness", *f.relative_to(root).parts)) for f in folders}
+    needed |= {name.rsplit(".", 1)[0] for name in needed if name.count(".") > 2}  # parents: harness.conf.hydra
+    assert needed <= listed, sorted(needed - listed)
