@@ -193,6 +193,48 @@ def test_comparisons_are_recomputed_from_the_predictions_each_run_stored(sweep):
 
 
 @pytest.mark.slow
+def test_compare_tests_one_boundary_against_the_other_on_the_stored_predictions(sweep):
+    """compare=unfreeze_at: per regime, the second boundary against the first, the paired bootstrap over seeds and
+    the same 1,000 test images recomputed from predictions/test.csv; Holm over these and the regime comparisons
+    together. A key that does not vary is refused before anything is written."""
+    out = sweep["folder"] / "by_boundary"
+    common = ("study=rep", f"tracking_uri={sweep['store']}", "log_to_parent=false", "summary_runs=false")
+    refused = run_cli(*common, f"out={out}", "compare=lr", module="harness.report", cwd=sweep["folder"])
+    assert refused.returncode == 2 and "compare=lr: not a key whose value varies" in refused.log
+    assert "allowed: unfreeze_at" in refused.log and "Traceback" not in refused.log and not out.exists()
+
+    proc = run_cli(*common, f"out={out}", "compare=unfreeze_at", module="harness.report", cwd=sweep["folder"])
+    assert proc.returncode == 0, proc.log[-3000:]
+    by_key = pd.read_csv(out / "comparisons_by_key.csv", dtype=str)
+    assert by_key[["regime", "unfreeze_at", "baseline"]].values.tolist() == [
+        ["frozen", BOUNDARIES[1], BOUNDARIES[0]], ["finetune", BOUNDARIES[1], BOUNDARIES[0]]
+    ]  # fmt: skip
+    runs = search(sweep["store"], "rep")
+    regimes = runs[(runs["tags.run_kind"] == "regime") & (runs["status"] == "FINISHED")]
+
+    def correct(regime: str, boundary: str) -> np.ndarray:
+        mine = regimes[(regimes["tags.regime"] == regime) & (regimes["params.unfreeze_at"] == boundary)]
+        seeds = []
+        for seed in ("0", "1"):
+            run_id = mine[mine["tags.seed"] == seed].run_id.item()
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/test.csv")
+            seeds.append(pd.read_csv(path).set_index("file")["correct"].sort_index().to_numpy())
+        return np.array(seeds)
+
+    for _, row in by_key.iterrows():
+        expected = stats.paired_bootstrap(correct(row["regime"], BOUNDARIES[1]), correct(row["regime"], BOUNDARIES[0]))
+        assert row["images"] == "1000" and row["method"].startswith("paired bootstrap")
+        got = [float(row[k]) for k in ("mean", "ci_lo", "ci_hi", "p")]
+        assert got == pytest.approx([expected[k] for k in ("mean", "ci_lo", "ci_hi", "p")])
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    family = np.concatenate([comparisons["p"], by_key["p"].astype(float)])
+    adjusted = np.concatenate([comparisons["p_holm"], by_key["p_holm"].astype(float)])
+    assert adjusted.tolist() == pytest.approx(stats.holm(family).tolist())
+    md = (out / "results.md").read_text()
+    assert "### Comparisons across unfreeze_at" in md and f"{BOUNDARIES[1]} − {BOUNDARIES[0]}" in md
+
+
+@pytest.mark.slow
 def test_the_report_logs_one_summary_run_per_configuration_under_a_report_run(sweep):
     runs = search(sweep["store"], "rep")
     reports = runs[runs["tags.run_kind"] == "report"]

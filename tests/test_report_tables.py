@@ -381,3 +381,64 @@ def test_each_sweeps_targets_are_judged_on_the_configurations_it_ran():
     assert "changed between runs" not in section and "Each sweep's targets are judged" in section
     # a targets.json written before targets named their configurations: every configuration, as then
     assert report.targets.as_stated({"scratch": ">= 0.7"}) == {"targets": {"scratch": ">= 0.7"}, "configurations": None}
+
+
+# ------------------------------------------------------------------------------------ compare=<key>
+
+
+def test_compare_pairs_each_value_of_a_key_with_its_baseline_regime_by_regime_and_adjusts_all_together(tmp_path):
+    """compare=lr on a grid of two learning rates and two fractions: per fraction and regime, each lr against the
+    baseline, paired by seed (no predictions here: the paired t-test of the seeds' accuracies, checked with scipy);
+    Holm over the regime comparisons and these together; the CSV re-renders the same tables."""
+    import scipy.stats as sps
+
+    from harness.report import analysis, stats
+
+    runs = sweep_runs(lrs=("1e-05", "1e-04"), seeds=(0, 1, 2))
+    runs["test_acc"] += np.random.default_rng(0).normal(0, 0.01, len(runs))  # seeds that differ unequally
+    table = report.summarize(runs)
+    found = analysis.analyse(runs, report.runs.finished_runs(runs), table, "holm", "lr", "1e-04")
+    by_key = found.by_key
+    assert by_key[["data_fraction", "regime", "lr", "baseline"]].values.tolist() == [
+        ["0.1", "frozen", "1e-05", "1e-04"], ["0.1", "finetune", "1e-05", "1e-04"],
+        ["1.0", "frozen", "1e-05", "1e-04"], ["1.0", "finetune", "1e-05", "1e-04"],
+    ]  # fmt: skip
+    for _, row in by_key.iterrows():
+        mine = runs[(runs["data_fraction"] == row["data_fraction"]) & (runs["regime"] == row["regime"])]
+        a, b = (mine[mine["lr"] == lr].sort_values("seed")["test_acc"].to_numpy() for lr in ("1e-05", "1e-04"))
+        lo, hi = sps.t.interval(0.95, 2, loc=(a - b).mean(), scale=sps.sem(a - b))
+        assert row["method"] == "paired t (seeds)" and row["n"] == 3 and row["seeds"] == "0,1,2"
+        assert (row["mean"], row["ci_lo"], row["ci_hi"]) == pytest.approx(((a - b).mean(), lo, hi))
+        assert row["p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    family = np.concatenate([found.comparisons["p"], by_key["p"]])
+    assert len(family) == 4 + 4  # fine-tuned − frozen in each of the four configurations, then these four
+    assert np.concatenate([found.comparisons["p_holm"], by_key["p_holm"]]).tolist() == pytest.approx(
+        stats.holm(family).tolist()
+    )
+    md = report.render.to_markdown(analysis.sections(table, found))
+    section = md[md.index("### Comparisons across lr") :]
+    assert cells(md_rows(section)[0])[:3] == ["data_fraction", "regime", "lr"]
+    assert cells(md_rows(section)[2])[:3] == ["0.1", "frozen", "1e-05 − 1e-04"]
+    assert "over the 8 comparisons" in md and md.count("over the 8 comparisons") == 2
+
+    table.to_csv(tmp_path / "results.csv", index=False)
+    found.write(tmp_path)
+    assert (tmp_path / "comparisons_by_key.csv").is_file()
+    back = report.read_table(tmp_path / "results.csv")
+    assert report.render.to_markdown(analysis.sections(back, analysis.read(tmp_path, back))) == md
+
+
+def test_compare_names_what_it_allows_before_anything_is_computed():
+    from harness.errors import HarnessError
+    from harness.report.analysis import check_compare
+
+    table = report.summarize(sweep_runs(lrs=("1e-05", "1e-04")))
+    assert check_compare(table, "lr", None) == "1e-05"  # the first value in the results table
+    assert check_compare(table, None, None) is None
+    constant = r"compare=unfreeze_at: not a key whose value varies .* allowed: lr, data_fraction$"
+    with pytest.raises(HarnessError, match=constant):
+        check_compare(table, "unfreeze_at", None)  # constant in this grid
+    with pytest.raises(HarnessError, match=r"compare_baseline=3e-04: not a value of lr; its values: 1e-05, 1e-04"):
+        check_compare(table, "lr", "3e-04")
+    with pytest.raises(HarnessError, match="compare_baseline=1e-04 needs compare=<key>"):
+        check_compare(table, None, "1e-04")

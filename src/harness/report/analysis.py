@@ -1,5 +1,6 @@
-"""What a report says beyond the per-regime summary: the comparisons between regimes, the targets judged, per-class
-accuracy and the confusion counts; computed from the store, or read back from a report's CSV files.
+"""What a report says beyond the per-regime summary: the comparisons between regimes (and between the values of
+one key, `compare=`), the targets judged, per-class accuracy and the confusion counts; computed from the store, or
+read back from a report's CSV files.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from harness.errors import HarnessError
 from harness.report import evidence, targets
 from harness.report.render import (
     Section,
     comparisons_section,
+    key_comparisons_section,
+    key_value,
     per_class_section,
     results_section,
     targets_section,
@@ -22,7 +26,12 @@ from harness.report.render import (
 from harness.report.runs import DIFF
 from harness.report.tables import row_keys_of, split_keys
 
-FILES = {"comparisons": "comparisons.csv", "per_class": "per_class.csv", "confusion": "confusion.csv"}
+FILES = {
+    "comparisons": "comparisons.csv",
+    "by_key": "comparisons_by_key.csv",
+    "per_class": "per_class.csv",
+    "confusion": "confusion.csv",
+}
 
 
 @dataclass
@@ -30,6 +39,7 @@ class Analysis:
     """The report's tables beyond the summary (empty frames where there is nothing to show)."""
 
     comparisons: pd.DataFrame
+    by_key: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare=<key>: its values, regime by regime
     per_class: pd.DataFrame = field(default_factory=pd.DataFrame)
     confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
     # as recorded, each distinct text once: {"targets": {name: text}, "configurations": [{key: value}]}
@@ -60,13 +70,50 @@ def in_table_order(finished: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return finished.iloc[pd.Series(rank).argsort(kind="stable").to_numpy()]
 
 
-def analyse(runs: pd.DataFrame, finished: pd.DataFrame, table: pd.DataFrame, adjust: str = "holm") -> Analysis:
-    """Comparisons (adjusted over all of them), per-class accuracy, confusion counts and the recorded targets."""
+def check_compare(table: pd.DataFrame, key: str | None, baseline: str | None) -> str | None:
+    """The baseline value of `compare=key` (`baseline`, else the key's first value in the results table); a
+    HarnessError naming what is allowed when the key does not vary in the report or the baseline is not a value."""
+    if key is None:
+        if baseline is not None:
+            raise HarnessError(f"compare_baseline={baseline} needs compare=<key>")
+        return None
+    varying, _ = split_keys(table)
+    comparable = [k for k in varying if k in row_keys_of(table)]
+    if key not in comparable:
+        raise HarnessError(f"compare={key}: not a key whose value varies in this report; allowed: "
+                           f"{', '.join(comparable) or 'none (one configuration)'}")  # fmt: skip
+    values = list(dict.fromkeys(table[key].astype(str)))
+    if baseline is None:
+        return values[0]
+    for value in values:  # as logged (False, 1e-05) or as the tables print it (no); Hydra makes `false` False
+        if baseline.lower() in (value.lower(), key_value(value)):
+            return value
+    shown = ", ".join(key_value(v) for v in values)
+    raise HarnessError(f"compare_baseline={baseline}: not a value of {key}; its values: {shown}")
+
+
+def analyse(
+    runs: pd.DataFrame,
+    finished: pd.DataFrame,
+    table: pd.DataFrame,
+    adjust: str = "holm",
+    compare: str | None = None,
+    compare_baseline: str | None = None,
+) -> Analysis:
+    """Comparisons (adjusted over all of them, `compare`'s included), per-class accuracy, confusion counts and the
+    recorded targets."""
     keys = row_keys_of(table)
+    baseline = check_compare(table, compare, compare_baseline)
     finished = in_table_order(finished, table)
     predictions = evidence.load_predictions(finished)
+    found = evidence.comparisons(finished, predictions, keys)
+    by_key = pd.DataFrame()
+    if compare is not None and baseline is not None:
+        by_key = evidence.key_comparisons(finished, predictions, keys, compare, baseline)
+    evidence.adjust_together([found, by_key] if len(by_key) else [found], adjust)
     return Analysis(
-        comparisons=evidence.comparisons(finished, predictions, keys, adjust),
+        comparisons=found,
+        by_key=by_key,
         per_class=evidence.per_class(finished, predictions, keys),
         confusion=evidence.confusion(finished, predictions, keys),
         targets=targets.recorded(runs, keys),
@@ -78,22 +125,22 @@ def read(folder: Path, table: pd.DataFrame) -> Analysis:
     """An analysis read back beside a results.csv; a results.csv from before the comparisons were written gets its
     recorded fine-tuned − frozen paired t-test as the only comparison (the report says which test it is)."""
     keys = row_keys_of(table)
-    text = {k: str for k in keys}
+    text = {k: str for k in [*keys, "better", "baseline"]}  # as written: "1e-05" stays a string, not a float
     frames = {name: pd.read_csv(folder / file, dtype=text, keep_default_na=False, na_values={"mean": [""]})
               if (folder / file).is_file() else pd.DataFrame() for name, file in FILES.items()}  # fmt: skip
     comparisons = frames["comparisons"]
     if comparisons.empty and f"{DIFF}_n" in table:
         comparisons = _recorded_paired_t(table, keys)
-    for column in ("n", "images", "mean", "ci_lo", "ci_hi", "p", "sd_seeds", "seeds_for_80pct_power"):
-        if column in comparisons:
-            comparisons[column] = pd.to_numeric(comparisons[column], errors="coerce")
+    by_key = frames["by_key"]
+    numeric = ("n", "images", "mean", "ci_lo", "ci_hi", "p", "sd_seeds", "seeds_for_80pct_power", "p_holm", "p_bh")
+    for frame in (comparisons, by_key):
+        for column in [c for c in numeric if c in frame]:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     adjusted = [c for c in comparisons.columns if c in ("p_holm", "p_bh")]
-    for column in adjusted:
-        comparisons[column] = pd.to_numeric(comparisons[column], errors="coerce")
     recorded = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").is_file() else []
     recorded = [targets.as_stated(entry) for entry in recorded]
     adjust = adjusted[0].removeprefix("p_") if adjusted else "holm"
-    return Analysis(comparisons, frames["per_class"], frames["confusion"], recorded, adjust)
+    return Analysis(comparisons, by_key, frames["per_class"], frames["confusion"], recorded, adjust)
 
 
 def _recorded_paired_t(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -127,8 +174,11 @@ def sections(table: pd.DataFrame, analysis: Analysis) -> list[Section]:
     """The report's tables, in reading order: results, comparisons, targets, per class."""
     varying, _ = split_keys(table)
     out = [results_section(table)]
+    family = len(analysis.comparisons) + len(analysis.by_key)
     if not analysis.comparisons.empty:
-        out.append(comparisons_section(analysis.comparisons, varying, analysis.adjust))
+        out.append(comparisons_section(analysis.comparisons, varying, analysis.adjust, family))
+    if not analysis.by_key.empty:
+        out.append(key_comparisons_section(analysis.by_key, varying, analysis.adjust, family, analysis.comparisons))
     if analysis.targets:
         judged = pd.concat(
             [

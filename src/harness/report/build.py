@@ -106,11 +106,14 @@ def build_report(
     log_to_parent: bool = True,
     adjust: str = "holm",
     summary_runs: bool = True,
+    compare: str | None = None,
+    compare_baseline: str | None = None,
 ) -> Report:
     """Load, summarize, write and (when the runs belong to one sweep) log the report of a study.
 
     Raises HarnessError when there is nothing to report: no store, no such study or sweep, or no
-    FINISHED regime run (the message says how many runs were left out and why).
+    FINISHED regime run (the message says how many runs were left out and why), and when `compare` names a key
+    that does not vary (or `compare_baseline` a value it does not take), before any file is written.
     """
     runs = load_runs(tracking_uri, study, sweep)
     counts = run_counts(runs)
@@ -120,7 +123,7 @@ def build_report(
     finished = finished_runs(runs)
     curves = load_curves(finished)
     table = summarize(runs, curves)
-    found = analysis.analyse(runs, finished, table, adjust)
+    found = analysis.analyse(runs, finished, table, adjust, compare, compare_baseline)
     parent = parent_run(runs, finished, sweep)
     summary = {
         "study": study,
@@ -190,8 +193,8 @@ def main(cfg: DictConfig) -> None:
     status 2; the README is checked before anything is written, so a failed run leaves every file as it was.
     """
     install_log_filter()
-    names = ("sweep", "out", "from_csv", "readme")
-    sweep, out, from_csv, readme = (None if cfg.get(k) is None else str(cfg[k]) for k in names)
+    names = ("sweep", "out", "from_csv", "readme", "compare", "compare_baseline")
+    sweep, out, from_csv, readme, compare, baseline = (None if cfg.get(k) is None else str(cfg[k]) for k in names)
     try:
         folder = Path(from_csv).parent if from_csv else Path(out or Path("reports") / str(cfg.study))
         text = check_readme(readme, folder / "results.md") if readme else None
@@ -201,7 +204,7 @@ def main(cfg: DictConfig) -> None:
         else:
             report = build_report(
                 cfg.get("tracking_uri"), str(cfg.study), sweep, out, bool(cfg.log_to_parent), str(cfg.adjust),
-                bool(cfg.summary_runs),
+                bool(cfg.summary_runs), compare, baseline,
             )  # fmt: skip
             files = report.files
             log.info("%s", summary_text(report))

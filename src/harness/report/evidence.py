@@ -3,9 +3,10 @@
 A regime's test accuracy is the mean of its images' 0/1 outcomes, so two regimes of one configuration can be
 compared on the same images, seed by seed: the paired bootstrap over seeds and images (`stats.paired_bootstrap`)
 for the interval and p-value, McNemar's test per seed beside it (descriptive), and, for runs recorded before the
-predictions were logged, the paired t-test of the seeds' accuracies. Every comparison the report makes is one
-family for the multiple-comparison adjustment. Per-class accuracy and a confusion matrix come from the same
-predictions (a user's data may be unbalanced).
+predictions were logged, the paired t-test of the seeds' accuracies. The same test compares two values of one
+config key (`compare=augment`: with and without augmentation), regime by regime, when the runs share their test
+images. Every comparison the report makes is one family for the multiple-comparison adjustment. Per-class
+accuracy and a confusion matrix come from the same predictions (a user's data may be unbalanced).
 """
 
 from __future__ import annotations
@@ -42,57 +43,96 @@ def load_predictions(finished: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _correctness(runs: pd.DataFrame, predictions: pd.DataFrame, seeds: Sequence[str]) -> np.ndarray | None:
-    """(seeds, images) 0/1 matrix of one regime, images in file order; None unless every seed has predictions."""
+def _correctness(runs: pd.DataFrame, predictions: pd.DataFrame, seeds: Sequence[str]) -> pd.DataFrame | None:
+    """(images, seeds) 0/1 frame of one regime indexed by file; None unless every seed has predictions."""
     rows = []
     for seed in seeds:
         run_id = runs.loc[runs["seed"] == seed, "run_id"]
         if run_id.empty:
             return None
-        one = predictions[predictions["run_id"] == run_id.iloc[0]].sort_values("file")
+        one = predictions[predictions["run_id"] == run_id.iloc[0]]
         if one.empty:
             return None
-        rows.append(one.set_index("file")["correct"])
-    frame = pd.concat(rows, axis=1, join="inner")  # the images every seed was tested on (the same split)
-    return frame.to_numpy(dtype=float).T
+        rows.append(one.set_index("file")["correct"].rename(seed))
+    return pd.concat(rows, axis=1, join="inner").sort_index()  # the images every seed was tested on
 
 
-def comparisons(
-    finished: pd.DataFrame, predictions: pd.DataFrame, keys: Sequence[str], adjust: str = "holm"
-) -> pd.DataFrame:
+def _compare(a: pd.DataFrame, b: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, object] | None:
+    """The paired comparison of two sets of runs (one per seed each), seed by seed: bootstrap over seeds and images
+    when both have predictions on the same test images, else the paired t-test of the seeds' accuracies; None when
+    no seed ran on both sides."""
+    seeds = sorted(set(a["seed"]) & set(b["seed"]), key=lambda s: (len(s), s))
+    if not seeds:
+        return None
+    acc_a, acc_b = a.set_index("seed").loc[seeds, "test_acc"], b.set_index("seed").loc[seeds, "test_acc"]
+    row: dict[str, object] = {"seeds": ",".join(seeds)}
+    ca, cb = _correctness(a, predictions, seeds), _correctness(b, predictions, seeds)
+    if ca is not None and cb is not None and ca.index.equals(cb.index):
+        x, y = ca.to_numpy(dtype=float).T, cb.to_numpy(dtype=float).T
+        row.update(stats.paired_bootstrap(x, y), method=BOOTSTRAP, images=x.shape[1])
+        row["mcnemar_p"] = ",".join(f"{stats.mcnemar(u, v):.3g}" for u, v in zip(x, y, strict=True))
+    else:  # no predictions (recorded before they were logged), or other test images: the seeds' accuracies
+        test = stats.paired_test(acc_a, acc_b)
+        row.update({k: test[k] for k in ("n", "mean", "ci_lo", "ci_hi", "p")}, method=PAIRED_T, images=np.nan)
+        row["mcnemar_p"] = ""
+    per_seed = acc_a - acc_b
+    row["sd_seeds"] = float(per_seed.std(ddof=1)) if len(seeds) >= 2 else np.nan
+    row["seeds_for_80pct_power"] = stats.seeds_for_power(float(row["mean"]), row["sd_seeds"])  # type: ignore[arg-type]
+    return row
+
+
+TESTED = ["seeds", "n", "images", "mean", "ci_lo", "ci_hi", "p", "method", "mcnemar_p", "sd_seeds",
+          "seeds_for_80pct_power"]  # fmt: skip
+
+
+def comparisons(finished: pd.DataFrame, predictions: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """One row per configuration and pair of regimes that both ran: the paired difference of test accuracy, its
     95% interval and p-value (bootstrap when the runs have predictions, else the paired t-test), McNemar's
-    p per seed, the p-value adjusted over the whole report (`adjust`: holm or bh), and the seeds a paired t-test
-    would need for 80% power at the observed difference and spread."""
+    p per seed, and the seeds a paired t-test would need for 80% power at the observed difference and spread
+    (`adjust` adds the p-value adjusted over the whole report)."""
     rows = []
     for values, config in finished.groupby(list(keys), sort=False, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         for better, baseline in PAIRS:
-            a, b = config[config["regime"] == better], config[config["regime"] == baseline]
-            seeds = sorted(set(a["seed"]) & set(b["seed"]), key=lambda s: (len(s), s))
-            if not seeds:
-                continue
-            acc_a, acc_b = a.set_index("seed").loc[seeds, "test_acc"], b.set_index("seed").loc[seeds, "test_acc"]
-            per_seed = acc_a - acc_b
-            row = dict(zip(keys, values, strict=True))
-            row.update(comparison=f"{REGIME_LABELS[better]} − {REGIME_LABELS[baseline]}", better=better)
-            row.update(baseline=baseline, seeds=",".join(seeds))
-            ca, cb = _correctness(a, predictions, seeds), _correctness(b, predictions, seeds)
-            if ca is not None and cb is not None and ca.shape == cb.shape:
-                row.update(stats.paired_bootstrap(ca, cb), method=BOOTSTRAP, images=ca.shape[1])
-                row["mcnemar_p"] = ",".join(f"{stats.mcnemar(x, y):.3g}" for x, y in zip(ca, cb, strict=True))
-            else:
-                test = stats.paired_test(acc_a, acc_b)
-                row.update({k: test[k] for k in ("n", "mean", "ci_lo", "ci_hi", "p")}, method=PAIRED_T, images=np.nan)
-                row["mcnemar_p"] = ""
-            row["sd_seeds"] = float(per_seed.std(ddof=1)) if len(seeds) >= 2 else np.nan
-            row["seeds_for_80pct_power"] = stats.seeds_for_power(row["mean"], row["sd_seeds"])
-            rows.append(row)
-    columns = [*keys, "comparison", "better", "baseline", "seeds", "n", "images", "mean", "ci_lo", "ci_hi", "p",
-               "method", "mcnemar_p", "sd_seeds", "seeds_for_80pct_power"]  # fmt: skip
-    table = pd.DataFrame(rows, columns=columns)
-    table[f"p_{adjust}"] = stats.ADJUSTMENTS[adjust](table["p"].to_numpy(dtype=float)) if len(table) else []
-    return table
+            tested = _compare(config[config["regime"] == better], config[config["regime"] == baseline], predictions)
+            if tested is not None:
+                label = f"{REGIME_LABELS[better]} − {REGIME_LABELS[baseline]}"
+                rows.append({**dict(zip(keys, values, strict=True)), "comparison": label, "better": better,
+                             "baseline": baseline, **tested})  # fmt: skip
+    return pd.DataFrame(rows, columns=[*keys, "comparison", "better", "baseline", *TESTED])
+
+
+def key_comparisons(
+    finished: pd.DataFrame, predictions: pd.DataFrame, keys: Sequence[str], key: str, baseline: str
+) -> pd.DataFrame:
+    """Each other value of `key` against `baseline`, within each regime and configuration of the other keys,
+    paired by seed (and by test image where the runs share them). `better` and `baseline` hold the key's values;
+    the key's own column holds the value compared with the baseline."""
+    others = [k for k in keys if k != key]
+    rows = []
+    groups = finished.groupby(others, sort=False, dropna=False) if others else [((), finished)]
+    for values, config in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        for regime in [r for r in specs.NAMES if r in set(config["regime"])]:
+            mine = config[config["regime"] == regime]
+            base = mine[mine[key].astype(str) == baseline]
+            for value in [v for v in dict.fromkeys(mine[key].astype(str)) if v != baseline]:
+                tested = _compare(mine[mine[key].astype(str) == value], base, predictions)
+                if tested is not None:
+                    rows.append({**dict(zip(others, values, strict=True)), key: value, "regime": regime,
+                                 "comparison": f"{key} {value} − {baseline}", "better": value, "baseline": baseline,
+                                 **tested})  # fmt: skip
+    return pd.DataFrame(rows, columns=[*others, key, "regime", "comparison", "better", "baseline", *TESTED])
+
+
+def adjust_together(frames: Sequence[pd.DataFrame], adjust: str) -> None:
+    """Add `p_<adjust>` to each frame: the p-values adjusted as one family over all of them (in place)."""
+    p = np.concatenate([f["p"].to_numpy(dtype=float) for f in frames]) if frames else np.array([])
+    adjusted = stats.ADJUSTMENTS[adjust](p) if len(p) else p
+    start = 0
+    for frame in frames:
+        frame[f"p_{adjust}"] = adjusted[start : start + len(frame)]
+        start += len(frame)
 
 
 def per_class(finished: pd.DataFrame, predictions: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

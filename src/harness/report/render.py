@@ -145,50 +145,92 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
     return Section("Results", frame, _caption(constant), notes, len(varying) + 1)
 
 
-def comparisons_section(comparisons: pd.DataFrame, varying: list[str], adjust: str = "holm") -> Section:
-    """Each pair of regimes of each configuration: difference, interval, test, raw and adjusted p, power."""
-    adjusted = f"p_{adjust}"
+def _tested_cells(row: pd.Series, adjust: str) -> dict[str, str]:
+    """The cells every comparison shows: seeds (and images), difference and interval, raw and adjusted p, test,
+    McNemar per seed, seeds for 80% power."""
+    images = "" if pd.isna(row["images"]) else f" x {int(row['images'])} images"
+    power = row["seeds_for_80pct_power"]
+    return {
+        "seeds": f"{int(row['n'])}{images}",
+        "Δ points [95% CI]": f"{points(row['mean'])} {_interval(row['ci_lo'], row['ci_hi'], points)}",
+        "p": p_value(row["p"]),
+        _adjusted_header(adjust): p_value(row[f"p_{adjust}"]),
+        "test": "bootstrap" if str(row["method"]).startswith("paired bootstrap") else "paired t",
+        "McNemar p per seed": _per_seed(row["mcnemar_p"]),
+        "seeds for 80% power": MISSING if pd.isna(power) else f"{power:.0f}",
+    }
+
+
+def _adjusted_header(adjust: str) -> str:
+    return f"p ({'Holm' if adjust == 'holm' else 'BH'})"
+
+
+def _tested_notes(frame: pd.DataFrame, adjust: str, family: int, what: str, seed: str = "seed") -> list[str]:
+    """How the comparisons were tested (only the tests the table uses) and adjusted."""
+    method = "Holm's step-down" if adjust == "holm" else "Benjamini-Hochberg"
+    tests = _tests(frame)
+    described = {
+        "bootstrap": "bootstrap: 10,000 resamples of seeds and images together (the same draw for both sides),"
+        " percentile interval, two-sided p",
+        "paired t": "paired t: Student's paired t-test over seeds and its interval, for runs without per-image"
+        " predictions on the same test images (recorded before the jobs logged them: no image-level test, no"
+        " McNemar)",
+    }
+    paired = f"by {seed} and by test image" if "bootstrap" in tests else f"by {seed}"
+    return [
+        f"Δ: {what}, paired {paired}. " + "; ".join(described[t] for t in sorted(tests)) + ".",
+        f"{_adjusted_header(adjust)}: adjusted by {method} over the {family} comparisons of this report. McNemar p"
+        " per seed: exact test on the images one side got right and the other wrong, each seed alone (descriptive,"
+        " not adjusted). seeds for 80% power: seeds a two-sided paired t-test (5%) needs to detect the observed"
+        " difference at the observed spread between seeds.",
+    ]
+
+
+TESTED_COLUMNS = ["seeds", "Δ points [95% CI]", "p", "test", "McNemar p per seed", "seeds for 80% power"]
+
+
+def comparisons_section(
+    comparisons: pd.DataFrame, varying: list[str], adjust: str = "holm", family: int | None = None
+) -> Section:
+    """Each pair of regimes of each configuration: difference, interval, test, raw and adjusted p, power;
+    `family`: the comparisons the p-values were adjusted over (these, unless the report compares a key too)."""
     rows = []
     for _, row in comparisons.iterrows():
         cells = {k: key_value(row[k]) for k in varying}
-        images = "" if pd.isna(row["images"]) else f" x {int(row['images'])} images"
-        cells.update(
-            {
-                "comparison": row["comparison"],
-                "seeds": f"{int(row['n'])}{images}",
-                "Δ points [95% CI]": f"{points(row['mean'])} {_interval(row['ci_lo'], row['ci_hi'], points)}",
-                "p": p_value(row["p"]),
-                f"p ({'Holm' if adjust == 'holm' else 'BH'})": p_value(row[adjusted]),
-                "test": "bootstrap" if row["method"].startswith("paired bootstrap") else "paired t",
-                "McNemar p per seed": _per_seed(row["mcnemar_p"]),
-                "seeds for 80% power": MISSING
-                if pd.isna(row["seeds_for_80pct_power"])
-                else f"{row['seeds_for_80pct_power']:.0f}",
-            }
-        )
-        rows.append(cells)
-    columns = [*varying, "comparison", "seeds", "Δ points [95% CI]", "p", f"p ({'Holm' if adjust == 'holm' else 'BH'})",
-               "test", "McNemar p per seed", "seeds for 80% power"]  # fmt: skip
+        rows.append({**cells, "comparison": row["comparison"], **_tested_cells(row, adjust)})
+    columns = [*varying, "comparison", *TESTED_COLUMNS[:3], _adjusted_header(adjust), *TESTED_COLUMNS[3:]]
     frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
-    method = "Holm's step-down" if adjust == "holm" else "Benjamini-Hochberg"
-    tests = {"bootstrap" if str(m).startswith("paired bootstrap") else "paired t" for m in comparisons["method"]}
-    described = {
-        "bootstrap": "bootstrap: 10,000 resamples of seeds and images together (the same draw for both regimes),"
-        " percentile interval, two-sided p",
-        "paired t": "paired t: Student's paired t-test over seeds and its interval, for runs without per-image"
-        " predictions (recorded before the jobs logged them: no image-level test, no McNemar)",
-    }
-    paired = "by seed (the same job) and by test image" if "bootstrap" in tests else "by seed (the same job)"
-    notes = [
-        f"Δ: first minus second regime's test accuracy, paired {paired}. "
-        + "; ".join(described[t] for t in sorted(tests))
-        + ".",
-        f"p ({'Holm' if adjust == 'holm' else 'BH'}): adjusted by {method} over the {len(comparisons)} comparisons of"
-        " this report. McNemar p per seed: exact test on the images one regime got right and the other wrong, each"
-        " seed alone (descriptive, not adjusted). seeds for 80% power: seeds a two-sided paired t-test (5%) needs to"
-        " detect the observed difference at the observed spread between seeds.",
-    ]
+    what = "first minus second regime's test accuracy"
+    notes = _tested_notes(comparisons, adjust, family or len(comparisons), what, "seed (the same job)")
     return Section("Comparisons", frame, "", notes, len(varying) + 1)
+
+
+def key_comparisons_section(
+    by_key: pd.DataFrame, varying: list[str], adjust: str, family: int, above: pd.DataFrame | None = None
+) -> Section:
+    """`compare=<key>`: each value of the key against its baseline, regime by regime, within each configuration of
+    the other keys; `above`: the regime comparisons shown before it, whose notes already describe its tests."""
+    columns = list(by_key.columns)
+    key = columns[columns.index("regime") - 1]  # evidence.key_comparisons: [*other keys, key, "regime", ...]
+    others = [k for k in varying if k != key]
+    rows = []
+    for _, row in by_key.iterrows():
+        cells = {k: key_value(row[k]) for k in others}
+        versus = f"{key_value(row['better'])} − {key_value(row['baseline'])}"
+        rows.append({**cells, "regime": REGIME_LABELS.get(row["regime"], row["regime"]), key: versus,
+                     **_tested_cells(row, adjust)})  # fmt: skip
+    columns = [*others, "regime", key, *TESTED_COLUMNS[:3], _adjusted_header(adjust), *TESTED_COLUMNS[3:]]
+    frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
+    what = f"test accuracy with the first value of {key} minus with the second, the same regime and seed"
+    notes = _tested_notes(by_key, adjust, family, what)
+    if above is not None and not above.empty and _tests(by_key) <= _tests(above):
+        paired = "by seed and by test image" if "bootstrap" in _tests(by_key) else "by seed"
+        notes = [f"Δ: {what}, paired {paired}; tests, adjustment (over the {family} comparisons) and columns as above."]
+    return Section(f"Comparisons across {key}", frame, "", notes, len(others) + 2)
+
+
+def _tests(frame: pd.DataFrame) -> set[str]:
+    return {"bootstrap" if str(m).startswith("paired bootstrap") else "paired t" for m in frame["method"]}
 
 
 def targets_section(judged: pd.DataFrame, varying: list[str], texts: list[dict[str, str]]) -> Section:
