@@ -475,6 +475,36 @@ def test_other_varying_params_split_rows():
     assert "optimizer" in report.row_keys_of(table) and "seed" not in report.row_keys_of(table)
 
 
+def test_targets_and_runtime_settings_never_split_rows():
+    """Two sweeps of one configuration that stated different targets (each judges its own) or ran with other
+    threads: the same configuration, one row; targets are flattened params (targets.scratch) of a result-free key."""
+    runs = plain_runs(
+        [
+            {"regime": "frozen", "seed": s, "test_acc": a, "params.targets.frozen": t, "params.threads": th}
+            for s, a, t, th in [("0", 0.8, ">= 0.7", "None"), ("1", 0.9, ">= 0.8", "1")]
+        ]
+    )
+    table = report.summarize(runs)
+    assert len(table) == 1 and table.loc[0, "frozen_n"] == 2
+    assert not [k for k in report.row_keys_of(table) if k.startswith("targets") or k == "threads"]
+
+
+def test_a_key_no_regime_that_ran_uses_is_not_shown_unless_it_alone_separates_rows():
+    """Chollet's two small convnets differ in augmentation and also in epochs.head, which a scratch-only study
+    never runs: the table shows augment, not epochs_head; where epochs_head is all that differs, it stays."""
+    from harness.report.tables import split_keys
+
+    both = plain_runs(
+        [
+            {"regime": "scratch", "seed": "0", "test_acc": a, "augment": aug, "epochs_head": eh}
+            for a, aug, eh in [(0.7, "False", "10"), (0.8, "True", "200")]
+        ]
+    )
+    assert split_keys(report.summarize(both))[0] == ["augment"]
+    alone = both.assign(augment="False")
+    assert split_keys(report.summarize(alone))[0] == ["epochs_head"]
+
+
 def test_paired_difference_and_interval_match_scipy():
     runs = plain_runs(
         [

@@ -169,7 +169,13 @@ def extra_config_keys(regime_runs: pd.DataFrame) -> list[str]:
     row would report a mean over two different experiments; they become extra row keys instead.
     """
     covered = set(CONFIG_PARAMS.values()) | NOT_CONFIG_PARAMS
-    params = [c for c in regime_runs.columns if c.startswith("params.") and c.removeprefix("params.") not in covered]
+    params = [
+        c
+        for c in regime_runs.columns
+        if c.startswith("params.")
+        and c.removeprefix("params.") not in covered
+        and c.removeprefix("params.").split(".")[0] not in RESULT_FREE_KEYS  # targets.scratch: a dict flattened
+    ]
     varying = regime_runs[params].astype("string").fillna("").nunique() > 1
     return [c.removeprefix("params.") for c in params if varying[c]]
 

@@ -200,6 +200,9 @@ def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     keys = row_keys_of(table)
     varying = [k for k in keys if table[k].astype(str).nunique() > 1]
     ran = regimes_run(table)
+    used = [k for k in varying if used_key(k, ran)]  # epochs_head of a scratch-only study: it decided nothing ...
+    if used and not table[used].astype(str).duplicated().any():  # ... unless it alone tells two rows apart
+        varying = used
     constant = {
         k: str(table[k].iloc[0])
         for k in keys
