@@ -155,7 +155,7 @@ def _tested_cells(row: pd.Series, adjust: str) -> dict[str, str]:
         "Δ points [95% CI]": f"{points(row['mean'])} {_interval(row['ci_lo'], row['ci_hi'], points)}",
         "p": p_value(row["p"]),
         _adjusted_header(adjust): p_value(row[f"p_{adjust}"]),
-        "test": "bootstrap" if str(row["method"]).startswith("paired bootstrap") else "paired t",
+        "test": _test_name(row["method"]),
         "McNemar p per seed": _per_seed(row["mcnemar_p"]),
         "seeds for 80% power": MISSING if pd.isna(power) else f"{power:.0f}",
     }
@@ -229,8 +229,12 @@ def key_comparisons_section(
     return Section(f"Comparisons across {key}", frame, "", notes, len(others) + 2)
 
 
+def _test_name(method: object) -> str:
+    return "bootstrap" if str(method).startswith("paired bootstrap") else "paired t"
+
+
 def _tests(frame: pd.DataFrame) -> set[str]:
-    return {"bootstrap" if str(m).startswith("paired bootstrap") else "paired t" for m in frame["method"]}
+    return {_test_name(m) for m in frame["method"]}
 
 
 def targets_section(judged: pd.DataFrame, varying: list[str], texts: list[dict[str, str]]) -> Section:
