@@ -71,9 +71,9 @@ def test_killed_sweep_resumes_without_redoing_or_duplicating(tmp_path, store, sm
     assert (all_runs(store).query("`tags.run_kind` == 'job' and `tags.seed` == '0'").status == "FINISHED").sum() == 2
 
 
-def interrupt_mid_training(args: list[str], cwd: Path) -> tuple[int, str]:
+def interrupt_mid_training(args: list[str], cwd: Path, sigterm: bool = False) -> tuple[int, str]:
     """Start the command, press Ctrl-C (SIGINT to its process group, as a terminal does) once its third epoch is
-    logged, and return its exit status and output."""
+    logged, or with `sigterm` send SIGTERM to its process (as `kill` does), and return its exit status and output."""
     log = cwd / "interrupted.log"
     # as a terminal starts a foreground job: SIGINT at its default, whatever this process inherited (a shell
     # ignores SIGINT in the jobs it starts in the background, and an ignored signal stays ignored across exec)
@@ -84,22 +84,29 @@ def interrupt_mid_training(args: list[str], cwd: Path) -> tuple[int, str]:
         while "epoch   3/" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
+        if sigterm:
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         return proc.wait(timeout=120), log.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def long_scratch(store: str) -> list[str]:
+    """A small-convnet scratch job on synthetic images that trains long enough to be stopped mid-way."""
+    return [
+        "data=synthetic", "backbone=vgg16", "backbone.weights=null", "regimes=[scratch]", "scratch.model=small_convnet",
+        "scratch.image_size=64", "epochs.scratch=40", "early_stopping.enabled=false", f"tracking_uri={store}",
+    ]  # fmt: skip
+
+
 def test_ctrl_c_ends_every_run_killed_and_the_same_command_resumes_at_once(tmp_path, store):
     """Ctrl-C mid-training, in a sweep and in a single run: exit 130 with one line and no traceback; the sweep's
     parent run, the job run and its regime run end KILLED and say why (nothing is left RUNNING for a lease to
     expire), so the same command resumes at once, reaping nothing."""
-    long_scratch = [
-        "data=synthetic", "backbone=vgg16", "backbone.weights=null", "regimes=[scratch]", "scratch.model=small_convnet",
-        "scratch.image_size=64", "epochs.scratch=40", "early_stopping.enabled=false", f"tracking_uri={store}",
-    ]  # fmt: skip
-    sweep = ["-m", "seed=0,1", *long_scratch]
+    sweep = ["-m", "seed=0,1", *long_scratch(store)]
     code, log = interrupt_mid_training(sweep, tmp_path)
     assert code == 130 and "Traceback" not in log, log[-3000:]
     assert "sweep: interrupted after 0 of 2 job(s)" in log and "The same command resumes" in log
@@ -113,11 +120,29 @@ def test_ctrl_c_ends_every_run_killed_and_the_same_command_resumes_at_once(tmp_p
     assert again.returncode == 0, again.log[-3000:]
     assert "marked" not in again.log and "2 finished, 0 skipped" in again.log  # nothing to reap, nothing lost
 
-    code, log = interrupt_mid_training([*long_scratch, "seed=2"], tmp_path)
+    code, log = interrupt_mid_training([*long_scratch(store), "seed=2"], tmp_path)
     assert code == 130 and "Traceback" not in log, log[-3000:]
     assert "interrupted: the job's runs are KILLED" in log
     single = all_runs(store).query("`tags.seed` == '2'")
     assert len(single) == 2 and set(single.status) == {"KILLED"}  # its job run and regime run
+
+
+def test_sigterm_ends_a_sweep_as_ctrl_c_does(tmp_path, store):
+    """`kill` (SIGTERM, as SLURM's scancel or a container stop sends) mid-training: exit 143, one line and no
+    traceback; the parent run, the job run and its regime run end KILLED tagged with the signal, and the same command
+    resumes at once, reaping nothing."""
+    sweep = ["-m", "seed=0", *long_scratch(store)]
+    code, log = interrupt_mid_training(sweep, tmp_path, sigterm=True)
+    assert code == 143 and "Traceback" not in log, log[-3000:]
+    assert "sweep: interrupted after 0 of 1 job(s)" in log
+    runs = all_runs(store)
+    assert sorted(runs["tags.run_kind"]) == ["job", "regime", "sweep"]
+    assert set(runs.status) == {"KILLED"}
+    assert set(runs["tags.interrupted"]) == {"stopped by SIGTERM (kill, scancel or a container stop)"}
+
+    again = run_cli(*sweep, cwd=tmp_path)
+    assert again.returncode == 0, again.log[-3000:]
+    assert "marked" not in again.log and "1 finished, 0 skipped" in again.log
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, store, small_data, mobilenet_weights):

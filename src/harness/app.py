@@ -29,11 +29,12 @@ def main(cfg: DictConfig) -> float | None:
 
     Returns the job's objective (`job.OBJECTIVE`) for search sweepers such as Optuna's; None if it failed.
     """
-    from harness import tracking
+    from harness import signals, tracking
     from harness.jobs import job
     from harness.redaction import install_log_filter
     from harness.sweep import lifecycle as sweep
 
+    signals.take_sigterm()  # in this job's process: a sweep's worker, or the one process of a single run
     install_log_filter()  # Hydra has set up this job's logging: credentials in any line are masked from here on
     hc = HydraConfig.get()
     overrides = [o for o in hc.overrides.task if not o.startswith(f"{sweep.SWEEP_RUN_KEY}=")]
@@ -83,11 +84,12 @@ def main(cfg: DictConfig) -> float | None:
         if not in_sweep:
             sys.exit(1)
         return None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.take_sigterm)
         if in_sweep:
             raise  # the sweeper closes the sweep
-        log.error("interrupted: the job's runs are KILLED (nothing is left RUNNING); the same command runs it again")
-        sys.exit(130)
+        log.error("interrupted (%s): the job's runs are KILLED (nothing is left RUNNING); the same command runs it "
+                  "again", signals.reason(exc))  # fmt: skip
+        sys.exit(signals.exit_status(exc))
     if isinstance(results, job.Elsewhere):
         sweep.record(cfg.sweep_run, num, Entry("elsewhere", results.holder))
         if not in_sweep:

@@ -160,12 +160,12 @@ def record(sweep_run: str | None, job_num: int, entry: Entry) -> None:
     tracking.set_tag(sweep_run, key(job_num), redact(entry.to_tag()))
 
 
-def interrupt(run_id: str, jobs: Sequence[Sequence[str]]) -> None:
-    """Close the parent run of a sweep the user stopped (Ctrl-C) as KILLED, saying how far it got; the job that
-    was training ended its own runs KILLED, so the same command resumes without waiting for a lease."""
+def interrupt(run_id: str, jobs: Sequence[Sequence[str]], reason: str) -> None:
+    """Close the parent run of a sweep stopped by Ctrl-C or SIGTERM (`reason`) as KILLED, saying how far it got;
+    the job that was training ended its own runs KILLED, so the same command resumes without waiting for a lease."""
     written = entries(tracking.tags_of(run_id))
     leases.heartbeat.release(run_id)
-    tracking.set_tag(run_id, tracking.INTERRUPTED_TAG, "stopped by the user (SIGINT)")
+    tracking.set_tag(run_id, tracking.INTERRUPTED_TAG, reason)
     tracking.end_run(run_id, "KILLED")
     log.error(
         "sweep: interrupted after %d of %d job(s) (%s); its parent run %s is KILLED. The same command resumes: "

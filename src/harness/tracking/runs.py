@@ -89,15 +89,16 @@ def run_metric(run_id: str, key: str) -> float | None:
 def _record_errors() -> Iterator[None]:
     """On an exception, tag the active run with it and attach the traceback before MLflow marks it FAILED; a
     job that lost its claim ends its run KILLED instead, as the reaper left it (nothing failed), and so does one
-    the user interrupted (Ctrl-C: MLflow's KILLED, "stopped by the user"; the same command re-runs it)."""
+    the user interrupted (Ctrl-C or SIGTERM: MLflow's KILLED, tagged with the signal; the same command re-runs it)."""
     import mlflow
 
+    from harness import signals
     from harness.errors import LostLease
 
     try:
         yield
-    except KeyboardInterrupt:
-        mlflow.set_tag(INTERRUPTED_TAG, "stopped by the user (SIGINT)")
+    except KeyboardInterrupt as exc:
+        mlflow.set_tag(INTERRUPTED_TAG, signals.reason(exc))
         mlflow.end_run("KILLED")
         raise
     except LostLease:

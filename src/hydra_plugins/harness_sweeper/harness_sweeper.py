@@ -54,6 +54,7 @@ class HarnessSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
+        from harness import signals
         from harness.redaction import redact_data
         from harness.sweep import lifecycle as sweep
 
@@ -63,6 +64,7 @@ class HarnessSweeper(Sweeper):
         jobs = sweep.expand(parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments)))
         configs = [(overrides, loader.load_sweep_config(self.config, overrides)) for overrides in jobs]
         run_id = sweep.start(self.config, configs, preflight=getattr(self.launcher, "preflight", None))
+        signals.take_sigterm()  # from here a SIGTERM closes the parent run as Ctrl-C does
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -76,9 +78,9 @@ class HarnessSweeper(Sweeper):
                 returns.append(list(self.launcher.launch(tagged[first : first + size], initial_job_idx=first)))
         except Exception as exc:  # a launcher that lost a worker (killed for memory) raises; the ledger tells which
             log.error("sweep: the launcher stopped: %s: %s", type(exc).__name__, exc)
-        except KeyboardInterrupt:  # Ctrl-C: the parent run ends KILLED, not left RUNNING until a lease expires
-            sweep.interrupt(run_id, jobs)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the parent ends KILLED, not left RUNNING
+            sweep.interrupt(run_id, jobs, signals.reason(exc))
+            sys.exit(signals.exit_status(exc))
         status = sweep.finish(run_id, jobs)
         if status:
             sys.exit(status)
