@@ -122,7 +122,7 @@ def test_ctrl_c_ends_every_run_killed_and_the_same_command_resumes_at_once(tmp_p
 
     code, log = interrupt_mid_training([*long_scratch(store), "seed=2"], tmp_path)
     assert code == 130 and "Traceback" not in log, log[-3000:]
-    assert "interrupted: the job's runs are KILLED" in log
+    assert "stopped by the user (SIGINT): the job's runs are KILLED" in log
     single = all_runs(store).query("`tags.seed` == '2'")
     assert len(single) == 2 and set(single.status) == {"KILLED"}  # its job run and regime run
 
@@ -207,3 +207,19 @@ def test_same_config_and_seed_give_the_same_result(tmp_path, store, small_data, 
         df.loc[df.run_id == runs[0], "metrics.test_acc"].item()
         == df.loc[df.run_id == runs[1], "metrics.test_acc"].item()
     )
+
+
+def test_ctrl_c_ends_the_runs_of_workers_a_launcher_killed(tmp_path, store):
+    """joblib kills its workers on Ctrl-C before they can close their runs: the sweep ends those runs KILLED
+    itself, tagged as interrupted, so the same command resumes at once, reaping nothing."""
+    sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *long_scratch(store)]
+    code, log = interrupt_mid_training(sweep, tmp_path)
+    assert code == 130 and "Traceback" not in log, log[-3000:]
+    runs = all_runs(store)
+    assert sorted(runs["tags.run_kind"]) == ["job", "job", "regime", "regime", "sweep"]
+    assert set(runs.status) == {"KILLED"}
+    assert set(runs["tags.interrupted"]) == {"stopped by the user (SIGINT)"}
+
+    again = run_cli(*sweep, cwd=tmp_path)
+    assert again.returncode == 0, again.log[-3000:]
+    assert "marked" not in again.log and "2 finished, 0 skipped" in again.log

@@ -87,8 +87,8 @@ def main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.take_sigterm)
         if in_sweep:
             raise  # the sweeper closes the sweep
-        log.error("interrupted (%s): the job's runs are KILLED (nothing is left RUNNING); the same command runs it "
-                  "again", signals.reason(exc))  # fmt: skip
+        log.error("%s: the job's runs are KILLED (nothing is left RUNNING); the same command runs it again",
+                  signals.reason(exc))  # fmt: skip
         sys.exit(signals.exit_status(exc))
     if isinstance(results, job.Elsewhere):
         sweep.record(cfg.sweep_run, num, Entry("elsewhere", results.holder))

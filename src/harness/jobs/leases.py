@@ -223,3 +223,26 @@ def reap(experiment_id: str, lease_s: float, extra_filter: str = "") -> int:
     if killed:
         log.warning("tracking: marked %d run(s) left RUNNING by dead processes as KILLED", killed)
     return killed
+
+
+def end_interrupted_jobs(sweep_run: Any, reason: str, wait_s: float = 15.0) -> int:
+    """After a sweep was interrupted, end KILLED, tagged `interrupted` with `reason`, the sweep's job runs (and
+    their regime runs) still RUNNING whose process has exited: a launcher may kill its workers before they close
+    their runs (joblib does on Ctrl-C). Waits up to `wait_s` for those processes to exit; a job still alive then, or
+    on another host, is left to its own handler or its lease."""
+    experiment_id = sweep_run.info.experiment_id
+    query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{sweep_run.info.run_id}'"
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = tracking.find_runs(experiment_id, query)
+        dead = [r for r in running if owner_exited(r.data.tags.get("owner"))]
+        if len(dead) == len(running) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for run in dead:
+        tracking.set_tag(run.info.run_id, tracking.INTERRUPTED_TAG, reason)
+        kill(run.info.run_id, f"its process {run.data.tags.get('pid', '?')} on this host has exited")
+        for child in tracking.find_runs(experiment_id, query.replace(sweep_run.info.run_id, run.info.run_id)):
+            tracking.set_tag(child.info.run_id, tracking.INTERRUPTED_TAG, reason)
+            kill(child.info.run_id, f"its job run {run.info.run_id} was interrupted")
+    return len(dead)

@@ -165,6 +165,7 @@ def interrupt(run_id: str, jobs: Sequence[Sequence[str]], reason: str) -> None:
     the job that was training ended its own runs KILLED, so the same command resumes without waiting for a lease."""
     written = entries(tracking.tags_of(run_id))
     leases.heartbeat.release(run_id)
+    leases.end_interrupted_jobs(tracking.get_run(run_id), reason)
     tracking.set_tag(run_id, tracking.INTERRUPTED_TAG, reason)
     tracking.end_run(run_id, "KILLED")
     log.error(
