@@ -97,7 +97,7 @@ def test_comparisons_read_in_points_with_real_minus_signs_and_short_p_values():
     assert row["Δ points [95% CI]"] == "−1.2 [−2.0, −0.4]" and row["p"] == "< 0.001" and row["p (Holm)"] == "0.0012"
     assert row["seeds"] == "3 x 1000 images" and row["test"] == "bootstrap" and row["seeds for 80% power"] == "4"
     assert row["McNemar p per seed"] == "0.01, 0.2, 0.5"  # the CSV's comma list, readable in the table
-    assert "Holm's step-down over the 1 comparisons" in " ".join(section.notes)
+    assert "Holm's step-down over the one comparison of this report" in " ".join(section.notes)
     assert "paired by seed (the same job) and by test image. bootstrap: 10,000" in " ".join(section.notes)
     assert "paired t:" not in " ".join(section.notes)  # only the tests the table uses are described
 
@@ -426,6 +426,43 @@ def test_compare_pairs_each_value_of_a_key_with_its_baseline_regime_by_regime_an
     assert (tmp_path / "comparisons_by_key.csv").is_file()
     back = report.read_table(tmp_path / "results.csv")
     assert report.render.to_markdown(analysis.sections(back, analysis.read(tmp_path, back))) == md
+
+
+def test_compare_across_a_key_that_changed_with_others_pairs_the_configurations_and_says_so(tmp_path):
+    """Two protocols that differ in more than the compared key (Chollet's two models: augmentation, batch size and
+    epochs): the keys that changed only with it do not split the pairs; their cells read "value − baseline's value"
+    and a note names them, in the tables and re-rendered from the CSV."""
+    import scipy.stats as sps
+
+    from harness.report import analysis
+
+    grid = sweep_runs(fractions=("0.1", "1.0"), lrs=("1e-05", "1e-04"), seeds=(0, 1, 2))
+    runs = grid[(grid["lr"] == "1e-05") == (grid["data_fraction"] == "0.1")].reset_index(drop=True)
+    runs["test_acc"] += np.random.default_rng(1).normal(0, 0.01, len(runs))
+    table = report.summarize(runs)
+    found = analysis.analyse(runs, report.runs.finished_runs(runs), table, "holm", "lr", "1e-04")
+    by_key = found.by_key
+    assert by_key[["data_fraction", "regime", "lr", "also_differs"]].values.tolist() == [
+        ["0.1 − 1.0", "frozen", "1e-05", "data_fraction"], ["0.1 − 1.0", "finetune", "1e-05", "data_fraction"],
+    ]  # fmt: skip
+    for _, row in by_key.iterrows():
+        mine = runs[runs["regime"] == row["regime"]]
+        a, b = (mine[mine["lr"] == lr].sort_values("seed")["test_acc"].to_numpy() for lr in ("1e-05", "1e-04"))
+        assert row["mean"] == pytest.approx((a - b).mean()) and row["p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    md = report.render.to_markdown(analysis.sections(table, found))
+    section = md[md.index("### Comparisons across lr") :]
+    assert cells(md_rows(section)[2])[:3] == ["0.1 − 1.0", "frozen", "1e-05 − 1e-04"]
+    assert "data_fraction: changed together with lr in these runs" in section
+
+    table.to_csv(tmp_path / "results.csv", index=False)
+    found.write(tmp_path)
+    back = report.read_table(tmp_path / "results.csv")
+    assert report.render.to_markdown(analysis.sections(back, analysis.read(tmp_path, back))) == md
+
+    crossed = sweep_runs(lrs=("1e-05", "1e-04"))  # every lr with every fraction: nothing changed along with lr
+    crossed_table = report.summarize(crossed)
+    plain = analysis.analyse(crossed, report.runs.finished_runs(crossed), crossed_table, "holm", "lr", "1e-04")
+    assert set(plain.by_key["also_differs"]) == {""} and set(plain.by_key["data_fraction"]) == {"0.1", "1.0"}
 
 
 def test_compare_names_what_it_allows_before_anything_is_computed():

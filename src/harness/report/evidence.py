@@ -107,10 +107,15 @@ def key_comparisons(
 ) -> pd.DataFrame:
     """Each other value of `key` against `baseline`, within each regime and configuration of the other keys,
     paired by seed (and by test image where the runs share them). `better` and `baseline` hold the key's values;
-    the key's own column holds the value compared with the baseline."""
+    the key's own column holds the value compared with the baseline. A key that changed only together with `key`
+    (each value of `key` ran with one value of it: Chollet's two models differ in augmentation, batch size and
+    epochs) does not separate the pairs: its column says "<value> − <baseline's value>", `also_differs` names it."""
     others = [k for k in keys if k != key]
+    along = [k for k in others if changes_only_with(finished, key, k)]
+    grouping = [k for k in others if k not in along]
+    value_of = {k: finished.groupby(finished[key].astype(str))[k].first().astype(str) for k in along}
     rows = []
-    groups = finished.groupby(others, sort=False, dropna=False) if others else [((), finished)]
+    groups = finished.groupby(grouping, sort=False, dropna=False) if grouping else [((), finished)]
     for values, config in groups:
         values = values if isinstance(values, tuple) else (values,)
         for regime in [r for r in specs.NAMES if r in set(config["regime"])]:
@@ -119,10 +124,18 @@ def key_comparisons(
             for value in [v for v in dict.fromkeys(mine[key].astype(str)) if v != baseline]:
                 tested = _compare(mine[mine[key].astype(str) == value], base, predictions)
                 if tested is not None:
-                    rows.append({**dict(zip(others, values, strict=True)), key: value, "regime": regime,
+                    moved = {k: f"{value_of[k][value]} − {value_of[k][baseline]}" for k in along}
+                    rows.append({**dict(zip(grouping, values, strict=True)), **moved, key: value, "regime": regime,
                                  "comparison": f"{key} {value} − {baseline}", "better": value, "baseline": baseline,
-                                 **tested})  # fmt: skip
-    return pd.DataFrame(rows, columns=[*others, key, "regime", "comparison", "better", "baseline", *TESTED])
+                                 **tested, "also_differs": ", ".join(along)})  # fmt: skip
+    columns = [*others, key, "regime", "comparison", "better", "baseline", *TESTED, "also_differs"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def changes_only_with(finished: pd.DataFrame, key: str, other: str) -> bool:
+    """Whether `other` varies in these runs only as `key` does: one value of `other` for each value of `key`."""
+    pairs = finished[[key, other]].astype(str).drop_duplicates()
+    return pairs[other].nunique() > 1 and pairs[key].is_unique
 
 
 def adjust_together(frames: Sequence[pd.DataFrame], adjust: str) -> None:

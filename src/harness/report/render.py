@@ -179,7 +179,7 @@ def _tested_notes(frame: pd.DataFrame, adjust: str, family: int, what: str, seed
     paired = f"by {seed} and by test image" if "bootstrap" in tests else f"by {seed}"
     return [
         f"Δ: {what}, paired {paired}. " + "; ".join(described[t] for t in sorted(tests)) + ".",
-        f"{_adjusted_header(adjust)}: adjusted by {method} over the {family} comparisons of this report. McNemar p"
+        f"{_adjusted_header(adjust)}: adjusted by {method} over {_family(family)} of this report. McNemar p"
         " per seed: exact test on the images one side got right and the other wrong, each seed alone (descriptive,"
         " not adjusted). seeds for 80% power: seeds a two-sided paired t-test (5%) needs to detect the observed"
         " difference at the observed spread between seeds.",
@@ -225,8 +225,19 @@ def key_comparisons_section(
     notes = _tested_notes(by_key, adjust, family, what)
     if above is not None and not above.empty and _tests(by_key) <= _tests(above):
         paired = "by seed and by test image" if "bootstrap" in _tests(by_key) else "by seed"
-        notes = [f"Δ: {what}, paired {paired}; tests, adjustment (over the {family} comparisons) and columns as above."]
+        notes = [f"Δ: {what}, paired {paired}; tests, adjustment (over {_family(family)}) and columns as above."]
+    listed = by_key.get("also_differs", pd.Series(dtype=str)).fillna("")
+    along = list(dict.fromkeys(k for entry in listed for k in str(entry).split(", ") if k in others))
+    if along:
+        notes.append(
+            f"{', '.join(along)}: changed together with {key} in these runs (one value of each per value of {key}),"
+            f" so Δ compares those configurations, not {key} alone."
+        )
     return Section(f"Comparisons across {key}", frame, "", notes, len(others) + 2)
+
+
+def _family(size: int) -> str:
+    return "the one comparison" if size == 1 else f"the {size} comparisons"
 
 
 def _test_name(method: object) -> str:
