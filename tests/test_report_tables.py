@@ -465,6 +465,19 @@ def test_compare_across_a_key_that_changed_with_others_pairs_the_configurations_
     assert set(plain.by_key["also_differs"]) == {""} and set(plain.by_key["data_fraction"]) == {"0.1", "1.0"}
 
 
+def test_compare_with_nothing_to_pair_says_so(caplog):
+    """Each lr ran on other seeds than the baseline's: no pair, no table, and a warning instead of silence."""
+    from harness.report import analysis
+
+    runs = sweep_runs(fractions=("1.0",), lrs=("1e-05", "1e-04"), seeds=(0, 1, 2, 3))
+    runs = runs[(runs["lr"] == "1e-04") == runs["seed"].isin(["0", "1"])].reset_index(drop=True)
+    table = report.summarize(runs)
+    with caplog.at_level("WARNING", logger="harness.report"):
+        found = analysis.analyse(runs, report.runs.finished_runs(runs), table, "holm", "lr", "1e-04")
+    assert found.by_key.empty
+    assert "compare=lr: no run with lr=1e-04 shares its regime, its other settings and a seed" in caplog.text
+
+
 def test_compare_names_what_it_allows_before_anything_is_computed():
     from harness.errors import HarnessError
     from harness.report.analysis import check_compare

@@ -6,6 +6,7 @@ read back from a report's CSV files.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from harness.report.render import (
 )
 from harness.report.runs import DIFF
 from harness.report.tables import row_keys_of, split_keys
+
+log = logging.getLogger("harness.report")
 
 FILES = {
     "comparisons": "comparisons.csv",
@@ -109,6 +112,9 @@ def analyse(
     by_key = pd.DataFrame()
     if compare is not None and baseline is not None:
         by_key = evidence.key_comparisons(finished, predictions, keys, compare, baseline)
+        if by_key.empty:
+            log.warning("compare=%s: no run with %s=%s shares its regime, its other settings and a seed with a run of "
+                        "another value: nothing to compare", compare, compare, key_value(baseline))  # fmt: skip
     evidence.adjust_together([found, by_key] if len(by_key) else [found], adjust)
     return Analysis(
         comparisons=found,
