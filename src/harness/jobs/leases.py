@@ -231,10 +231,14 @@ def end_interrupted_jobs(sweep_run: Any, reason: str, wait_s: float = 15.0) -> i
     their runs (joblib does on Ctrl-C). Waits up to `wait_s` for those processes to exit; a job still alive then, or
     on another host, is left to its own handler or its lease."""
     experiment_id = sweep_run.info.experiment_id
-    query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{sweep_run.info.run_id}'"
+
+    def running_children(parent_id: str) -> list[Any]:
+        query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent_id}'"
+        return tracking.find_runs(experiment_id, query)
+
     deadline = time.monotonic() + wait_s
     while True:
-        running = tracking.find_runs(experiment_id, query)
+        running = running_children(sweep_run.info.run_id)
         dead = [r for r in running if owner_exited(r.data.tags.get("owner"))]
         if len(dead) == len(running) or time.monotonic() > deadline:
             break
@@ -242,7 +246,7 @@ def end_interrupted_jobs(sweep_run: Any, reason: str, wait_s: float = 15.0) -> i
     for run in dead:
         tracking.set_tag(run.info.run_id, tracking.INTERRUPTED_TAG, reason)
         kill(run.info.run_id, f"its process {run.data.tags.get('pid', '?')} on this host has exited")
-        for child in tracking.find_runs(experiment_id, query.replace(sweep_run.info.run_id, run.info.run_id)):
+        for child in running_children(run.info.run_id):
             tracking.set_tag(child.info.run_id, tracking.INTERRUPTED_TAG, reason)
             kill(child.info.run_id, f"its job run {run.info.run_id} was interrupted")
     return len(dead)
