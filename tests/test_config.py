@@ -57,6 +57,37 @@ def test_tf_mobilenetv2_val_loss_is_the_study_with_only_its_stopping_rule_change
     assert seeds[0] == seeds[1] == {"seed": "0,1,2,3,4"}
 
 
+def _sweep_params(name: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", [f"+experiment={name}"], return_hydra_config=True).hydra.sweeper.params
+
+
+def test_tf_mobilenetv2_confirmatory_is_the_val_loss_protocol_on_fresh_seeds():
+    """The confirmatory record repeats the exploratory val_loss protocol for frozen and fine-tuned: it may differ
+    only in its study, its regimes, its stated targets and seeds that no earlier record used."""
+    base = to_container(make("+experiment=tf_mobilenetv2_val_loss", "backbone.weights=null"))
+    other = to_container(make("+experiment=tf_mobilenetv2_confirmatory", "backbone.weights=null"))
+    changed = {key for key in base.keys() | other.keys() if base.get(key) != other.get(key)}
+    assert changed == {"study", "regimes", "targets"}, changed
+    assert other["regimes"] == ["frozen", "finetune"]
+    assert other["targets"] == {"frozen": ">= 0.97", "finetune_minus_frozen": "> 0"}
+    earlier = {s for name in ("tf_mobilenetv2", "tf_mobilenetv2_val_loss", "tf_mobilenetv2_tutorial")
+               for s in str(_sweep_params(name)["seed"]).split(",")}  # fmt: skip
+    fresh = str(_sweep_params("tf_mobilenetv2_confirmatory")["seed"]).split(",")
+    assert len(fresh) == 5 and not earlier & set(fresh)
+
+
+def test_chollet_book_schedule_is_the_augmented_model_without_a_stopping_rule():
+    """The book's schedule: the augmented model's network and data, 10,000 steps, the final weights measured."""
+    base = to_container(make("+experiment=chollet_small_convnet_augmented"))
+    other = to_container(make("+experiment=chollet_small_convnet_book"))
+    changed = {key for key in base.keys() | other.keys() if base.get(key) != other.get(key)}
+    assert changed == {"study", "early_stopping", "steps_budget"}, changed
+    assert other["early_stopping"]["enabled"] is False and other["steps_budget"]["scratch"] == 10_000
+    earlier = set(str(_sweep_params("chollet_small_convnet_augmented")["seed"]).split(","))
+    assert not earlier & set(str(_sweep_params("chollet_small_convnet_book")["seed"]).split(","))
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
