@@ -129,9 +129,12 @@ def test_csv_numbers_equal_what_the_store_holds(sweep):
             assert row[f"{regime}_seeds"] == "0,1"
             assert row[f"{regime}_test_acc_mean"] == pytest.approx(acc.mean(), rel=1e-12)
             assert row[f"{regime}_test_acc_std"] == pytest.approx(acc.std(ddof=1), rel=1e-12)
-            lo, hi = sps.t.interval(0.95, len(acc) - 1, loc=acc.mean(), scale=sps.sem(acc))
-            assert row[f"{regime}_test_acc_ci95_lo"] == pytest.approx(lo, rel=1e-9)
-            assert row[f"{regime}_test_acc_ci95_hi"] == pytest.approx(hi, rel=1e-9)
+            # the interval counts the seeds and the 1,000 test images: the crossed test on the stored predictions
+            table = np.array([stored_correct(r[r["tags.seed"] == s].run_id.item()).to_numpy() for s in ("0", "1")])
+            crossed = stats.crossed_test(table)
+            assert row[f"{regime}_test_images"] == 1000 and crossed["mean"] == pytest.approx(acc.mean())
+            assert row[f"{regime}_test_acc_ci95_lo"] == pytest.approx(crossed["ci_lo"], rel=1e-9)
+            assert row[f"{regime}_test_acc_ci95_hi"] == pytest.approx(crossed["ci_hi"], rel=1e-9)
             own = r[r.get("tags.head_phase", pd.Series("trained", index=r.index)).ne("reused")]  # reused: not here
             if own.empty:
                 assert np.isnan(row[f"{regime}_train_time_s"])
@@ -161,31 +164,39 @@ def test_csv_numbers_equal_what_the_store_holds(sweep):
             assert np.isnan(row["ft_minus_frozen_p"])
 
 
+def stored_correct(run_id: str) -> pd.Series:
+    """One regime run's 0/1 outcome per test image, read back from its predictions/test.csv, by file name."""
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/test.csv")
+    table = pd.read_csv(path).set_index("file")
+    assert set(table.columns) >= {"label", "predicted", "correct", "p_dogs"}
+    return table["correct"].sort_index()
+
+
 @pytest.mark.slow
 def test_comparisons_are_recomputed_from_the_predictions_each_run_stored(sweep):
-    """Per configuration and pair of regimes: the paired bootstrap over seeds and images, McNemar per seed (scipy's
-    binomial test), and Holm over the whole report, from predictions/test.csv read back independently."""
+    """Per configuration and pair of regimes: the crossed seeds x images test of the paired differences, McNemar per
+    seed (scipy's binomial test), and Holm over the whole report, from predictions/test.csv read back independently;
+    the same outcomes are in the results folder's correctness.csv.gz, so a re-analysis needs no store."""
     comparisons = pd.read_csv(sweep["out"] / "comparisons.csv", dtype={"seeds": str, "mcnemar_p": str})
     assert len(comparisons) == 2 and set(comparisons["comparison"]) == {"fine-tuned − frozen"}
     runs = search(sweep["store"], "rep")
     regimes = runs[(runs["tags.run_kind"] == "regime") & (runs["status"] == "FINISHED")]
-
-    def correct(run_id: str) -> pd.Series:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/test.csv")
-        table = pd.read_csv(path).set_index("file")
-        assert set(table.columns) >= {"label", "predicted", "correct", "p_dogs"}
-        return table["correct"]
+    saved = report.read_correctness(sweep["out"])
+    assert len(saved) == 8 * 1000 and set(saved["correct"]) <= {0, 1}
 
     for _, row in comparisons.iterrows():
         mine = regimes[regimes["params.unfreeze_at"] == row["unfreeze_at"]]
-        a, b = ([correct(mine[(mine["tags.regime"] == r) & (mine["tags.seed"] == s)].run_id.item()) for s in ("0", "1")]
-                for r in ("finetune", "frozen"))  # fmt: skip
-        a, b = np.array([x.sort_index().to_numpy() for x in a]), np.array([x.sort_index().to_numpy() for x in b])
-        assert a.shape == (2, 1000) and row["images"] == 1000 and row["method"].startswith("paired bootstrap")
-        expected = stats.paired_bootstrap(a, b)
-        assert (row["mean"], row["ci_lo"], row["ci_hi"], row["p"]) == pytest.approx(
-            (expected["mean"], expected["ci_lo"], expected["ci_hi"], expected["p"])
+        a, b = (np.array([stored_correct(mine[(mine["tags.regime"] == r) & (mine["tags.seed"] == s)].run_id.item())
+                          .to_numpy() for s in ("0", "1")]) for r in ("finetune", "frozen"))  # fmt: skip
+        assert a.shape == (2, 1000) and row["images"] == 1000 and row["method"] == stats.CROSSED
+        expected = stats.crossed_test(a - b)
+        assert (row["mean"], row["ci_lo"], row["ci_hi"], row["p"], row["df"]) == pytest.approx(
+            (expected["mean"], expected["ci_lo"], expected["ci_hi"], expected["p"], expected["df"])
         )
+        mine_saved = saved[saved["unfreeze_at"] == row["unfreeze_at"]]
+        again = [mine_saved[mine_saved["regime"] == r].pivot(index="seed", columns="file", values="correct")
+                 for r in ("finetune", "frozen")]  # fmt: skip
+        assert stats.crossed_test(again[0].to_numpy() - again[1].to_numpy())["p"] == pytest.approx(row["p"])
         exact = [sps.binomtest(int((x & ~y).sum()), int((x ^ y).sum()), 0.5).pvalue if (x ^ y).any() else 1.0
                  for x, y in zip(a.astype(bool), b.astype(bool), strict=True)]  # fmt: skip
         assert [float(v) for v in row["mcnemar_p"].split(",")] == pytest.approx(exact, rel=1e-2)
@@ -194,8 +205,8 @@ def test_comparisons_are_recomputed_from_the_predictions_each_run_stored(sweep):
 
 @pytest.mark.slow
 def test_compare_tests_one_boundary_against_the_other_on_the_stored_predictions(sweep):
-    """compare=unfreeze_at: per regime, the second boundary against the first, the paired bootstrap over seeds and
-    the same 1,000 test images recomputed from predictions/test.csv; Holm over these and the regime comparisons
+    """compare=unfreeze_at: per regime, the second boundary against the first, the crossed test over seeds and the
+    same 1,000 test images recomputed from predictions/test.csv; Holm over these and the regime comparisons
     together. A key that does not vary is refused before anything is written."""
     out = sweep["folder"] / "by_boundary"
     common = ("study=rep", f"tracking_uri={sweep['store']}", "log_to_parent=false", "summary_runs=false")
@@ -214,18 +225,14 @@ def test_compare_tests_one_boundary_against_the_other_on_the_stored_predictions(
 
     def correct(regime: str, boundary: str) -> np.ndarray:
         mine = regimes[(regimes["tags.regime"] == regime) & (regimes["params.unfreeze_at"] == boundary)]
-        seeds = []
-        for seed in ("0", "1"):
-            run_id = mine[mine["tags.seed"] == seed].run_id.item()
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/test.csv")
-            seeds.append(pd.read_csv(path).set_index("file")["correct"].sort_index().to_numpy())
-        return np.array(seeds)
+        return np.array([stored_correct(mine[mine["tags.seed"] == s].run_id.item()).to_numpy() for s in ("0", "1")])
 
     for _, row in by_key.iterrows():
-        expected = stats.paired_bootstrap(correct(row["regime"], BOUNDARIES[1]), correct(row["regime"], BOUNDARIES[0]))
-        assert row["images"] == "1000" and row["method"].startswith("paired bootstrap")
+        expected = stats.crossed_test(correct(row["regime"], BOUNDARIES[1]) - correct(row["regime"], BOUNDARIES[0]))
+        assert row["images"] == "1000" and row["method"] == stats.CROSSED
         got = [float(row[k]) for k in ("mean", "ci_lo", "ci_hi", "p")]
-        assert got == pytest.approx([expected[k] for k in ("mean", "ci_lo", "ci_hi", "p")])
+        # frozen does not depend on the boundary: no difference anywhere, no test (p NaN on both sides)
+        assert got == pytest.approx([expected[k] for k in ("mean", "ci_lo", "ci_hi", "p")], nan_ok=True)
     comparisons = pd.read_csv(out / "comparisons.csv")
     family = np.concatenate([comparisons["p"], by_key["p"].astype(float)])
     adjusted = np.concatenate([comparisons["p_holm"], by_key["p_holm"].astype(float)])

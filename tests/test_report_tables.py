@@ -14,7 +14,7 @@ from conftest import run_cli
 from test_report import plain_runs
 
 from harness import report
-from harness.report import plots
+from harness.report import evidence, plots, stats
 from harness.report.tables import validation_at_tested_epoch
 
 BEGIN = "<!-- begin results/results.md (generated: do not edit by hand) -->"
@@ -85,21 +85,34 @@ def test_comparisons_read_in_points_with_real_minus_signs_and_short_p_values():
     from harness.report.render import comparisons_section, p_value, points
 
     assert (points(0.004), points(-0.0123), p_value(0.00042), p_value(0.04123), p_value(0.5)) == (
-        "+0.4", "−1.2", "< 0.001", "0.041", "0.5",
+        "+0.4", "−1.2", "0.00042", "0.041", "0.5",
     )  # fmt: skip
-    comparisons = pd.DataFrame(
-        [{"data_fraction": "0.1", "comparison": "fine-tuned − frozen", "n": 3, "images": 1000, "mean": -0.012,
-          "ci_lo": -0.02, "ci_hi": -0.004, "p": 0.0004, "p_holm": 0.0012, "method": "paired bootstrap (seeds x images)",
-          "mcnemar_p": "0.01,0.2,0.5", "seeds_for_80pct_power": 4.0}]
-    )  # fmt: skip
-    section = comparisons_section(comparisons, ["data_fraction"])
+    crossed = {"data_fraction": "0.1", "comparison": "fine-tuned − frozen", "n": 3, "images": 1000, "mean": -0.012,
+               "ci_lo": -0.02, "ci_hi": -0.004, "p": 3.1e-5, "p_holm": 6.2e-5, "method": stats.CROSSED,
+               "mcnemar_p": "0.01,0.2,0.5", "seeds_for_80pct_power": 4.0}  # fmt: skip
+    section = comparisons_section(pd.DataFrame([crossed]), ["data_fraction"])
     row = section.frame.iloc[0]
-    assert row["Δ points [95% CI]"] == "−1.2 [−2.0, −0.4]" and row["p"] == "< 0.001" and row["p (Holm)"] == "0.0012"
-    assert row["seeds"] == "3 x 1000 images" and row["test"] == "bootstrap" and row["seeds for 80% power"] == "4"
+    assert row["Δ points [95% CI]"] == "−1.2 [−2.0, −0.4]" and row["p"] == "3.1e-05" and row["p (Holm)"] == "6.2e-05"
+    assert row["seeds"] == "3 x 1000 images" and row["test"] == "crossed t" and row["seeds for 80% power"] == "4"
     assert row["McNemar p per seed"] == "0.01, 0.2, 0.5"  # the CSV's comma list, readable in the table
-    assert "Holm's step-down over the one comparison of this report" in " ".join(section.notes)
-    assert "paired by seed (the same job) and by test image. bootstrap: 10,000" in " ".join(section.notes)
-    assert "paired t:" not in " ".join(section.notes)  # only the tests the table uses are described
+    notes = " ".join(section.notes)
+    assert "Holm's step-down over the one comparison of this report" in notes
+    assert "paired by seed (the same job) and by test image. crossed t: the seeds x test images table" in notes
+    assert "paired t:" not in notes and "bootstrap:" not in notes  # only the tests the table uses are described
+
+
+def test_a_recorded_bootstrap_p_at_its_resampling_floor_is_printed_as_a_bound():
+    """A bootstrap p of 2/10,001 says that no resample crossed 0, not that p is below 0.001; its Holm-adjusted p is
+    an upper bound too. Above the floor, the p-value prints as it is."""
+    from harness.report.render import comparisons_section
+
+    floor = {"unfreeze_at": "b", "comparison": "fine-tuned − frozen", "n": 3, "images": 1000, "mean": 0.08,
+             "ci_lo": 0.05, "ci_hi": 0.11, "p": 2 / 10_001, "p_holm": 4 / 10_001, "method": evidence.BOOTSTRAP,
+             "mcnemar_p": "", "seeds_for_80pct_power": np.inf}  # fmt: skip
+    above = {**floor, "p": 0.004, "p_holm": 0.004, "seeds_for_80pct_power": 3.0}
+    frame = comparisons_section(pd.DataFrame([floor, above]), ["unfreeze_at"]).frame
+    assert frame["p"].tolist() == ["≤ 2e-4 (the resampling floor)", "0.004"]
+    assert frame["p (Holm)"].tolist() == ["≤ 0.0004", "0.004"] and frame["seeds for 80% power"].tolist() == ["∞", "3"]
 
 
 def test_latex_is_one_table_per_section_with_caption_label_booktabs_and_real_minus():

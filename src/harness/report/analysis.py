@@ -35,6 +35,10 @@ FILES = {
     "per_class": "per_class.csv",
     "confusion": "confusion.csv",
 }
+# Every regime run's outcome on every test image, so that a later analysis needs no MLflow store (gzip without a
+# timestamp: the same report writes the same bytes)
+CORRECTNESS = "correctness.csv.gz"
+_GZIP = {"method": "gzip", "mtime": 0}
 
 
 @dataclass
@@ -48,9 +52,13 @@ class Analysis:
     # as recorded, each distinct text once: {"targets": {name: text}, "configurations": [{key: value}]}
     targets: list[dict[str, Any]] = field(default_factory=list)
     adjust: str = "holm"
+    correctness: pd.DataFrame = field(default_factory=pd.DataFrame)  # configuration, regime, seed, file, correct
 
     def write(self, out: Path) -> list[Path]:
         written = []
+        if not self.correctness.empty:
+            self.correctness.to_csv(out / CORRECTNESS, index=False, compression=_GZIP)
+            written.append(out / CORRECTNESS)
         for name, file in FILES.items():
             frame = getattr(self, name)
             if not frame.empty:
@@ -101,13 +109,15 @@ def analyse(
     adjust: str = "holm",
     compare: str | None = None,
     compare_baseline: str | None = None,
+    predictions: pd.DataFrame | None = None,
 ) -> Analysis:
-    """Comparisons (adjusted over all of them, `compare`'s included), per-class accuracy, confusion counts and the
-    recorded targets."""
+    """Comparisons (adjusted over all of them, `compare`'s included), per-class accuracy, confusion counts, the
+    recorded targets and every run's per-image correctness (`predictions`: `evidence.load_predictions`, loaded
+    here when not given)."""
     keys = row_keys_of(table)
     baseline = check_compare(table, compare, compare_baseline)
     finished = in_table_order(finished, table)
-    predictions = evidence.load_predictions(finished)
+    predictions = evidence.load_predictions(finished) if predictions is None else predictions
     found = evidence.comparisons(finished, predictions, keys)
     by_key = pd.DataFrame()
     if compare is not None and baseline is not None:
@@ -123,7 +133,25 @@ def analyse(
         confusion=evidence.confusion(finished, predictions, keys),
         targets=targets.recorded(runs, keys),
         adjust=adjust,
+        correctness=correctness(finished, predictions, keys),
     )
+
+
+def correctness(finished: pd.DataFrame, predictions: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The long per-image table a re-analysis starts from: configuration keys, regime, seed, file, correct (0/1)."""
+    if predictions.empty:
+        return pd.DataFrame()
+    merged = predictions.merge(finished[["run_id", *keys, "regime", "seed"]], on="run_id")
+    return merged[[*keys, "regime", "seed", "file", "correct"]].astype({"correct": int})
+
+
+def read_correctness(folder: Path | str) -> pd.DataFrame:
+    """A results folder's per-image correctness, keys and seeds as strings (empty when the report wrote none)."""
+    path = Path(folder) / CORRECTNESS
+    if not path.is_file():
+        return pd.DataFrame()
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return frame.astype({"correct": int})
 
 
 def read(folder: Path, table: pd.DataFrame) -> Analysis:
@@ -137,15 +165,29 @@ def read(folder: Path, table: pd.DataFrame) -> Analysis:
     if comparisons.empty and f"{DIFF}_n" in table:
         comparisons = _recorded_paired_t(table, keys)
     by_key = frames["by_key"]
-    numeric = ("n", "images", "mean", "ci_lo", "ci_hi", "p", "sd_seeds", "seeds_for_80pct_power", "p_holm", "p_bh")
+    numeric = ("n", "images", "mean", "ci_lo", "ci_hi", "p", "df", "sd_seeds", "seeds_for_80pct_power", "p_holm",
+               "p_bh")  # fmt: skip
     for frame in (comparisons, by_key):
         for column in [c for c in numeric if c in frame]:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        if not frame.empty:
+            _paired_t_power(frame)
     adjusted = [c for c in comparisons.columns if c in ("p_holm", "p_bh")]
     recorded = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").is_file() else []
     recorded = [targets.as_stated(entry) for entry in recorded]
     adjust = adjusted[0].removeprefix("p_") if adjusted else "holm"
     return Analysis(comparisons, by_key, frames["per_class"], frames["confusion"], recorded, adjust)
+
+
+def _paired_t_power(frame: pd.DataFrame) -> None:
+    """Recompute, in place, the seeds for 80% power of the rows whose test is not the crossed t (recorded paired t
+    and bootstrap rows) from their recorded difference and spread between seeds: reports before December 2026
+    computed it with a noncentral t that returned NaN at large effects and so overstated the seeds needed."""
+    from harness.report import stats
+
+    recorded = ~frame["method"].astype(str).str.startswith("crossed")
+    pairs = zip(frame.loc[recorded, "mean"], frame.loc[recorded, "sd_seeds"], strict=True)
+    frame.loc[recorded, "seeds_for_80pct_power"] = [stats.seeds_for_power(m, sd) for m, sd in pairs]
 
 
 def _recorded_paired_t(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -17,12 +17,12 @@ from omegaconf import DictConfig
 from harness import tracking
 from harness.errors import HarnessError
 from harness.redaction import install_log_filter, redact
-from harness.report import analysis
+from harness.report import analysis, evidence
 from harness.report.analysis import Analysis, sections
 from harness.report.plots import write_figures
 from harness.report.readme import check_readme, splice
 from harness.report.render import to_latex, to_markdown
-from harness.report.runs import finished_runs, ledger_counts, load_curves, load_runs, run_counts
+from harness.report.runs import finished_runs, ledger_counts, load_curves, load_runs, row_keys, run_counts
 from harness.report.summary_runs import log_summary_runs
 from harness.report.tables import read_table, row_keys_of, summarize
 from harness.tracking import resolve_tracking_uri
@@ -122,8 +122,9 @@ def build_report(
         raise HarnessError(f"{where} has no finished runs to report ({_left_out_text(counts)})")
     finished = finished_runs(runs)
     curves = load_curves(finished)
-    table = summarize(runs, curves)
-    found = analysis.analyse(runs, finished, table, adjust, compare, compare_baseline)
+    predictions = evidence.load_predictions(finished)
+    table = summarize(runs, curves, evidence.regime_intervals(finished, predictions, row_keys(finished)))
+    found = analysis.analyse(runs, finished, table, adjust, compare, compare_baseline, predictions)
     parent = parent_run(runs, finished, sweep)
     summary = {
         "study": study,

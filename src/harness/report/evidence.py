@@ -1,9 +1,10 @@
 """Per-image evidence: each regime run's test predictions (`predictions/test.csv`), read back and compared.
 
-A regime's test accuracy is the mean of its images' 0/1 outcomes, so two regimes of one configuration can be
-compared on the same images, seed by seed: the paired bootstrap over seeds and images (`stats.paired_bootstrap`)
-for the interval and p-value, McNemar's test per seed beside it (descriptive), and, for runs recorded before the
-predictions were logged, the paired t-test of the seeds' accuracies. The same test compares two values of one
+A regime's test accuracy is the mean of its images' 0/1 outcomes, so its interval can count both the seeds and the
+test images (`stats.crossed_test` on the seeds x images table), and two regimes of one configuration can be
+compared on the same images, seed by seed, with the same test on their differences; McNemar's test per seed beside
+it (descriptive), and, for runs recorded before the predictions were logged, the paired t-test of the seeds'
+accuracies. The same test compares two values of one
 config key (`compare=augment`: with and without augmentation), regime by regime, when the runs share their test
 images. Every comparison the report makes is one family for the multiple-comparison adjustment. Per-class
 accuracy and a confusion matrix come from the same predictions (a user's data may be unbalanced).
@@ -26,7 +27,8 @@ log = logging.getLogger("harness.report")
 
 # The comparisons a report makes, where both regimes ran: (better-expected, baseline)
 PAIRS = (("finetune", "frozen"), ("frozen", "scratch"), ("finetune", "scratch"))
-BOOTSTRAP = "paired bootstrap (seeds x images)"
+CROSSED = stats.CROSSED
+BOOTSTRAP = "paired bootstrap (seeds x images)"  # what reports recorded before December 2026 name their test
 PAIRED_T = "paired t (seeds)"
 
 
@@ -58,37 +60,41 @@ def _correctness(runs: pd.DataFrame, predictions: pd.DataFrame, seeds: Sequence[
 
 
 def _compare(a: pd.DataFrame, b: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, object] | None:
-    """The paired comparison of two sets of runs (one per seed each), seed by seed: bootstrap over seeds and images
-    when both have predictions on the same test images, else the paired t-test of the seeds' accuracies; None when
-    no seed ran on both sides."""
+    """The paired comparison of two sets of runs (one per seed each), seed by seed: the crossed seeds x images test
+    of their differences when both have predictions on the same test images, else the paired t-test of the seeds'
+    accuracies; the seeds each would need for 80% power; None when no seed ran on both sides."""
     seeds = sorted(set(a["seed"]) & set(b["seed"]), key=lambda s: (len(s), s))
     if not seeds:
         return None
     acc_a, acc_b = a.set_index("seed").loc[seeds, "test_acc"], b.set_index("seed").loc[seeds, "test_acc"]
     row: dict[str, object] = {"seeds": ",".join(seeds)}
     ca, cb = _correctness(a, predictions, seeds), _correctness(b, predictions, seeds)
+    per_seed = acc_a - acc_b
+    row["sd_seeds"] = float(per_seed.std(ddof=1)) if len(seeds) >= 2 else np.nan
     if ca is not None and cb is not None and ca.index.equals(cb.index):
         x, y = ca.to_numpy(dtype=float).T, cb.to_numpy(dtype=float).T
-        row.update(stats.paired_bootstrap(x, y), method=BOOTSTRAP, images=x.shape[1])
+        tested = stats.crossed_test(x - y)
+        row.update({k: tested[k] for k in ("n", "images", "mean", "ci_lo", "ci_hi", "p", "df")}, method=CROSSED)
         row["mcnemar_p"] = ",".join(f"{stats.mcnemar(u, v):.3g}" for u, v in zip(x, y, strict=True))
+        row["seeds_for_80pct_power"] = stats.seeds_for_crossed_power(
+            tested["mean"], tested["var_seeds"], tested["var_images"], tested["var_residual"], n_images=x.shape[1]
+        )
     else:  # no predictions (recorded before they were logged), or other test images: the seeds' accuracies
         test = stats.paired_test(acc_a, acc_b)
         row.update({k: test[k] for k in ("n", "mean", "ci_lo", "ci_hi", "p")}, method=PAIRED_T, images=np.nan)
-        row["mcnemar_p"] = ""
-    per_seed = acc_a - acc_b
-    row["sd_seeds"] = float(per_seed.std(ddof=1)) if len(seeds) >= 2 else np.nan
-    row["seeds_for_80pct_power"] = stats.seeds_for_power(float(row["mean"]), row["sd_seeds"])  # type: ignore[arg-type]
+        row.update(df=len(seeds) - 1, mcnemar_p="")
+        row["seeds_for_80pct_power"] = stats.seeds_for_power(float(row["mean"]), row["sd_seeds"])  # type: ignore[arg-type]
     return row
 
 
-TESTED = ["seeds", "n", "images", "mean", "ci_lo", "ci_hi", "p", "method", "mcnemar_p", "sd_seeds",
+TESTED = ["seeds", "n", "images", "mean", "ci_lo", "ci_hi", "p", "df", "method", "mcnemar_p", "sd_seeds",
           "seeds_for_80pct_power"]  # fmt: skip
 
 
 def comparisons(finished: pd.DataFrame, predictions: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """One row per configuration and pair of regimes that both ran: the paired difference of test accuracy, its
-    95% interval and p-value (bootstrap when the runs have predictions, else the paired t-test), McNemar's
-    p per seed, and the seeds a paired t-test would need for 80% power at the observed difference and spread
+    95% interval and p-value (the crossed test when the runs have predictions, else the paired t-test), McNemar's
+    p per seed, and the seeds that test would need for 80% power at the observed difference and variance
     (`adjust` adds the p-value adjusted over the whole report)."""
     rows = []
     for values, config in finished.groupby(list(keys), sort=False, dropna=False):
@@ -130,6 +136,22 @@ def key_comparisons(
                                  **tested, "also_differs": ", ".join(along)})  # fmt: skip
     columns = [*others, key, "regime", "comparison", "better", "baseline", *TESTED, "also_differs"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def regime_intervals(finished: pd.DataFrame, predictions: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Each configuration and regime whose every seed has per-image predictions on the same test images: the
+    crossed seeds x images interval of its test accuracy (the seeds' spread and the test set's sampling together),
+    indexed like `tables.summarize`'s per-regime frame; configurations without predictions are absent."""
+    rows = []
+    for values, runs in finished.groupby([*keys, "regime"], sort=False, dropna=False):
+        seeds = sorted(set(runs["seed"]), key=lambda s: (len(s), s))
+        table = _correctness(runs, predictions, seeds)
+        if table is None or len(seeds) < 2:
+            continue
+        tested = stats.crossed_test(table.to_numpy(dtype=float).T)
+        rows.append((*values, tested["ci_lo"], tested["ci_hi"], tested["images"]))
+    columns = ["test_acc_ci95_lo", "test_acc_ci95_hi", "test_images"]
+    return pd.DataFrame(rows, columns=[*keys, "regime", *columns]).set_index([*keys, "regime"])
 
 
 def changes_only_with(finished: pd.DataFrame, key: str, other: str) -> bool:

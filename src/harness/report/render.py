@@ -44,11 +44,20 @@ def points(x: float) -> str:
     return MISSING if pd.isna(x) else f"{100 * x:+.1f}".replace("-", MINUS)
 
 
-def p_value(p: float) -> str:
-    """Two significant digits, "< 0.001" below that."""
+# The smallest p-value a recorded bootstrap row can hold: 2 / (10,000 resamples + 1). At it, the bootstrap says
+# only that no resample crossed 0; the table says so rather than print a smaller-sounding number.
+BOOTSTRAP_FLOOR = 2 / 10_001
+
+
+def p_value(p: float, at_floor: bool = False, adjusted: bool = False) -> str:
+    """Two significant digits (3.1e-05 below 0.001: a t-test's p has no floor); a recorded bootstrap's p at its
+    resampling floor as "≤ 2e-4 (the resampling floor)", and the adjusted p of such a row as an upper bound."""
     if pd.isna(p):
         return MISSING
-    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+    text = f"{p:.2g}"
+    if at_floor:
+        return f"≤ {text}" if adjusted else "≤ 2e-4 (the resampling floor)"
+    return text
 
 
 def _per_seed(values: object) -> str:
@@ -86,6 +95,24 @@ def _val(row: pd.Series, regime: str, column: str) -> str:
     return f"{pct(acc)} ({int(epoch)})" if epoch is not None and not pd.isna(epoch) else pct(acc)
 
 
+CI_NOTES = {
+    "all": "95% CI (seeds x images): the crossed t interval of the accuracy over new seeds and new test images, from"
+    " every seed's outcome on every test image (the seeds' spread and the test set's sampling; see the comparisons'"
+    " crossed t).",
+    "none": "95% CI (seeds): Student-t interval of the mean over seeds, the seeds' spread only: these runs logged no"
+    " per-image predictions, so the test set's sampling error (about ±1 point at 1,000 images and 97%) is not in it.",
+    "some": "95% CI: the crossed t interval over seeds and test images where every seed logged per-image"
+    " predictions; (seeds): the Student-t interval over seeds alone, without the test set's sampling error.",
+}
+
+
+def _crossed_intervals(table: pd.DataFrame, ran: list[str]) -> str:
+    """Whether the results' intervals count the test images: "all", "none" or "some" of the rows."""
+    flags = [pd.notna(v) for r in ran if f"{r}_test_images" in table
+             for v in table.loc[table[f"{r}_n"] >= 2, f"{r}_test_images"]]  # fmt: skip
+    return "none" if not any(flags) else "all" if all(flags) else "some"
+
+
 def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
     """One row per configuration x regime that ran."""
     varying, constant = split_keys(table)
@@ -94,6 +121,8 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
     has_val = any(f"{r}_{val}_acc" in table and table[f"{r}_{val}_acc"].notna().any() for r in ran)
     has_epochs = any(f"{r}_epochs_run" in table and table[f"{r}_epochs_run"].notna().any() for r in ran)
     header = "val acc % at tested epoch" if val == "tested_val" else "best val acc % (epoch)"
+    crossed = _crossed_intervals(table, ran)
+    ci_header = {"all": "95% CI (seeds x images)", "none": "95% CI (seeds)"}.get(crossed, "95% CI")
     rows = []
     for _, row in table.iterrows():
         for regime in ran:
@@ -107,7 +136,8 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
                     "regime": REGIME_LABELS[regime],
                     "n": str(n),
                     f"test acc % (mean {pm} sd)": pct(mean) + ("" if pd.isna(sd) else f" {pm} {100 * sd:.1f}"),
-                    "95% CI (seeds)": _interval(row[f"{regime}_test_acc_ci95_lo"], row[f"{regime}_test_acc_ci95_hi"])
+                    ci_header: _interval(row[f"{regime}_test_acc_ci95_lo"], row[f"{regime}_test_acc_ci95_hi"])
+                    + ("" if crossed in ("all", "none") or pd.notna(row.get(f"{regime}_test_images")) else " (seeds)")
                     if n >= 2
                     else "single run",
                     header: _val(row, regime, val),
@@ -118,14 +148,10 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
                 }
             )
             rows.append(cells)
-    columns = [*varying, "regime", "n", f"test acc % (mean {pm} sd)", "95% CI (seeds)"]
+    columns = [*varying, "regime", "n", f"test acc % (mean {pm} sd)", ci_header]
     columns += [header] * has_val + ["epochs run"] * has_epochs + ["train min"]
     frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
-    images = "; the comparisons below add the test images'" if len(ran) > 1 else ""  # one regime: no comparison
-    notes = [
-        "n: seeds (finished runs). test acc: on the test split, mean ± sd over seeds; 95% CI (seeds): Student-t"
-        f" interval of the mean over seeds (the seeds' spread only{images})."
-    ]
+    notes = ["n: seeds (finished runs). test acc: on the test split, mean ± sd over seeds. " + CI_NOTES[crossed]]
     if has_val and val == "tested_val":
         tuned = "fine-tuned: from the start of fine-tuning; " if "finetune" in ran else ""
         notes.append(
@@ -150,14 +176,15 @@ def _tested_cells(row: pd.Series, adjust: str) -> dict[str, str]:
     McNemar per seed, seeds for 80% power."""
     images = "" if pd.isna(row["images"]) else f" x {int(row['images'])} images"
     power = row["seeds_for_80pct_power"]
+    floor = _test_name(row["method"]) == "bootstrap" and row["p"] <= BOOTSTRAP_FLOOR * (1 + 1e-9)
     return {
         "seeds": f"{int(row['n'])}{images}",
         "Δ points [95% CI]": f"{points(row['mean'])} {_interval(row['ci_lo'], row['ci_hi'], points)}",
-        "p": p_value(row["p"]),
-        _adjusted_header(adjust): p_value(row[f"p_{adjust}"]),
+        "p": p_value(row["p"], floor),
+        _adjusted_header(adjust): p_value(row[f"p_{adjust}"], floor, adjusted=True),
         "test": _test_name(row["method"]),
         "McNemar p per seed": _per_seed(row["mcnemar_p"]),
-        "seeds for 80% power": MISSING if pd.isna(power) else f"{power:.0f}",
+        "seeds for 80% power": MISSING if pd.isna(power) else "∞" if power == float("inf") else f"{power:.0f}",
     }
 
 
@@ -170,19 +197,31 @@ def _tested_notes(frame: pd.DataFrame, adjust: str, family: int, what: str, seed
     method = "Holm's step-down" if adjust == "holm" else "Benjamini-Hochberg"
     tests = _tests(frame)
     described = {
-        "bootstrap": "bootstrap: 10,000 resamples of seeds and images together (the same draw for both sides),"
-        " percentile interval, two-sided p",
+        "crossed t": "crossed t: the seeds x test images table of paired differences, its mean's variance from the"
+        " two-way ANOVA (seeds, images and residual: the test set's sampling counted), Student-t with"
+        " Satterthwaite's degrees of freedom corrected for few seeds (false positives 3-7% at a nominal 5% with 3,"
+        " 5 and 10 seeds whatever the seeds' share: benchmarks/RESULTS.md)",
+        "bootstrap": "bootstrap: as recorded before December 2026, 10,000 resamples of seeds and images together,"
+        " percentile interval; not calibrated at few seeds (it rejects a true null up to 3 times too often at 3"
+        " seeds when the seeds' spread dominates: benchmarks/RESULTS.md), its smallest p is 2/10,001",
         "paired t": "paired t: Student's paired t-test over seeds and its interval, for runs without per-image"
         " predictions on the same test images (recorded before the jobs logged them: no image-level test, no"
-        " McNemar)",
+        " McNemar; the test images' sampling is not in it)",
     }
-    paired = f"by {seed} and by test image" if "bootstrap" in tests else f"by {seed}"
+    paired = f"by {seed} and by test image" if tests & {"crossed t", "bootstrap"} else f"by {seed}"
+    power = {
+        "crossed t": "the seeds the crossed t-test needs on this many test images to detect the observed difference"
+        " with 80% power at the variance it estimated (∞: more seeds cannot, more test images would)",
+        "bootstrap": "for the bootstrap rows, the seeds a two-sided paired t-test over seeds (5%) needs at the"
+        " observed difference and spread between seeds (no power is computed for the bootstrap itself)",
+        "paired t": "the seeds a two-sided paired t-test (5%) needs to detect the observed difference at the"
+        " observed spread between seeds",
+    }
     return [
         f"Δ: {what}, paired {paired}. " + "; ".join(described[t] for t in sorted(tests)) + ".",
         f"{_adjusted_header(adjust)}: adjusted by {method} over {_family(family)} of this report. McNemar p"
         " per seed: exact test on the images one side got right and the other wrong, each seed alone (descriptive,"
-        " not adjusted). seeds for 80% power: seeds a two-sided paired t-test (5%) needs to detect the observed"
-        " difference at the observed spread between seeds.",
+        " not adjusted). seeds for 80% power: " + "; ".join(power[t] for t in sorted(tests)) + ".",
     ]
 
 
@@ -224,7 +263,7 @@ def key_comparisons_section(
     what = f"test accuracy with the first value of {key} minus with the second, the same regime and seed"
     notes = _tested_notes(by_key, adjust, family, what)
     if above is not None and not above.empty and _tests(by_key) <= _tests(above):
-        paired = "by seed and by test image" if "bootstrap" in _tests(by_key) else "by seed"
+        paired = "by seed and by test image" if _tests(by_key) & {"crossed t", "bootstrap"} else "by seed"
         notes = [f"Δ: {what}, paired {paired}; tests, adjustment (over {_family(family)}) and columns as above."]
     listed = by_key.get("also_differs", pd.Series(dtype=str)).fillna("")
     along = list(dict.fromkeys(k for entry in listed for k in str(entry).split(", ") if k in others))
@@ -241,7 +280,11 @@ def _family(size: int) -> str:
 
 
 def _test_name(method: object) -> str:
-    return "bootstrap" if str(method).startswith("paired bootstrap") else "paired t"
+    """The short name of a row's test, as the table's test column prints it."""
+    text = str(method)
+    if text.startswith("crossed"):
+        return "crossed t"
+    return "bootstrap" if text.startswith("paired bootstrap") else "paired t"
 
 
 def _tests(frame: pd.DataFrame) -> set[str]:
@@ -305,7 +348,7 @@ def to_markdown(sections: list[Section]) -> str:
 
 def _latex_cell(value: str) -> str:
     value = value.replace(MINUS, "$-$").replace("±", "$\\pm$").replace("Δ", "$\\Delta$").replace("–", "--")
-    return value.replace("< 0.001", "$<$ 0.001")
+    return value.replace("< 0.001", "$<$ 0.001").replace("≤", "$\\le$").replace("∞", "$\\infty$")
 
 
 def to_latex(sections: list[Section], label: str = "results", wide: bool = False) -> str:

@@ -108,10 +108,14 @@ def paired_differences(finished: pd.DataFrame, keys: Sequence[str]) -> pd.DataFr
     return tests[columns]
 
 
-def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+def summarize(
+    runs: pd.DataFrame, curves: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per configuration, scratch / frozen / finetune side by side, aggregated over seeds.
 
-    Per regime: n (finished runs = seeds), mean, std (ddof=1) and 95% Student-t interval of test_acc,
+    Per regime: n (finished runs = seeds), mean, std (ddof=1) and 95% interval of test_acc (the crossed seeds x
+    images interval from `intervals`, `evidence.regime_intervals`, where the runs logged per-image predictions, with
+    test_images the images it counted; else the Student-t interval over the seeds alone, test_images blank),
     best seed-mean val_acc and its epoch (needs `curves`, see `load_curves`), mean train_time_s, mean
     epochs run and how many runs the early-stopping rule ended (RUN_LENGTH), and the seeds. Then the paired
     fine-tuned - frozen difference (ttest_rel; NaN below two pairs). Only FINISHED runs count (see
@@ -145,9 +149,12 @@ def summarize(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.Data
     half = stats.t_half_width(per["test_acc_std"], per["n_test"])
     per["test_acc_ci95_lo"] = per["test_acc_mean"] - half
     per["test_acc_ci95_hi"] = per["test_acc_mean"] + half
+    per["test_images"] = np.nan
+    if intervals is not None and not intervals.empty:
+        per.update(intervals.reindex(per.index))  # the crossed interval where every seed has predictions
     tested = validation_at_tested_epoch(finished, curves, keys) if curves is not None else None
     per = per.join(tested) if tested is not None else per.assign(tested_val_acc=np.nan, tested_epoch=np.nan)
-    regime_stats = [*STATS, *CURVE_STATS, "train_time_s", *RUN_LENGTH, "seeds"]
+    regime_stats = [*STATS, "test_images", *CURVE_STATS, "train_time_s", *RUN_LENGTH, "seeds"]
     wide = per[regime_stats].unstack("regime")
     wide = wide.reindex(columns=pd.MultiIndex.from_product([regime_stats, REGIMES]))
     wide = wide.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([REGIMES, regime_stats]))
