@@ -99,8 +99,9 @@ CI_NOTES = {
     "all": "95% CI (seeds x images): the crossed t interval of the accuracy over new seeds and new test images, from"
     " every seed's outcome on every test image (the seeds' spread and the test set's sampling; see the comparisons'"
     " crossed t).",
-    "none": "95% CI (seeds): Student-t interval of the mean over seeds, the seeds' spread only: these runs logged no"
-    " per-image predictions, so the test set's sampling error (about ±1 point at 1,000 images and 97%) is not in it.",
+    "none": "95% CI (seeds): Student-t interval of the mean over seeds, the seeds' spread only: no per-image outcomes"
+    " were at hand (runs recorded before they were logged, or a table re-rendered from its CSV), so the test set's"
+    " sampling error (on 1,000 test images about ±1 point at 97%, ±3 at 70%) is not in it.",
     "some": "95% CI: the crossed t interval over seeds and test images where every seed logged per-image"
     " predictions; (seeds): the Student-t interval over seeds alone, without the test set's sampling error.",
 }
@@ -266,11 +267,14 @@ def key_comparisons_section(
         paired = "by seed and by test image" if _tests(by_key) & {"crossed t", "bootstrap"} else "by seed"
         notes = [f"Δ: {what}, paired {paired}; tests, adjustment (over {_family(family)}) and columns as above."]
     listed = by_key.get("also_differs", pd.Series(dtype=str)).fillna("")
-    along = list(dict.fromkeys(k for entry in listed for k in str(entry).split(", ") if k in others))
+    along = list(dict.fromkeys(k for entry in listed for k in str(entry).split(", ") if k))
     if along:
+        hidden = [k for k in along if k not in others]  # a key the regimes compared do not use (not a column)
+        values = [f"{k} {by_key[k].iloc[0]}" for k in hidden if k in by_key]
+        unused = f" ({', '.join(values)}: not used by the regimes compared, so not a column)" if values else ""
         notes.append(
             f"{', '.join(along)}: changed together with {key} in these runs (one value of each per value of {key}),"
-            f" so Δ compares those configurations, not {key} alone."
+            f" so Δ compares those configurations, not {key} alone{unused}."
         )
     return Section(f"Comparisons across {key}", frame, "", notes, len(others) + 2)
 
