@@ -1,0 +1,20 @@
+"""Benchmarks still run: each script's smallest setting, so that none breaks silently between measurements."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_calibration_benchmark_runs_at_its_smoke_setting():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "calibration.py"), "--smoke"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"^\| difference +\|", proc.stdout, re.M) and re.search(r"^\| single +\|", proc.stdout, re.M)
+    assert "settings within 3-7% rejected and 92-98% covered" in proc.stdout
