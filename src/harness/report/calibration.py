@@ -155,7 +155,8 @@ def former_bootstrap(x: np.ndarray, resamples: int = 10_000, level: float = stat
     """The report's comparison until December 2026, kept to show why it was replaced: a percentile bootstrap that
     resamples seeds and images together (each (seeds, images) table of a stack). With 3 seeds there are only 10
     distinct seed resamples, the seeds' variance comes out 2/3 of its value and the tails are normal where 2 degrees
-    of freedom call for far wider ones: it rejects a true null 2-4 times too often when the seeds dominate."""
+    of freedom call for far wider ones: it rejects 13% of true nulls at a nominal 5% when the seeds dominate, and
+    0.3-1.7% when the test images do (benchmarks/RESULTS.md)."""
     tables = np.asarray(x, dtype=float).reshape(-1, *np.shape(x)[-2:])
     rng = np.random.default_rng(seed)
     means, lows, highs = [], [], []

@@ -200,14 +200,16 @@ def _tested_notes(frame: pd.DataFrame, adjust: str, family: int, what: str, seed
     described = {
         "crossed t": "crossed t: the seeds x test images table of paired differences, its mean's variance from the"
         " two-way ANOVA (seeds, images and residual: the test set's sampling counted), Student-t with"
-        " Satterthwaite's degrees of freedom corrected for few seeds (false positives 3-7% at a nominal 5% with 3,"
-        " 5 and 10 seeds whatever the seeds' share: benchmarks/RESULTS.md)",
+        " Satterthwaite's degrees of freedom corrected for few seeds (false positives 3.5-6.0% at a nominal 5% with"
+        " 3, 5 and 10 seeds whatever the seeds' share, in simulated studies: benchmarks/RESULTS.md)",
         "bootstrap": "bootstrap: as recorded before December 2026, 10,000 resamples of seeds and images together,"
-        " percentile interval; not calibrated at few seeds (it rejects a true null up to 3 times too often at 3"
-        " seeds when the seeds' spread dominates: benchmarks/RESULTS.md), its smallest p is 2/10,001",
+        " percentile interval; not calibrated at few seeds (at a nominal 5% it rejects 13% of true nulls with 3 seeds"
+        " when the seeds' spread dominates, 0.3-1.7% when the test images' does: benchmarks/RESULTS.md), its"
+        " smallest p is 2/10,001",
         "paired t": "paired t: Student's paired t-test over seeds and its interval, for runs without per-image"
         " predictions on the same test images (recorded before the jobs logged them: no image-level test, no"
-        " McNemar; the test images' sampling is not in it)",
+        " McNemar; the test images' sampling is not in it, so it rejects up to 19% of true nulls at 10 seeds when"
+        " the images dominate: benchmarks/RESULTS.md)",
     }
     paired = f"by {seed} and by test image" if tests & {"crossed t", "bootstrap"} else f"by {seed}"
     power = {
