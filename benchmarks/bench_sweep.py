@@ -294,7 +294,7 @@ def overhead(jobs: int = 4) -> dict:
     data_s = [float(s) for s in re.findall(r"px ready in ([0-9.]+)s", log)]
     per_job = [w - t - d for w, t, d in zip(job_walls(log), train, data_s, strict=True)]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import harness.jobs.job, harness.regimes, mlflow"], check=True)
+    subprocess.run([sys.executable, "-c", "import harness.jobs.job, harness.training.regimes, mlflow"], check=True)
     imports = time.perf_counter() - t0
     outside = wall - sum(train) - sum(data_s)
     return {
@@ -388,7 +388,7 @@ def main() -> None:
     if args.only_overhead:
         ov = overhead()
         print("| measurement | time |\n| --- | --- |")
-        print(f"| imports (`import harness.jobs.job, harness.regimes, mlflow`) | {ov['imports_s']:.1f} s |")
+        print(f"| imports (`import harness.jobs.job, harness.training.regimes, mlflow`) | {ov['imports_s']:.1f} s |")
         print(f"| start-up, once per sweep (imports, store, pre-check, exit) | {ov['startup_s']:.1f} s |")
         print(f"| overhead per job of a running sweep (median of jobs 2-{ov['jobs']}) | {ov['per_job_s']:.2f} s |")
         spread = f"overhead per job with the start-up spread over a {ov['jobs']}-job sweep"
