@@ -79,6 +79,37 @@ def test_a_single_run_is_never_given_an_interval_and_booleans_read_as_words():
     rows = [dict(zip(cells(md_rows(md)[0]), cells(r), strict=True)) for r in md_rows(md)[2:6]]
     assert {r["95% CI (seeds)"] for r in rows} == {"single run"}
     assert {r["augment"] for r in rows} == {"yes", "no"} and "True" not in md
+    assert "95% CI: none, one seed per configuration" in md and "no per-image outcomes" not in md
+
+
+def test_the_interval_counts_the_test_images_where_every_seed_logged_predictions():
+    """A configuration whose seeds all have per-image outcomes gets the crossed seeds x images interval (wider than
+    the seeds' own when the test images matter); one without keeps the seeds' interval, marked (seeds)."""
+    from harness.report import evidence as ev
+
+    runs = sweep_runs(seeds=(0, 1, 2))
+    finished = report.runs.finished_runs(runs)
+    keys = report.runs.row_keys(finished)
+    rng = np.random.default_rng(0)
+    hard = rng.random(200) < 0.2
+    some = finished[finished["data_fraction"] == "0.1"]
+    predictions = pd.concat(
+        [pd.DataFrame({"run_id": run_id, "file": [f"f{i}.jpg" for i in range(200)], "label": "a", "predicted": "a",
+                       "correct": (rng.random(200) < np.where(hard, 0.5, 0.97)).astype(int)})
+         for run_id in some["run_id"]]
+    )  # fmt: skip
+    intervals = ev.regime_intervals(finished, predictions, keys)
+    table = report.summarize(runs, intervals=intervals)
+    crossed, seeds_only = (table[table["data_fraction"] == f].iloc[0] for f in ("0.1", "1.0"))
+    assert crossed["frozen_test_images"] == 200 and np.isnan(seeds_only["frozen_test_images"])
+    frozen = some[some["regime"] == "frozen"].sort_values("seed")["run_id"]
+    outcomes = np.array([predictions[predictions["run_id"] == r]["correct"].to_numpy() for r in frozen])
+    expected = stats.crossed_test(outcomes)
+    assert (crossed["frozen_test_acc_ci95_lo"], crossed["frozen_test_acc_ci95_hi"]) == pytest.approx(
+        (expected["ci_lo"], expected["ci_hi"])
+    )
+    md = markdown(table)
+    assert "95% CI: the crossed t interval over seeds and test images where every seed" in md and " (seeds)" in md
 
 
 def test_comparisons_read_in_points_with_real_minus_signs_and_short_p_values():

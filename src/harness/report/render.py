@@ -102,13 +102,18 @@ CI_NOTES = {
     "none": "95% CI (seeds): Student-t interval of the mean over seeds, the seeds' spread only: no per-image outcomes"
     " were at hand (runs recorded before they were logged, or a table re-rendered from its CSV), so the test set's"
     " sampling error (on 1,000 test images about ±1 point at 97%, ±3 at 70%) is not in it.",
+    "single": "95% CI: none, one seed per configuration (an interval over seeds and test images needs two seeds at"
+    " least; McNemar's test per seed compares regimes on the test images).",
     "some": "95% CI: the crossed t interval over seeds and test images where every seed logged per-image"
     " predictions; (seeds): the Student-t interval over seeds alone, without the test set's sampling error.",
 }
 
 
 def _crossed_intervals(table: pd.DataFrame, ran: list[str]) -> str:
-    """Whether the results' intervals count the test images: "all", "none" or "some" of the rows."""
+    """Whether the results' intervals count the test images: "all", "none" or "some" of the rows, or "single" when
+    no row has the two seeds an interval needs."""
+    if not any((table[f"{r}_n"] >= 2).any() for r in ran):
+        return "single"
     flags = [pd.notna(v) for r in ran if f"{r}_test_images" in table
              for v in table.loc[table[f"{r}_n"] >= 2, f"{r}_test_images"]]  # fmt: skip
     return "none" if not any(flags) else "all" if all(flags) else "some"
@@ -123,7 +128,9 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
     has_epochs = any(f"{r}_epochs_run" in table and table[f"{r}_epochs_run"].notna().any() for r in ran)
     header = "val acc % at tested epoch" if val == "tested_val" else "best val acc % (epoch)"
     crossed = _crossed_intervals(table, ran)
-    ci_header = {"all": "95% CI (seeds x images)", "none": "95% CI (seeds)"}.get(crossed, "95% CI")
+    ci_header = {"all": "95% CI (seeds x images)", "none": "95% CI (seeds)", "single": "95% CI (seeds)"}.get(
+        crossed, "95% CI"
+    )
     rows = []
     for _, row in table.iterrows():
         for regime in ran:
@@ -138,7 +145,7 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
                     "n": str(n),
                     f"test acc % (mean {pm} sd)": pct(mean) + ("" if pd.isna(sd) else f" {pm} {100 * sd:.1f}"),
                     ci_header: _interval(row[f"{regime}_test_acc_ci95_lo"], row[f"{regime}_test_acc_ci95_hi"])
-                    + ("" if crossed in ("all", "none") or pd.notna(row.get(f"{regime}_test_images")) else " (seeds)")
+                    + ("" if crossed != "some" or pd.notna(row.get(f"{regime}_test_images")) else " (seeds)")
                     if n >= 2
                     else "single run",
                     header: _val(row, regime, val),
