@@ -1,8 +1,10 @@
-"""Small-sample statistics for seed replicates: Student-t intervals and the paired test.
+"""Small-sample statistics for seed replicates: Student-t intervals, the paired test, the crossed seeds x images
+test, power and multiple-comparison adjustments.
 
-Studies here have a handful of seeds per configuration, so normal-approximation intervals would be far
-too narrow; everything uses the t distribution with n - 1 degrees of freedom and the sample std (ddof=1).
-Undefined values (n < 2, or no spread between paired differences) are NaN, never 0.
+Studies here have a handful of seeds per configuration, so normal-approximation intervals would be far too narrow:
+over seeds alone everything uses the t distribution with n - 1 degrees of freedom and the sample std (ddof=1);
+over seeds and test images together, t with corrected Satterthwaite degrees of freedom (below). Undefined values
+(n < 2, or no spread between paired differences) are NaN, never 0.
 """
 
 from __future__ import annotations
