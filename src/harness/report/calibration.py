@@ -26,7 +26,7 @@ from scipy import stats as distributions
 
 from harness.report import stats
 
-DIFFICULTY = 1.5  # sd of the images' logits: at 75% accuracy a fifth of the images are right less than half the time
+DIFFICULTY = 1.5  # sd of the images' logits: at 75% accuracy one image in six is right less than half the time
 BENT = 0.5  # sd of a regime's own logit offset per image
 KINDS = ("difference", "single")  # a comparison of two regimes, or one regime's accuracy
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(80)  # E[f(Z)], Z ~ N(0, 1), by Gauss-Hermite quadrature
