@@ -44,8 +44,11 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from harness import data  # noqa: E402
+from harness.config import convert  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
-from harness.training import backbones, models, regimes  # noqa: E402
+from harness.training import augmentation, backbones, models  # noqa: E402
+from harness.training.regime import Context, Recipe  # noqa: E402
+from harness.training.regimes import frozen  # noqa: E402
 from harness.training.trainer import Arrays, Trainer  # noqa: E402
 
 BATCH = 32
@@ -150,8 +153,9 @@ def harness(cfg, folder: data.ImageFolder, epochs: int) -> tuple[float, list[flo
     cfg.epochs.head = epochs
     keras.utils.set_random_seed(0)
     base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
-    trainer = Trainer(2, BATCH, 0, "rmsprop", regimes.augmentation(cfg.augmentation, cfg.seed), lambda r, f: [timer])
-    regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
+    augment = augmentation.from_settings(cfg.augmentation, cfg.seed)
+    trainer = Trainer(2, BATCH, 0, "rmsprop", augment, lambda r, f: [timer])
+    frozen.train(Context(Recipe.from_cfg(convert(cfg)), arrays, trainer, lambda: base))
     return time.perf_counter() - t0 - sum(timer.seconds), timer.seconds
 
 

@@ -45,7 +45,9 @@ from PIL import Image  # noqa: E402
 from harness import data  # noqa: E402
 from harness.jobs import cache, features, inputs  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
-from harness.training import backbones, models, regimes  # noqa: E402
+from harness.training import backbones, models  # noqa: E402
+from harness.training.regime import Context, Recipe  # noqa: E402
+from harness.training.regimes import frozen  # noqa: E402
 from harness.training.trainer import PREDICT_BATCH, Arrays, Trainer, compute_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +149,7 @@ def harness_frozen(epochs: int, cache_root: Path, *overrides: str) -> dict:
     trainer = Trainer(
         2, 32, 0, "rmsprop", None, lambda r, f: [], features=features.cached_features(store, keys, cfg, base)
     )
-    result, _ = regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
+    result = frozen.train(Context(Recipe.from_cfg(prepared.cfg), arrays, trainer, lambda: base))
     logging.disable(logging.NOTSET)
     return {
         "seconds": time.perf_counter() - t0,

@@ -98,7 +98,10 @@ def test_bad_config_value(tmp_path, store, args, needle):
     ("args", "needle"),
     [
         (["lr=abc"], "Value 'abc' of type 'str' could not be converted to Float\n    full_key: lr"),
-        (["regimes=[frozen,distill]"], "Invalid value 'distill', expected one of [scratch, frozen, finetune]"),
+        (
+            ["regimes=[frozen,distill]"],
+            "Invalid value 'distill', expected one of [scratch, frozen, finetune, finetune_direct, l2sp]",
+        ),
         (["-m", "optimizer=rmsprop,sgdd"], "Invalid value 'sgdd', expected one of [rmsprop, adam]"),
     ],
 )

@@ -102,7 +102,7 @@ def test_cache_keys_change_with_the_producing_code(tmp_path, monkeypatch):
     module = package / "decode.py"
     module.write_text("SCALE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(identity, "PRODUCERS", ("producer_pkg.decode",))
+    monkeypatch.setattr(identity, "PRODUCERS", {"images": ("producer_pkg.decode",)})
     identity.code_identity.cache_clear()
     key = make_key("images", {"files": "x"})
     assert key == make_key("images", {"files": "x"}) != make_key("images", {"files": "y"})

@@ -22,7 +22,7 @@ def estimate(photos, *overrides: str) -> float:
                 *overrides,
             ],
         )
-    return plan.estimate_seconds(prepare(cfg), set(), True)
+    return plan.estimate_seconds(prepare(cfg), set(), {"frozen"})
 
 
 def test_estimate_counts_budgets_and_scratch_size(tmp_path):

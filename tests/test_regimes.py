@@ -9,14 +9,22 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from harness import data
+from harness.config import convert
 from harness.paths import conf_dir
-from harness.training import backbones, models, regimes
+from harness.training import augmentation, backbones, models
+from harness.training.regime import Context, Recipe
+from harness.training.regimes import finetune, frozen, scratch
 from harness.training.trainer import Arrays, Trainer, compute_features
 
 
 def make(*overrides: str):
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return convert(compose(config_name="config", overrides=list(overrides)))
+
+
+def context(cfg, arrays, trainer, base=None, start=None) -> Context:
+    """What a job hands a regime: here the backbone as built (a job resets it to its loaded weights)."""
+    return Context(Recipe.from_cfg(cfg), arrays, trainer, None if base is None else lambda: base, start)
 
 
 def test_vgg16_trainable_weights_30_to_4_and_block5_to_10():
@@ -29,7 +37,7 @@ def test_vgg16_trainable_weights_30_to_4_and_block5_to_10():
     models.frozen_stage("vgg16", 64, base)  # freezes the whole base, as the frozen regime does
     assert models.count_trainable(models.full_model("vgg16", 64, base, head)) == 4
 
-    stage, upper = regimes.finetune_parts(regimes.Recipe.from_cfg(cfg), regimes.FrozenState(base, head, 0))
+    stage, upper = finetune.parts(Recipe.from_cfg(cfg), frozen.State(base, head, 0))
     trained = {w.path for w in upper.trainable_weights} | {w.path for w in head.trainable_weights}
     assert len(trained) == 10
     assert {p.split("/")[0] for p in trained} == {"block5_conv1", "block5_conv2", "block5_conv3", "head"}
@@ -41,7 +49,7 @@ def test_block4_boundary_unfreezes_six_convs():
     base = backbones.build("vgg16", None, 64)
     head = models.build_head(base.output.shape[1:], cfg.head, 2)
     models.frozen_stage("vgg16", 64, base)
-    _, upper = regimes.finetune_parts(regimes.Recipe.from_cfg(cfg), regimes.FrozenState(base, head, 0))
+    _, upper = finetune.parts(Recipe.from_cfg(cfg), frozen.State(base, head, 0))
     assert models.count_trainable(upper) == 12
 
 
@@ -65,7 +73,7 @@ def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
     )
     trainer = Trainer(2, 16, 0, "rmsprop", None, lambda regime, first: [])
     base = backbones.build("mobilenetv2", None, 96)
-    _, state = regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
+    state = frozen.train(context(cfg, arrays, trainer, base)).state
 
     bn = [layer for layer in base.layers if layer.__class__.__name__ == "BatchNormalization"]
     upper_bn = [layer for layer in bn if layer.name.startswith(("block_14", "block_15", "block_16", "Conv_1"))]
@@ -73,7 +81,7 @@ def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
     gamma = {layer.name: layer.get_weights()[0].copy() for layer in upper_bn}
     conv_before = base.get_layer("block_15_project").get_weights()[0].copy()
 
-    regimes.train_finetune(regimes.Recipe.from_cfg(cfg), arrays, trainer, state)
+    finetune.train(context(cfg, arrays, trainer, start=state))
 
     for layer in bn:
         for before, after in zip(moving[layer.name], layer.get_weights()[2:], strict=True):
@@ -103,7 +111,8 @@ def test_mixed_precision_keeps_the_output_float32_and_matches_fp32(cats_dogs, mo
             keras.mixed_precision.set_global_policy(policy)
             base = backbones.build("mobilenetv2", str(mobilenet_weights), 64)
             trainer = Trainer(2, 32, 0, "rmsprop", None, lambda regime, first: [])
-            result, state = regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base)
+            result = frozen.train(context(cfg, arrays, trainer, base))
+            state = result.state
             probs = state.head(keras.ops.zeros((1, *base.output.shape[1:]), dtype=base.output.dtype))
             assert (
                 state.head.layers[-1].compute_dtype == "float32"
@@ -181,7 +190,7 @@ def test_scratch_inference_statistics_follow_training_with_its_bn_momentum(tmp_p
             "log_model=true",
         )
         trainer = Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [])
-        result = regimes.train_scratch(regimes.Recipe.from_cfg(cfg), arrays, trainer)
+        result = scratch.train(context(cfg, arrays, trainer))
         assert result.model.input.shape[1:] == (64, 64, 3)  # the images every regime gets, resized inside
         layers = [layer for layer in result.model.layers if hasattr(layer, "layers")]
         bn = [x for layer in layers for x in layer.layers if isinstance(x, keras.layers.BatchNormalization)]
@@ -214,12 +223,10 @@ def test_augmented_training_validates_on_staged_features_as_on_pixels(tmp_path):
         return compute_features(stage, arrays)
 
     trainer = Trainer(
-        2, 4, 0, "rmsprop", regimes.augmentation(cfg.augmentation, cfg.seed), lambda r, f: [], features=features
+        2, 4, 0, "rmsprop", augmentation.from_settings(cfg.augmentation, cfg.seed), lambda r, f: [], features=features
     )
     keras.utils.set_random_seed(0)
-    result, _ = regimes.train_frozen(
-        regimes.Recipe.from_cfg(cfg), arrays, trainer, backbones.build("mobilenetv2", None, 32)
-    )
+    result = frozen.train(context(cfg, arrays, trainer, backbones.build("mobilenetv2", None, 32)))
     assert staged == [["test", "validation"]]
     models.compile_for(result.model, "rmsprop", 1e-2, 2)
     for split, (loss, acc) in (

@@ -14,8 +14,10 @@ from harness import config, data
 from harness.jobs import features
 from harness.jobs.inputs import prepare
 from harness.paths import conf_dir
-from harness.training import models, regimes, stopping
-from harness.training.trainer import Arrays, Trainer
+from harness.training import models, specs, stopping
+from harness.training.regime import Context, Recipe
+from harness.training.regimes import frozen
+from harness.training.trainer import Arrays, Phase, Trainer
 
 
 def make(*overrides: str):
@@ -44,7 +46,7 @@ def diverging_validation(rule: stopping.Rule, max_epochs: int = 20, first_epoch:
         on_epoch_end=lambda epoch, logs: snapshots.update({epoch: head.get_weights()})
     )
     trainer = Trainer(2, 16, 0, "rmsprop", None, lambda regime, first: [snap], features=lambda s, a, c: a.x, rule=rule)
-    result = trainer.run("frozen", arrays, "top", stage, None, None, head, 3e-2, first_epoch, max_epochs)
+    result = trainer.run(arrays, Phase("frozen", "top", stage, head, 3e-2, max_epochs, first_epoch=first_epoch))
     return result, snapshots, head, arrays
 
 
@@ -87,7 +89,7 @@ def test_step_budgets_give_each_fraction_the_same_updates(tmp_path):
     got = {}
     for fraction in (0.05, 0.1, 0.25, 0.5, 1.0):
         n = len(data.subsample(folder.splits["train"], fraction, 0, folder.class_names))
-        head, finetune = (stopping.phase_budget(cfg, r, n) for r in ("frozen", "finetune"))
+        head, finetune = (specs.budget(cfg, r, n) for r in ("frozen", "finetune"))
         got[fraction] = (n, head.steps_per_epoch, head.epochs, finetune.epochs, head.source)
     assert got == {
         0.05: (10, 1, 630, 126, "steps_budget"),
@@ -96,11 +98,11 @@ def test_step_budgets_give_each_fraction_the_same_updates(tmp_path):
         0.5: (100, 4, 158, 32, "steps_budget"),
         1.0: (200, 7, 90, 18, "steps_budget"),
     }
-    assert stopping.phase_budget(cfg, "scratch", 200) == stopping.Budget(4, 7, "epochs")  # no budget: the key
+    assert specs.budget(cfg, "scratch", 200) == stopping.Budget(4, 7, "epochs")  # no budget: the key
     # the data_fraction study as recorded (step budgets): 100% of 2,000 photographs kept the 10 + 2 epochs it had
     recorded = make("+experiment=data_fraction", "steps_budget={scratch:null,head:630,finetune:126}")
-    assert [stopping.phase_budget(recorded, r, 2000).epochs for r in ("frozen", "finetune")] == [10, 2]
-    assert [stopping.phase_budget(recorded, r, 200).epochs for r in ("frozen", "finetune")] == [90, 18]
+    assert [specs.budget(recorded, r, 2000).epochs for r in ("frozen", "finetune")] == [10, 2]
+    assert [specs.budget(recorded, r, 200).epochs for r in ("frozen", "finetune")] == [90, 18]
 
 
 def test_bad_rule_and_budget_values_are_named():
@@ -122,7 +124,7 @@ def test_the_head_phase_cache_key_follows_the_rule_and_the_epochs_it_gets(tmp_pa
         off = ("early_stopping.enabled=false", "epochs.head=10")  # the defaults this test was written against
         job = prepare(make("data=folder", f"data.path={photos}", "backbone.weights=null", "batch_size=4", *off,
                            *overrides))  # fmt: skip
-        return features.cache_keys(job).head
+        return features.cache_keys(job).states["frozen"]
 
     base = key()
     assert key("early_stopping.patience=9") == base  # an off rule trains as any off rule
@@ -218,12 +220,15 @@ def test_a_rerun_and_a_cached_head_phase_reach_the_same_decision(tmp_path):
         keras.utils.set_random_seed(0)
         base = backbones.build("mobilenetv2", None, 32)
         trainer = Trainer(2, 4, 0, "rmsprop", None, lambda regime, first: [], rule=stopping.Rule.from_cfg(cfg))
-        runs.append(regimes.train_frozen(regimes.Recipe.from_cfg(cfg), arrays, trainer, base))
+        result = frozen.train(Context(Recipe.from_cfg(config.convert(cfg)), arrays, trainer, lambda base=base: base))
+        runs.append((result, result.state))
     (first, state), (again, state_again) = runs
     assert first.outcome == again.outcome and first.history == again.history and first.test == again.test
     assert first.outcome.stopped == "early" and state.next_epoch == first.outcome.epochs_run < 8, first.outcome
-    regimes.save_frozen(first, state, tmp_path)
-    cached, cached_state = regimes.restore_frozen(regimes.Recipe.from_cfg(cfg), arrays, state_again.base, tmp_path)
+    frozen.save(first, tmp_path)
+    again_ctx = Context(Recipe.from_cfg(config.convert(cfg)), arrays, trainer, lambda: state_again.base)
+    cached = frozen.restore(again_ctx, tmp_path)
+    cached_state = cached.state
     assert cached.outcome == first.outcome and cached_state.next_epoch == state.next_epoch
     for a, b in zip(cached_state.head.get_weights(), state.head.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from harness.config.schema import Config
 from harness.errors import HarnessError
-from harness.training import backbones
+from harness.training import backbones, specs
 
 
 def backbone_problems(cfg: Config) -> list[str]:
@@ -29,14 +29,22 @@ def backbone_problems(cfg: Config) -> list[str]:
     minimum = spec.min_image_size
     if cfg.backbone.image_size < minimum:
         out.append(f"backbone.image_size={cfg.backbone.image_size} must be >= {minimum} for {name}")
-    if cfg.scratch.image_size is not None and cfg.scratch.image_size < minimum:
-        out.append(f"scratch.image_size={cfg.scratch.image_size} must be >= {minimum} for {name}, or null")
     return out
+
+
+def settings_problems(cfg: Config) -> list[str]:
+    """What is wrong with each regime's own node (`scratch.*`, `l2sp.*`), judged against the backbone's smallest
+    input where it is known."""
+    try:
+        name, minimum = cfg.backbone.name, backbones.get_spec(cfg.backbone.name).min_image_size
+    except HarnessError:
+        name, minimum = cfg.backbone.name, 1
+    return [p for regime in specs.SETTINGS for p in getattr(cfg, regime).problems(name, minimum)]
 
 
 def problems(cfg: Config) -> list[str]:
     """Every problem with the config, one sentence each (empty when it is fine)."""
-    return [*backbone_problems(cfg), *cfg.problems()]
+    return [*backbone_problems(cfg), *settings_problems(cfg), *cfg.problems()]
 
 
 def validate(cfg: Config) -> None:

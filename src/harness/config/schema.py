@@ -12,7 +12,7 @@ how fast they come): it is left out of job identities and report columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -20,8 +20,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from harness.training import specs
+from harness.training.regime import regime_settings
 
-# scratch | frozen | finetune, from the registry (specs.REGIMES); mypy cannot see members made this way
+# the registry's regimes (specs.REGIMES); mypy cannot see members made this way
 Regime = StrEnum("Regime", {name: name for name in specs.NAMES})  # type: ignore[misc]
 
 
@@ -51,11 +52,6 @@ class DataSource(StrEnum):
     folder = "folder"
     download = "download"
     synthetic = "synthetic"
-
-
-class ScratchModel(StrEnum):
-    backbone = "backbone"  # the backbone's architecture, random weights: the same-architecture control
-    small_convnet = "small_convnet"  # Chollet's small convnet (Deep Learning with Python 5.2)
 
 
 class FillMode(StrEnum):
@@ -131,29 +127,25 @@ class Head:
         return out
 
 
-@dataclass
-class Epochs:
-    """The most epochs each phase may run (keys: specs.PHASES)."""
+def _steps_problems(node: Any) -> list[str]:
+    out: list[str] = []
+    for phase in specs.PHASES:
+        hint = f" (optimizer steps), or null to use epochs.{phase}"
+        in_range(out, f"steps_budget.{phase}", getattr(node, phase), 1, None, hint)
+    return out
 
-    scratch: int = 30
-    head: int = 200
-    finetune: int = 10
 
-
-@dataclass
-class StepsBudget:
-    """Optimizer steps per phase; null: the epochs key decides (harness.training.stopping)."""
-
-    scratch: int | None = None
-    head: int | None = None
-    finetune: int | None = None
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        for phase in specs.PHASES:
-            hint = f" (optimizer steps), or null to use epochs.{phase}"
-            in_range(out, f"steps_budget.{phase}", getattr(self, phase), 1, None, hint)
-        return out
+# One key per phase a regime introduces (specs.PHASES), made from the registry: `epochs.<phase>`, the most epochs
+# the phase may run, and `steps_budget.<phase>`, optimizer steps instead (null: the epochs key decides;
+# harness.training.stopping).
+Epochs = make_dataclass("Epochs", [(phase, int, default) for phase, default in specs.PHASES.items()])
+StepsBudget = make_dataclass("StepsBudget", [(phase, int | None, None) for phase in specs.PHASES])
+# Each regime's own settings node (`scratch.model`, `l2sp.alpha`), declared in its module: the base of Config.
+RegimeSettings = make_dataclass(
+    "RegimeSettings", [(name, node, regime_settings(node)) for name, node in specs.SETTINGS.items()]
+)
+for _made in (Epochs, StepsBudget, RegimeSettings):
+    _made.__module__ = __name__  # so that a config pickled for a joblib or Ray worker finds these same classes
 
 
 @dataclass
@@ -171,22 +163,6 @@ class EarlyStopping:
 
 
 @dataclass
-class Scratch:
-    """How the scratch regime trains beyond its epochs (harness.training.regimes.train_scratch)."""
-
-    model: ScratchModel = ScratchModel.backbone
-    bn_momentum: float | None = None  # null: the architecture's own (scratch.model=backbone)
-    image_size: int | None = None  # null: backbone.image_size
-    dropout: float | None = None  # scratch.model=small_convnet; null: as in Chollet's book (0.5 with augment, else 0)
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        in_range(out, "scratch.dropout", self.dropout, 0, 1, ", or null (Chollet's choice)")
-        in_range(out, "scratch.bn_momentum", self.bn_momentum, 0, 1, " (e.g. 0.99), or null")
-        return out
-
-
-@dataclass
 class Augmentation:
     rotation_degrees: int = 40
     shift: float = 0.2
@@ -197,8 +173,9 @@ class Augmentation:
 
 
 @dataclass
-class Config:
-    """The primary config's keys and types; the values and their comments live in conf/config.yaml."""
+class Config(RegimeSettings):  # type: ignore[valid-type,misc]
+    """The primary config's keys and types; the values and their comments live in conf/config.yaml. The regimes'
+    own nodes come first, from `RegimeSettings`."""
 
     backbone: Backbone = field(default_factory=Backbone)
     data: Data = field(default_factory=Data)
@@ -214,9 +191,8 @@ class Config:
     seed: int = run_tag("seed")
     augment: bool = MISSING
     augmentation: Augmentation = field(default_factory=Augmentation)
-    epochs: Epochs = field(default_factory=Epochs)
-    steps_budget: StepsBudget = field(default_factory=StepsBudget)
-    scratch: Scratch = field(default_factory=Scratch)
+    epochs: Epochs = field(default_factory=Epochs)  # type: ignore[valid-type]
+    steps_budget: StepsBudget = field(default_factory=StepsBudget)  # type: ignore[valid-type]
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     batch_size: int = MISSING
     cache: bool = result_free()
@@ -237,8 +213,8 @@ class Config:
 
     def problems(self) -> list[str]:
         """Every problem with the values of this config that needs no registry, one sentence each."""
-        out = [*self.data.problems(), *self.head.problems(), *self.scratch.problems()]
-        out += [*self.steps_budget.problems(), *self.early_stopping.problems()]
+        out = [*self.data.problems(), *self.head.problems()]
+        out += [*_steps_problems(self.steps_budget), *self.early_stopping.problems()]
         for key in ("lr", "head_lr"):
             if not getattr(self, key) > 0:
                 out.append(f"{key}={getattr(self, key)} must be > 0 (e.g. {key}=1e-4)")
@@ -269,9 +245,10 @@ class Config:
                     f"{spec.starts_from} model of the same job, so add {spec.starts_from} "
                     f"(regimes=[{spec.starts_from},{regime}])"
                 )
-            value = getattr(self.epochs, spec.phase)
-            if value < 1:
-                out.append(f"epochs.{spec.phase}={value} must be >= 1 when regime {regime} runs")
+            for phase in spec.phases:
+                value = getattr(self.epochs, phase)
+                if value < 1:
+                    out.append(f"epochs.{phase}={value} must be >= 1 when regime {regime} runs")
         return out
 
 

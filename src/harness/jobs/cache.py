@@ -35,12 +35,13 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def make_key(kind: str, parts: Mapping[str, Any]) -> str:
+def make_key(kind: str, parts: Mapping[str, Any], regime_module: str | None = None) -> str:
     """`<kind>-<digest of the parts and of the producing code>`: identical parts, identical key, in any
-    process; a change to the code that produces entries, or to TensorFlow or Keras, gives new keys."""
-    from harness.jobs.identity import code_identity, digest
+    process; a change to the code that produces entries (`identity.producers`: a regime's stored state also
+    depends on `regime_module`), or to TensorFlow or Keras, gives new keys."""
+    from harness.jobs.identity import code_identity, digest, producers
 
-    return f"{kind}-{digest({'kind': kind, 'code': code_identity(), **parts})}"
+    return f"{kind}-{digest({'kind': kind, 'code': code_identity(producers(kind, regime_module)), **parts})}"
 
 
 @dataclass

@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness import data
-from harness.config import Config, plain
+from harness.config import Config
 from harness.jobs import cache, identity
 from harness.jobs.inputs import Prepared
-from harness.training import backbones, runtime, stopping
+from harness.training import backbones, runtime, specs
+from harness.training.regime import Recipe
 
 if TYPE_CHECKING:
     from harness.training import trainer
@@ -32,9 +33,9 @@ class CacheKeys:
     """Every cache entry a job reads or writes, by content."""
 
     images: dict[str, str]  # split -> key
-    features: dict[str, dict[str, str]]  # cut ("top", "pooled" or unfreeze_at) -> split -> key
-    head: str | None  # the head phase shared by jobs differing only in unfreeze_at / lr
-    common: dict[str, str]  # what every features key of this job shares (backbone, weights, precision)
+    features: dict[str, dict[str, str]]  # cut (backbones.TOP, POOLED or a boundary) -> split -> key
+    states: dict[str, str]  # regime -> its stored state's key (the head phase, shared by jobs differing after it)
+    common: dict[str, Any]  # what every features key of this job shares (backbone, weights, precision)
 
     def feature_key(self, cut: str, split: str) -> str:
         """The key of any cut's features (not only this job's), to find reusable shallower cuts."""
@@ -47,39 +48,31 @@ def cache_keys(job: Prepared) -> CacheKeys:
     splits = job.split_identities()
     images = {s: cache.make_key("images", {"files": ident, "size": size}) for s, ident in splits.items()}
     weights = identity.weights_identity(cfg.backbone.weights, cfg.backbone.name)
+    spec = backbones.get_spec(cfg.backbone.name)
     common = {
         "backbone": cfg.backbone.name,
+        "architecture": {"application": spec.application, "preprocessing": spec.module},  # the spec used
         "weights": weights if weights is not None else f"random-seed{cfg.seed}",
         "precision": runtime.resolve_precision(cfg.precision, cfg.backbone.name),  # auto: what this job uses
     }
-    frozen_cut = backbones.frozen_cut(cfg.head.pooling, cfg.augment)
-    cuts = [c for c, regime in ((frozen_cut, "frozen"), (cfg.unfreeze_at, "finetune")) if regime in cfg.regimes]
+    recipe = Recipe.from_cfg(cfg)
+    chosen = specs.chosen(cfg.regimes)
+    cuts = dict.fromkeys(cut for regime in chosen for cut in regime.cuts(recipe))
     features = {
         cut: {s: cache.make_key("features", {**common, "images": images[s], "cut": cut}) for s in images}
         for cut in cuts
     }
-    head = None
-    if "frozen" in cfg.regimes:
-        inputs = images if cfg.augment else features[frozen_cut]
-        head = cache.make_key(
-            "head",
-            {
-                **common,
-                "inputs": inputs,
-                "head": plain(cfg.head),
-                "head_lr": cfg.head_lr,
-                "optimizer": str(cfg.optimizer),
-                # the epochs it may run (from epochs.head, or the step budget on this training split) and
-                # the rule that may stop it sooner: a head trained under another rule is another head
-                "epochs": stopping.phase_budget(cfg, "frozen", len(job.train)).epochs,
-                "early_stopping": stopping.Rule.from_cfg(cfg).key(),
-                "batch_size": cfg.batch_size,
-                "seed": cfg.seed,
-                "augment": plain(cfg.augmentation) if cfg.augment else False,
-                "classes": list(job.folder.class_names),
-            },
+    states = {}
+    for regime in chosen:
+        if regime.reuse is None:
+            continue
+        (cut,) = regime.cuts(recipe)  # a reused state trains on one cut's features, or on augmented images
+        parts = regime.reuse.key_parts(recipe, len(job.train), list(job.folder.class_names))
+        inputs = images if cfg.augment else features[cut]
+        states[regime.name] = cache.make_key(
+            regime.reuse.kind, {**common, "regime": regime.name, "inputs": inputs, **parts}, regime.train.__module__
         )
-    return CacheKeys(images, features, head, common)
+    return CacheKeys(images, features, states, common)
 
 
 def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> trainer.Arrays:
@@ -108,8 +101,12 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
 
     from harness.training import models, trainer
 
-    order = [*backbones.get_spec(cfg.backbone.name).boundaries, *backbones.TOP_CUTS]
-    finetune_cut = cfg.unfreeze_at if "finetune" in cfg.regimes else None
+    boundaries = backbones.get_spec(cfg.backbone.name).boundaries
+    order = [*boundaries, *backbones.TOP_CUTS]
+    recipe = Recipe.from_cfg(cfg)
+    # the shallowest boundary a chosen regime trains from: top features are built through it (one pass for both)
+    through = min((c for s in specs.chosen(cfg.regimes) for c in s.cuts(recipe) if c in boundaries),
+                  key=boundaries.index, default=None)  # fmt: skip
 
     def deepest_cached_below(cut: str, split: str) -> str | None:
         for c in reversed(order[: order.index(cut)]):
@@ -120,11 +117,11 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
     def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray] | None:
         """Run the segment source -> cut over the cached source features of `splits`, in one predict call; None
         when a source entry turns out unreadable (it is discarded)."""
-        if source == "top":  # pooled from top: the pooling alone
+        if source == backbones.TOP:  # pooled from top: the pooling alone
             seg = models.pooling(base.output.shape[1:])
         else:
             seg = backbones.segment(base, source, None if cut in backbones.TOP_CUTS else cut)
-            if cut == "pooled":
+            if cut == backbones.POOLED:
                 seg = keras.Model(seg.input, models.pooling(seg.output.shape[1:])(seg.output))
         # reading the source is part of building `cut`: not counted as cache hits of this run
         src = {s: store.load(keys.feature_key(source, s)) for s in splits}
@@ -134,14 +131,14 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
         return trainer.predict_by_split(seg, loaded)
 
     def features(stage, arrays: trainer.Arrays, cut: str) -> dict[str, np.ndarray]:
-        if cut not in keys.features or not store.enabled:  # scratch's stage is only preprocessing
+        if cut not in keys.features or not store.enabled:  # pixels: the stage is only preprocessing
             return trainer.compute_features(stage, arrays)
 
         def build(missing: list[str]) -> dict[str, np.ndarray]:
             top = cut in backbones.TOP_CUTS
-            if top and finetune_cut and any(deepest_cached_below(cut, s) is None for s in missing):
-                lower, _ = backbones.split_at(base, finetune_cut)
-                features(models.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, finetune_cut)
+            if top and through and any(deepest_cached_below(cut, s) is None for s in missing):
+                lower, _ = backbones.split_at(base, through)
+                features(models.frozen_stage(cfg.backbone.name, cfg.backbone.image_size, lower), arrays, through)
             by_source: dict[str | None, list[str]] = {}
             for s in missing:  # each split from its own deepest cached cut: subsamples differ, eval splits don't
                 by_source.setdefault(deepest_cached_below(cut, s), []).append(s)

@@ -11,46 +11,64 @@ modules) and the TensorFlow and Keras versions, so a change of code never serves
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.util
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.config import RESULT_FREE_KEYS, Config, to_container
+from harness.training import specs
 
-# The modules whose code decides what a cache entry holds: decoding, the backbones, the models and their
-# training, the cache's own layout and the derivation of features from cached cuts.
-PRODUCERS = (
-    "harness.data.images",
-    "harness.training.backbones",
-    "harness.training.models",
-    "harness.training.trainer",
-    "harness.training.regimes",
-    "harness.training.augmentation",
-    "harness.training.stopping",
-    "harness.jobs.cache",
-    "harness.jobs.features",
-)
+# The modules whose code decides what each kind of cache entry holds: decoding and the cache's own layout for
+# images; the backbones' builders, the frozen stage and the derivation of features from cached cuts for features;
+# and for a regime's stored state (the head phase) its training, plus the module of the regime that produces it
+# (`producers`). Registries are data, not code here: the backbone and the regime a key uses enter it as their
+# specs, so adding a backbone or a regime leaves every other key as it was.
+IMAGES = ("harness.data.images", "harness.jobs.cache")
+FEATURES = (*IMAGES, "harness.training.backbones", "harness.training.models", "harness.training.trainer",
+            "harness.jobs.features")  # fmt: skip
+STATES = (*FEATURES, "harness.training.regime", "harness.training.augmentation", "harness.training.stopping")
+PRODUCERS = {"images": IMAGES, "features": FEATURES}
+
+
+def producers(kind: str, regime_module: str | None = None) -> tuple[str, ...]:
+    """The modules whose code a cache entry of `kind` depends on: a regime's stored state (`regime_module`'s
+    `Reuse`) on its training and on that regime's own module."""
+    if kind in PRODUCERS:
+        return PRODUCERS[kind]
+    return STATES if regime_module is None else (*STATES, regime_module)
+
+
+def _settings_off(name: str) -> Callable[[Any, Mapping[str, Any]], bool]:
+    return lambda node, config: name not in config.get("regimes", ())
+
+
 # Keys left out of the identity while they cannot act, so that adding them kept every recorded job's identity
-# (a study recorded before them is not re-trained): early stopping disabled, no step budget for any phase, the
-# scratch settings in a job without the scratch regime. Each predicate gets the node and the whole config.
-OFF_WHEN = {
+# (a study recorded before them is not re-trained): early stopping disabled, no step budget for any phase, a
+# regime's own node in a job without that regime. Each predicate gets the node and the whole config.
+OFF_WHEN: dict[str, Callable[[Any, Mapping[str, Any]], bool]] = {
     "early_stopping": lambda node, config: not node.get("enabled"),
     "steps_budget": lambda node, config: all(v is None for v in node.values()),
-    "scratch": lambda node, config: "scratch" not in config.get("regimes", ()),
+    **{name: _settings_off(name) for name in specs.SETTINGS},
 }
 
 
 # Keys added after studies were recorded, left out of the identity while they hold the value every earlier job
-# implicitly had, so that those jobs keep their identities: (node, key) -> that value.
+# implicitly had, so that those jobs keep their identities: (node, key) -> that value. A regime's settings mark
+# theirs with `harness.training.regime.added_at_default`.
 ADDED_AT_DEFAULT = {
-    ("scratch", "model"): "backbone",
-    ("scratch", "dropout"): None,
     ("augmentation", "fill_mode"): "nearest",
+    **{
+        (name, f.name): f.default
+        for name, node in specs.SETTINGS.items()
+        for f in dataclasses.fields(node)
+        if f.metadata.get("added_at_default")
+    },
 }
 
 
@@ -93,11 +111,11 @@ def _module_sources(modules: Iterable[str]) -> list[bytes]:
 
 
 @functools.cache
-def code_identity(modules: tuple[str, ...] | None = None) -> str:
-    """Digest of the source of `modules` (default: PRODUCERS) with the TensorFlow and Keras versions: part of
-    every cache key."""
+def code_identity(modules: tuple[str, ...]) -> str:
+    """Digest of the source of `modules` (`producers`) with the TensorFlow and Keras versions: part of every
+    cache key."""
     h = hashlib.sha256()
-    for source in _module_sources(PRODUCERS if modules is None else modules):
+    for source in _module_sources(modules):
         h.update(hashlib.sha256(source).digest())
     for lib in ("tensorflow", "keras"):
         h.update(f"{lib}={metadata.version(lib)}".encode())

@@ -19,6 +19,7 @@ from harness.jobs import cache, claims, leases
 from harness.jobs.features import cache_keys, cached_features, load_arrays
 from harness.jobs.inputs import Prepared, fetch, needs_pretrained, prepare
 from harness.training import backbones, specs, stopping
+from harness.training.regime import Context, Recipe, RegimeSpec
 from harness.training.runtime import configure_runtime, quiet_tensorflow, resolve_precision
 
 if TYPE_CHECKING:  # Keras is imported only once a job is past its checks: bad input fails fast
@@ -196,19 +197,18 @@ def claim(cfg: Config, job_identity: str, name: str, experiment_id: str) -> clai
 
 
 def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[str, RegimeResult]:
-    """The regimes of a claimed job, inside its (active) job run."""
-    from harness.training import regimes
+    """The regimes of a claimed job, in the registry's order, inside its (active) job run."""
+    from harness.training import augmentation
     from harness.training.trainer import Trainer
 
     store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)
     keys = cache_keys(job)
-    recipe = regimes.Recipe.from_cfg(cfg)  # all the regimes see of the config
     trainer = Trainer(
         num_classes=job.folder.num_classes,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         optimizer=cfg.optimizer,
-        augment=regimes.augmentation(cfg.augmentation, cfg.seed) if cfg.augment else None,
+        augment=augmentation.from_settings(cfg.augmentation, cfg.seed) if cfg.augment else None,
         callbacks=lambda regime, first: [tracking.epoch_logger(), leases.guard()],
         features=cached_features(store, keys, cfg, pretrained),
         rule=stopping.Rule.from_cfg(cfg),
@@ -222,31 +222,53 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
     tracking.set_tags({"threads": str(threads or "all"), **precision})
     with cache_report(store):
         arrays = load_arrays(job, store, keys)
-    if "scratch" in cfg.regimes:
-        with regime_run(cfg, job.identity, "scratch"):
-            results["scratch"] = regimes.train_scratch(recipe, arrays, trainer)
-            log_regime(results["scratch"], cfg, job)
-    if "frozen" in cfg.regimes:
-        with regime_run(cfg, job.identity, "frozen"), cache_report(store):
-            assert keys.head is not None  # the frozen regime has a head phase key
-            restored = store.load_bundle(keys.head, lambda p: regimes.restore_frozen(recipe, arrays, pretrained, p))
-            if restored is not None:
-                results["frozen"], state = restored
-                tracking.log_history(results["frozen"].history, initial=results["frozen"].initial)
-                log.info("frozen   head phase reused from the cache (%s)", keys.head)
-            else:
-                results["frozen"], state = regimes.train_frozen(recipe, arrays, trainer, pretrained)
-                store.store_bundle(keys.head, lambda p: regimes.save_frozen(results["frozen"], state, p))
-            tracking.set_tags({"head_phase": "reused" if restored else "trained", "head_phase_key": keys.head})
-            log_regime(results["frozen"], cfg, job)
-    if "finetune" in cfg.regimes:
-        with regime_run(cfg, job.identity, "finetune"), cache_report(store):
-            results["finetune"] = regimes.train_finetune(recipe, arrays, trainer, state)
-            log_regime(results["finetune"], cfg, job, state.next_epoch, results["frozen"].history)
+    ctx = Context(Recipe.from_cfg(cfg), arrays, trainer, pristine(pretrained) if pretrained is not None else None)
+    for spec in specs.chosen(cfg.regimes):
+        ctx.start = results[spec.starts_from].state if spec.starts_from else None
+        with regime_run(cfg, job.identity, spec.name), cache_report(store):
+            results[spec.name] = train_regime(spec, ctx, store, keys.states.get(spec.name))
+            before = results[spec.starts_from] if spec.starts_from else None
+            if before is None:
+                log_regime(results[spec.name], cfg, job)
+            else:  # drawn after the phase it continues, as in the TensorFlow tutorial's plots
+                log_regime(results[spec.name], cfg, job, results[spec.name].first_epoch, before.history)
     tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
     tracking.log_result_metrics(store.stats.as_metrics())
     tracking.log_result_metrics({OBJECTIVE: objective(results)})
     return results
+
+
+def train_regime(spec: RegimeSpec, ctx: Context, store: cache.ArrayCache, key: str | None) -> RegimeResult:
+    """One regime in its (active) run: trained, or its stored state reused from the cache when the spec allows
+    (`reuse`; tags `<kind>_phase` reused | trained and `<kind>_phase_key`)."""
+    if spec.reuse is None or key is None:
+        return spec.train(ctx)
+    reuse = spec.reuse
+    restored = store.load_bundle(key, lambda folder: reuse.restore(ctx, folder))
+    if restored is not None:
+        tracking.log_history(restored.history, initial=restored.initial)
+        log.info("%-8s %s phase reused from the cache (%s)", spec.name, reuse.kind, key)
+        result = restored
+    else:
+        result = spec.train(ctx)
+        store.store_bundle(key, lambda folder: reuse.save(result, folder))
+    tracking.set_tags({f"{reuse.kind}_phase": "reused" if restored else "trained", f"{reuse.kind}_phase_key": key})
+    return result
+
+
+def pristine(base):
+    """The pretrained backbone as a regime needs it: its weights as loaded (BatchNorm statistics included) and every
+    layer trainable, whatever a regime before it in the job trained."""
+    from harness.training import backbones
+
+    weights = base.get_weights()
+
+    def fresh():
+        base.set_weights(weights)
+        backbones.set_trainable(base, True)
+        return base
+
+    return fresh
 
 
 # What a search sweeper (Optuna's, say) maximises: validation, never test accuracy, steers a search.
@@ -255,5 +277,5 @@ OBJECTIVE = "best_val_acc"
 
 def objective(results: dict[str, RegimeResult]) -> float:
     """The best validation accuracy of the job's last regime (fine-tuned, else frozen, else scratch)."""
-    last = next(results[r] for r in reversed(specs.NAMES) if r in results)
+    last = next(results[r] for r in reversed(specs.NAMES) if r in results)  # the registry's order
     return float(max(last.history["val_acc"]))

@@ -12,63 +12,54 @@ from harness.errors import HarnessError
 from harness.jobs import cache
 from harness.jobs.features import cache_keys
 from harness.jobs.inputs import Prepared, prepare
-from harness.training import backbones, stopping
-
-# Rough forward cost per image at 224 px in GFLOP (2 x multiply-adds), for the dry run's estimate: each backbone's
-# from its spec; Chollet's small convnet (scratch.model=small_convnet) 0.46 GFLOP at 150 px (its convolutions).
-SMALL_CONVNET_GFLOP_224 = 1.03
-
-
-def gflop_224(model: str) -> float:
-    return SMALL_CONVNET_GFLOP_224 if model == "small_convnet" else backbones.get_spec(model).gflop_224
-
+from harness.training import backbones, specs
+from harness.training.regime import Recipe, Workload
 
 # What this 2-core machine sustains, GFLOP/s: inference from benchmarks/RESULTS.md (MobileNetV2 at 160 px,
 # 48 img/s x 0.306 GFLOP), training from the tf_mobilenetv2 study's scratch epochs (forward + backward,
 # counted as 3 x forward, ~4 min for 2,000 train + 1,000 validation images under load).
 FORWARD_GFLOPS = 15.0
 TRAIN_GFLOPS = 10.0
-# Chollet's small convnet runs its plain 3x3 convolutions far closer to the machine's peak: ~30 s per epoch of
-# 2,000 training and 1,000 validation images at 150 px, measured here (3,220 GFLOP counted as below)
-TRAIN_GFLOPS_BY_MODEL = {"small_convnet": 100.0}
 
 
-def estimate_seconds(job: Prepared, build_features: set[str], train_head: bool) -> float:
-    """A rough compute estimate of one job on this machine, given which feature cuts and head phase it builds.
-
-    Each phase counts the epochs it may run (its epochs key, or its step budget on this job's training
-    split); with early stopping that is an upper bound. Scratch counts at its own image size.
-    """
+def estimate_seconds(job: Prepared, build_features: set[str], trains_states: set[str]) -> float:
+    """A rough compute estimate of one job on this machine, given which feature cuts it builds and which regimes'
+    stored states (the head phase) it trains rather than reuses: the cuts' forward passes, then each regime's own
+    cost (its spec's), counting the epochs it may run (with early stopping an upper bound)."""
     cfg = job.cfg
-    per_image = gflop_224(cfg.backbone.name) * (cfg.backbone.image_size / 224) ** 2
-    boundaries = backbones.get_spec(cfg.backbone.name).boundaries
+    spec = backbones.get_spec(cfg.backbone.name)
+    per_image = spec.gflop_224 * (cfg.backbone.image_size / 224) ** 2
     n = {s: len(v) for s, v in job.splits.items()}
-    n_all, n_train, n_val = sum(n.values()), n["train"], n["validation"]
-    epochs = {str(r): stopping.phase_budget(cfg, str(r), n_train).epochs for r in cfg.regimes}
-    lower = boundaries.index(cfg.unfreeze_at) / len(boundaries)  # share of the trunk below the cut
-    forward = train = scratch_s = 0.0
+    n_all, n_train = sum(n.values()), n["train"]
+    recipe = Recipe.from_cfg(cfg)
     staged = n_all - n_train if cfg.augment else n_all  # augmented: only the held-out splits are staged once
-    for cut in build_features:
-        forward += staged * per_image * (1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries))
-    if cfg.augment and train_head:  # augmented pixels: the frozen trunk runs over the training split every epoch
-        forward += epochs["frozen"] * n_train * per_image
-    if "finetune" in epochs:
-        if cfg.augment:
-            forward += epochs["finetune"] * n_train * per_image * lower
-        train += epochs["finetune"] * (3 * n_train + n_val) * per_image * (1 - lower)
-    if "scratch" in epochs:
-        scratch_size = cfg.scratch.image_size or cfg.backbone.image_size
-        model = cfg.backbone.name if cfg.scratch.model == "backbone" else str(cfg.scratch.model)
-        per_scratch = gflop_224(model) * (scratch_size / 224) ** 2
-        rate = TRAIN_GFLOPS_BY_MODEL.get(model, TRAIN_GFLOPS)
-        scratch_s = epochs["scratch"] * (3 * n_train + n_val) * per_scratch / rate
-    return forward / FORWARD_GFLOPS + train / TRAIN_GFLOPS + scratch_s
+    forward = sum(staged * per_image * depth(spec.boundaries, cut) for cut in build_features)
+    seconds = forward / FORWARD_GFLOPS
+    for regime in specs.chosen(cfg.regimes):
+        work = Workload(
+            recipe=recipe,
+            per_image_gflop=per_image,
+            below_cut=depth(spec.boundaries, cfg.unfreeze_at),
+            n_train=n_train,
+            n_val=n["validation"],
+            epochs=recipe.budget(regime, n_train).epochs,
+            trains_state=regime.name in trains_states,
+            forward_gflops=FORWARD_GFLOPS,
+            train_gflops=TRAIN_GFLOPS,
+        )
+        seconds += regime.cost(work)
+    return seconds
+
+
+def depth(boundaries: tuple[str, ...], cut: str) -> float:
+    """The share of the backbone's forward pass below a cut (the top cuts: all of it)."""
+    return 1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries)
 
 
 def feature_cuts(cfg: Config) -> list[str]:
     """The cuts whose features a job holds in memory (with augmentation, of the held-out splits only)."""
-    cuts = [backbones.frozen_cut(cfg.head.pooling, cfg.augment)] if "frozen" in cfg.regimes else []
-    return cuts + ([cfg.unfreeze_at] if "finetune" in cfg.regimes else [])
+    recipe = Recipe.from_cfg(cfg)
+    return list(dict.fromkeys(cut for regime in specs.chosen(cfg.regimes) for cut in regime.cuts(recipe)))
 
 
 def staged_splits(job: Prepared) -> list[str]:
@@ -131,25 +122,25 @@ def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
 
         lines, to_build = [], set()
         lines.append("images " + " ".join(f"{s}:{state(k)}" for s, k in keys.images.items()))
-        head_state = state(keys.head, "") if keys.head else None
+        states = {regime: state(key, "") for regime, key in keys.states.items()}
+        reused_cuts = {c for r, v in states.items() if v == "reuse" for c in specs.spec(r).cuts(Recipe.from_cfg(cfg))}
         for cut, by_split in keys.features.items():
-            if cut in backbones.TOP_CUTS and head_state == "reuse":
+            if cut in reused_cuts and cut in backbones.TOP_CUTS:
                 continue  # a reused head phase needs no top features
-            states = {s: state(k) for s, k in by_split.items() if s in staged_splits(job)}
+            cut_states = {s: state(k) for s, k in by_split.items() if s in staged_splits(job)}
             size = f" ({gb(sizes[cut])})" if cut in sizes else ""
-            lines.append(f"features@{cut}{size} " + " ".join(f"{s}:{v}" for s, v in states.items()))
-            if "build" in states.values():
+            lines.append(f"features@{cut}{size} " + " ".join(f"{s}:{v}" for s, v in cut_states.items()))
+            if "build" in cut_states.values():
                 to_build.add(cut)
-        if head_state:
-            lines.append(f"head phase {head_state}")
-        seconds = estimate_seconds(job, to_build, head_state == "build")
+        for regime, value in states.items():
+            lines.append(f"{specs.spec(regime).reuse.kind} phase {value}")  # type: ignore[union-attr]
+        seconds = estimate_seconds(job, to_build, {r for r, v in states.items() if v == "build"})
         total += seconds
         print(f"job {i}: {head} identity={job.identity} regimes={[str(r) for r in cfg.regimes]}")
         bound = "at most " if cfg.early_stopping.enabled else ""  # the rule may end phases sooner
         print(f"    {'; '.join(lines)}; est. {bound}~{seconds / 60:.1f} min here")
         built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
-        if keys.head:
-            built.add(keys.head)
+        built |= set(keys.states.values())
     stops = any(cfg.early_stopping.enabled for _, cfg in jobs)
     bound = "at most " if stops else ""
     print(f"total: est. {bound}~{total / 60:.1f} min on this machine (rough: +-2x; compute only, no start-up)")

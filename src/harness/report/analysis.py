@@ -24,8 +24,8 @@ from harness.report.render import (
     results_section,
     targets_section,
 )
-from harness.report.runs import DIFF
-from harness.report.tables import row_keys_of, split_keys
+from harness.report.runs import DIFF, REGIME_LABELS
+from harness.report.tables import HEADLINE, row_keys_of, split_keys
 
 log = logging.getLogger("harness.report")
 
@@ -194,12 +194,13 @@ def _recorded_paired_t(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     from harness.report import stats
 
     rows = table[table[f"{DIFF}_n"].astype(int) > 0]
+    better, baseline = HEADLINE
     out = pd.DataFrame(
         {
             **{k: rows[k] for k in keys},
-            "comparison": "fine-tuned − frozen",
-            "better": "finetune",
-            "baseline": "frozen",
+            "comparison": f"{REGIME_LABELS[better]} − {REGIME_LABELS[baseline]}",
+            "better": better,
+            "baseline": baseline,
             "n": rows[f"{DIFF}_n"].astype(int),
             "images": float("nan"),
             "mean": rows[f"{DIFF}_mean"],

@@ -25,8 +25,8 @@ from harness.training import specs
 
 log = logging.getLogger("harness.report")
 
-# The comparisons a report makes, where both regimes ran: (better-expected, baseline)
-PAIRS = (("finetune", "frozen"), ("frozen", "scratch"), ("finetune", "scratch"))
+# The comparisons a report makes, where both regimes ran: (better-expected, baseline), from the registry
+PAIRS = tuple(specs.pairs())
 CROSSED = stats.CROSSED
 BOOTSTRAP = "paired bootstrap (seeds x images)"  # what reports recorded before December 2026 name their test
 PAIRED_T = "paired t (seeds)"

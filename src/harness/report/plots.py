@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from harness.report.render import key_value
 from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES
 from harness.report.tables import boundary_order, decided_by_budget, regimes_run, row_keys_of, split_keys
+from harness.training import specs
 from harness.training.figures import EMA_FACTOR, close, plt  # pyplot with the Agg backend figures.py chose
 
 log = logging.getLogger("harness.report")
@@ -80,9 +81,13 @@ def phase_curves(finished: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataF
     trained = merged["step"] >= 0
     first = merged[trained].groupby("run_id")["step"].min()
     merged["epoch"] = np.where(trained, merged["step"] - merged["run_id"].map(first) + 1, 0)
-    heads = merged[merged["regime"] == "frozen"].groupby("seed")["epoch"].max()
-    switch = float(heads.mean()) if len(heads) and (merged["regime"] == "finetune").any() else float("nan")
-    merged["x"] = merged["epoch"] + np.where(merged["regime"] == "finetune", switch, 0)
+    continuing = {s.name: s.starts_from for s in specs.REGIMES.values() if s.starts_from}
+    shift, switch = {}, float("nan")
+    for regime, start in continuing.items():
+        heads = merged[merged["regime"] == start].groupby("seed")["epoch"].max()
+        if len(heads) and (merged["regime"] == regime).any():
+            shift[regime] = switch = float(heads.mean())
+    merged["x"] = merged["epoch"] + merged["regime"].map(shift).fillna(0).to_numpy()
     return merged, switch
 
 
@@ -159,7 +164,8 @@ def _accuracy(ax, rows: pd.DataFrame, regime: str, x: pd.Series, style: dict[str
 def _differences(ax, comparisons: pd.DataFrame, key: str, position: dict[Any, float], others: list[str]) -> None:
     """The paired difference fine-tuned − frozen per value of `key` (one line per combination of the other
     varying keys), with its interval, around a zero line."""
-    diff = comparisons[(comparisons["better"] == "finetune") & (comparisons["baseline"] == "frozen")]
+    better, baseline = specs.headline()
+    diff = comparisons[(comparisons["better"] == better) & (comparisons["baseline"] == baseline)]
     groups = diff.groupby(others, sort=False) if others else [((), diff)]
     for i, (values, rows) in enumerate(groups):
         values = values if isinstance(values, tuple) else (values,)
@@ -167,9 +173,10 @@ def _differences(ax, comparisons: pd.DataFrame, key: str, position: dict[Any, fl
         rows = rows.assign(_x=rows[key].map(position)).dropna(subset=["_x"]).sort_values("_x")
         y = 100 * rows["mean"]
         err = np.vstack([(y - 100 * rows["ci_lo"]).to_numpy(), (100 * rows["ci_hi"] - y).to_numpy()])
-        ax.errorbar(rows["_x"], y, yerr=err, marker="s", capsize=3, color=REGIME_COLORS["finetune"],
+        ax.errorbar(rows["_x"], y, yerr=err, marker="s", capsize=3, color=REGIME_COLORS[better],
                     linestyle=LINESTYLES[i % len(LINESTYLES)],
-                    label="fine-tuned − frozen, 95% CI" + (f" ({suffix})" if suffix else ""))  # fmt: skip
+                    label=f"{REGIME_LABELS[better]} − {REGIME_LABELS[baseline]}, 95% CI"
+                    + (f" ({suffix})" if suffix else ""))  # fmt: skip
     ax.axhline(0, color="grey", linewidth=1)
     ax.set_ylabel("Δ test acc (points)")
     ax.grid(alpha=0.3)

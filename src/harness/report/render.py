@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from harness.report.runs import MISSING, REGIME_LABELS
-from harness.report.tables import HEAD_TRAINED, regimes_run, split_keys
+from harness.report.tables import HEAD_TRAINED, REUSED, regimes_run, split_keys
+from harness.training import specs
 
 MINUS = "−"  # U+2212, a real minus sign (LaTeX: $-$)
 
@@ -161,7 +162,8 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
     frame = pd.DataFrame(rows, columns=columns).fillna(MISSING)
     notes = ["n: seeds (finished runs). test acc: on the test split, mean ± sd over seeds. " + CI_NOTES[crossed]]
     if has_val and val == "tested_val":
-        tuned = "fine-tuned: from the start of fine-tuning; " if "finetune" in ran else ""
+        continuing = [specs.spec(r) for r in ran if specs.spec(r).starts_from]
+        tuned = "".join(f"{s.label}: from the start of its own phase; " for s in continuing)
         notes.append(
             "val acc at tested epoch: validation accuracy of the weights that were tested, mean over seeds, and that"
             " epoch (median over seeds): the restored best epoch when the stopping rule was on, else the last; counted"
@@ -171,10 +173,11 @@ def results_section(table: pd.DataFrame, pm: str = "±") -> Section:
         notes.append("best val acc (epoch): best epoch of the seed-mean validation curve (this results.csv's own).")
     if has_epochs:
         notes.append("epochs run: mean epochs of the regime's own phase; (k early): k runs the stopping rule ended.")
-    parts = ["fine-tuned: the fine-tuning phase only"] * ("finetune" in ran)
-    if "frozen" in ran:
-        parts.append("frozen: head phases these runs trained, reused cached ones left out" if HEAD_TRAINED in table
-                     else "frozen: as recorded")  # fmt: skip
+    parts = [f"{specs.spec(r).label}: its own phase only" for r in ran if specs.spec(r).starts_from]
+    if REUSED.name in ran:
+        kind = f"{REUSED.reuse.kind} phases"  # type: ignore[union-attr]
+        parts.append(f"{REUSED.label}: {kind} these runs trained, reused cached ones left out" if HEAD_TRAINED in table
+                     else f"{REUSED.label}: as recorded")  # fmt: skip
     notes.append("train min: mean minutes of the regime's own training" + (f" ({'; '.join(parts)})." if parts else "."))
     return Section("Results", frame, _caption(constant), notes, len(varying) + 1)
 

@@ -30,14 +30,12 @@ CONFIG_PARAMS = {
     "augment": "augment",
     "image_size": "backbone.image_size",
     **{f"epochs_{phase}": f"epochs.{phase}" for phase in specs.PHASES},
-    "scratch_size": "scratch.image_size",
-    "scratch_bn_momentum": "scratch.bn_momentum",
-    "scratch_model": "scratch.model",
+    **{column: key for spec in specs.REGIMES.values() for column, key in spec.columns.items()},  # their own nodes
 }
 # Keys derived from several params: the early-stopping rule and the step budget, each in one readable cell.
 RULE_KEYS = ("stopping", "budget")
 CONFIG_KEYS = (*CONFIG_PARAMS, *RULE_KEYS)
-NUMERIC_KEYS = ("lr", "head_lr", "data_fraction", "image_size", "epochs_scratch", "epochs_head", "epochs_finetune")
+NUMERIC_KEYS = ("lr", "head_lr", "data_fraction", "image_size", *(f"epochs_{phase}" for phase in specs.PHASES))
 PHASES = specs.PHASES
 TAG_FALLBACK = ("backbone", "unfreeze_at", "lr", "data_fraction")  # also tags, for runs lacking params
 # Params that never separate configurations: replicates (seed), bookkeeping, what a job ran (regimes), the

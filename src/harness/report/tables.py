@@ -27,22 +27,28 @@ log = logging.getLogger("harness.report")
 
 # How long each regime's runs trained: mean epochs run, and how many of them the early-stopping rule ended
 RUN_LENGTH = ("epochs_run", "stopped_early")
-HEAD_TRAINED = "frozen_head_phases_trained"  # the last column: how many frozen runs frozen_train_time_s is over
+# The regime whose trained state later jobs reuse (the head phase): its train_time_s counts only the runs that
+# trained it, and the last column says how many (frozen_head_phases_trained)
+REUSED = next(spec for spec in specs.REGIMES.values() if spec.reuse is not None)
+HEAD_TRAINED = f"{REUSED.name}_{REUSED.reuse.kind}_phases_trained"  # type: ignore[union-attr]
+HEADLINE = specs.headline()  # the comparison a results.csv keeps as paired-t columns (DIFF)
 
 
 # Keys that only some regimes use: when none of those regimes ran, a constant value is a config default
 # that nothing used (epochs_scratch=30 in a study without scratch), and is not listed as the rows' setting.
 def _key_regimes() -> dict[str, tuple[str, ...]]:
-    """Each regime's phase (epochs_<phase>) and learning rate, from the registry; a regime that starts from
-    another also uses that one's phase (fine-tuning follows the head phase) and names the boundary."""
-    out: dict[str, set[str]] = {f"scratch_{k}": {"scratch"} for k in ("size", "bn_momentum", "model")}
+    """Each regime's phases (epochs_<phase>), learning rate and own settings, from the registry; a regime that starts
+    from another also uses that one's phase and learning rate (fine-tuning follows the head phase), and one that
+    unfreezes the backbone from a boundary uses unfreeze_at."""
+    out: dict[str, set[str]] = {}
     for name, spec in specs.REGIMES.items():
-        for key in (f"epochs_{spec.phase}", spec.lr_key if spec.starts_from else None):
-            if key:
-                out.setdefault(key, set()).add(name)
-        if spec.starts_from:
-            out.setdefault(f"epochs_{specs.spec(spec.starts_from).phase}", set()).add(name)
-            out.setdefault("unfreeze_at", set()).add(name)
+        keys = [*spec.columns, spec.lr_key, *(f"epochs_{phase}" for phase in spec.phases)]
+        if spec.starts_from:  # it continues that regime's phase, trained at that regime's learning rate
+            start = specs.spec(spec.starts_from)
+            keys += [start.lr_key, *(f"epochs_{phase}" for phase in start.phases)]
+        keys += ["unfreeze_at"] * spec.unfreezes
+        for key in keys:
+            out.setdefault(key, set()).add(name)
     return {key: tuple(sorted(regimes)) for key, regimes in out.items()}
 
 
@@ -95,14 +101,16 @@ def validation_at_tested_epoch(finished: pd.DataFrame, curves: pd.DataFrame, key
 
 
 def paired_differences(finished: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Fine-tuned minus frozen test_acc, paired by (configuration, seed): the frozen run of the same job."""
+    """The headline comparison's test_acc difference (`specs.headline`: fine-tuned minus frozen), paired
+    by (configuration, seed): the baseline's run of the same job."""
     columns = [f"{DIFF}_{s}" for s in ("n", "mean", "std", "ci95_lo", "ci95_hi", "t", "p")]
-    sides = finished[finished["regime"].isin(["frozen", "finetune"])]
+    better, baseline = HEADLINE
+    sides = finished[finished["regime"].isin([baseline, better])]
     wide = sides.set_index([*keys, "seed", "regime"])["test_acc"].unstack("regime")
-    if wide.empty or not {"frozen", "finetune"} <= set(wide.columns):
+    if wide.empty or not {baseline, better} <= set(wide.columns):
         return pd.DataFrame(columns=columns, index=pd.MultiIndex.from_tuples([], names=list(keys)))
     tests = wide.groupby(level=list(keys), sort=False).apply(
-        lambda g: pd.Series(stats.paired_test(g["finetune"], g["frozen"]))
+        lambda g: pd.Series(stats.paired_test(g[better], g[baseline]))
     )
     tests = tests.rename(columns={"ci_lo": "ci95_lo", "ci_hi": "ci95_hi"}).add_prefix(f"{DIFF}_")
     return tests[columns]
@@ -132,8 +140,9 @@ def summarize(
     if finished.empty:
         return pd.DataFrame(columns=["config", *keys])
     group = [*keys, "regime"]
-    head_phase = finished["tags.head_phase"] if "tags.head_phase" in finished else pd.Series("", index=finished.index)
-    reused = finished["regime"].eq("frozen") & head_phase.eq("reused")
+    tag = f"tags.{REUSED.reuse.kind}_phase"  # type: ignore[union-attr]
+    head_phase = finished[tag] if tag in finished else pd.Series("", index=finished.index)
+    reused = finished["regime"].eq(REUSED.name) & head_phase.eq("reused")
     per = finished.assign(_own_time=finished["train_time_s"].mask(reused), _trained=~reused)
     per = per.groupby(group, sort=False).agg(
         n=("run_id", "size"),
@@ -165,7 +174,7 @@ def summarize(
         wide[f"{regime}_stopped_early"] = wide[f"{regime}_stopped_early"].astype("Int64")
     table = wide.join(paired_differences(finished, keys))
     table[f"{DIFF}_n"] = table[f"{DIFF}_n"].fillna(0).astype(int)
-    trained = per["trained"].unstack("regime").reindex(index=table.index, columns=REGIMES)["frozen"]
+    trained = per["trained"].unstack("regime").reindex(index=table.index, columns=REGIMES)[REUSED.name]
     table[HEAD_TRAINED] = trained.fillna(0).astype(int)
     table = _sorted_rows(table.reset_index(), keys)
     table.insert(0, "config", range(1, len(table) + 1))
@@ -217,10 +226,9 @@ def split_keys(table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     }
     for key in decided_by_budget(constant.get("budget", "")):
         constant.pop(key, None)
-    if constant.get("scratch_model") == "small_convnet":
-        constant.pop("scratch_bn_momentum", None)  # Chollet's small convnet has no BatchNorm
-        if ran == ["scratch"]:
-            constant.pop("backbone", None)  # nothing of the backbone was built: scratch_size says the input
+    for spec in specs.REGIMES.values():  # keys a regime's own settings made meaningless (no BatchNorm to set)
+        for key in spec.unused_keys(constant, ran) if spec.unused_keys else ():
+            constant.pop(key, None)
     return varying, constant
 
 
@@ -238,6 +246,13 @@ def read_table(path: Path | str) -> pd.DataFrame:
     keys = columns[1 : columns.index(f"{REGIMES[0]}_n")]
     text = {c: str for c in [*keys, *(f"{r}_seeds" for r in REGIMES)]}
     table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values={c: [""] for c in columns if c not in text})
+    first = REGIMES[0]
+    after_keys = list(table.columns)[len(keys) + 1 :]
+    stats_of = [c.removeprefix(f"{first}_") for c in after_keys if c.startswith(f"{first}_")]
+    for regime in REGIMES:  # a regime added to the registry after the report was written: none of its runs
+        if f"{regime}_n" not in table:
+            absent = {f"{regime}_{stat}": np.nan for stat in stats_of}
+            table = table.assign(**{**absent, f"{regime}_n": 0, f"{regime}_seeds": ""})
     for regime in REGIMES:
         for stat in ("best_val_epoch", "stopped_early"):
             if f"{regime}_{stat}" in table:  # a results.csv of an older report may lack the run lengths

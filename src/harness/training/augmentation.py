@@ -93,3 +93,13 @@ class RandomAffine(keras.layers.Layer):
     def get_config(self) -> dict:
         keys = ("rotation_degrees", "shift", "shear_degrees", "zoom", "horizontal_flip", "seed", "fill_mode")
         return {**super().get_config(), **{k: getattr(self, k) for k in keys}}
+
+
+def from_settings(settings, seed: int) -> RandomAffine:
+    """Chollet's ImageDataGenerator transforms (the `augmentation` node) as one layer in the graph, active only
+    while training, seeded by the job's seed so that the same config gives the same pixels."""
+    a = settings
+    return RandomAffine(
+        a.rotation_degrees, a.shift, a.shear, a.zoom, a.horizontal_flip, seed=seed, fill_mode=a.fill_mode,
+        name="augmentation",
+    )  # fmt: skip

@@ -9,42 +9,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.training.architectures import BACKBONES, BackboneSpec
 
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What the harness needs to know about one keras.applications architecture."""
-
-    name: str
-    application: str  # attribute of keras.applications
-    module: str  # keras.applications submodule holding preprocess_input
-    boundaries: tuple[str, ...]  # valid `unfreeze_at` values, in network order
-    min_image_size: int
-    gflop_224: float  # forward cost of one image at 224 px in GFLOP (2 x multiply-adds): the dry run's estimate
-    # measured faster in bf16 than fp32 on a CPU with native bf16 (2-core x86, AVX512-BF16): precision=auto uses it
-    bf16_faster_on_cpu: bool = False
-
-
-_VGG16_CONVS = tuple(
-    f"block{block}_conv{i}" for block, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)
-)
-_MOBILENETV2_BLOCKS = (
-    "Conv1",
-    "expanded_conv_depthwise",
-    *(f"block_{i}_expand" for i in range(1, 17)),
-    "Conv_1",
-)
-
-BACKBONES: dict[str, BackboneSpec] = {
-    # VGG16 at 150 px: 12 -> 29 images/s in bf16 (2.4x)
-    "vgg16": BackboneSpec("vgg16", "VGG16", "vgg16", _VGG16_CONVS, 32, 30.7, bf16_faster_on_cpu=True),
-    # MobileNetV2 at 160 px: 121 -> 100 images/s in bf16 (slower: depthwise convolutions and the casts around them)
-    "mobilenetv2": BackboneSpec("mobilenetv2", "MobileNetV2", "mobilenet_v2", _MOBILENETV2_BLOCKS, 32, 0.6),
-}
+__all__ = ["BACKBONES", "BackboneSpec"]  # the registry, as data (harness.training.architectures)
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -108,13 +78,19 @@ def build(name: str, weights: str | None, image_size: int):
         ) from exc
 
 
-# Cuts above the last boundary: the backbone's output, and that output average-pooled (what a GAP head sees)
-TOP_CUTS = ("top", "pooled")
+# The cuts that are not a layer of the architecture: the decoded images themselves (a network trained whole),
+# the backbone's output, and that output average-pooled (what a GAP head sees). Every other cut is a boundary
+# layer's name, since each architecture names its own.
+PIXELS = "pixels"
+TOP = "top"
+POOLED = "pooled"
+TOP_CUTS = (TOP, POOLED)
 
 
-def frozen_cut(pooling: str, augment: bool) -> str:
-    """Where the frozen regime's features end: pooled when the head pools by average and inputs are fixed."""
-    return "pooled" if pooling == "avg" and not augment else "top"
+def head_cut(pooling: str, augment: bool) -> str:
+    """Where the features a new head trains on end: pooled when the head pools by average and inputs are fixed
+    (the pooling has no weights, so pooled features give the same arithmetic 25x smaller), else the top."""
+    return POOLED if pooling == "avg" and not augment else TOP
 
 
 @functools.lru_cache(maxsize=4)
@@ -154,8 +130,8 @@ def _shapes(name: str, image_size: int) -> dict[str, tuple[int, ...]]:
     constructor = getattr(keras.applications, get_spec(name).application)
     model = constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     out = {b: tuple(model.get_layer(b).input.shape[1:]) for b in get_spec(name).boundaries}
-    out["top"] = tuple(model.output.shape[1:])
-    out["pooled"] = out["top"][-1:]
+    out[TOP] = tuple(model.output.shape[1:])
+    out[POOLED] = out[TOP][-1:]
     return out
 
 

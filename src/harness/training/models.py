@@ -55,6 +55,20 @@ class InferenceMode(keras.layers.Layer):
         return self.inner(inputs, training=False)
 
 
+class TrainingPenalty(keras.layers.Layer):
+    """Passes its input through and, while training, adds `penalty()` to the loss: a regulariser of the trained
+    weights (L2-SP) that validation and test losses leave out, so theirs stay comparable between regimes."""
+
+    def __init__(self, penalty, **kwargs):
+        super().__init__(**kwargs)
+        self.penalty = penalty
+
+    def call(self, inputs, training=None):
+        if training:
+            self.add_loss(self.penalty())
+        return inputs
+
+
 def build_head(feature_shape: Sequence[int], head_cfg, num_classes: int) -> keras.Sequential:
     """Pooling -> [Dense(units, relu)] -> Dropout -> output; sigmoid for 2 classes, softmax otherwise."""
     layers: list[keras.layers.Layer] = [keras.Input(tuple(feature_shape))]

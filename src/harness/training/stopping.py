@@ -20,10 +20,9 @@ outcome (best epoch, reason) and its stored weights, which are the restored best
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
-
-from harness.training import specs
 
 if TYPE_CHECKING:
     from harness.config import Config
@@ -48,31 +47,28 @@ class Limits:
     """How long each phase may train (the `epochs` and `steps_budget` nodes, and the batch size that turns
     steps into epochs), read from the config once."""
 
-    epochs: dict[str, int]  # by phase (specs.PHASES)
+    epochs: dict[str, int]  # by phase (the keys of the `epochs` node)
     steps: dict[str, int | None]  # by phase; None: the epochs key decides
     batch_size: int
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> Limits:
-        epochs = {p: int(getattr(cfg.epochs, p)) for p in specs.PHASES}
-        steps = {p: None if getattr(cfg.steps_budget, p) is None else int(getattr(cfg.steps_budget, p))
-                 for p in specs.PHASES}  # fmt: skip
+        node = cfg.epochs  # a dataclass of the schema, or the composed DictConfig
+        phases = [f.name for f in fields(node)] if is_dataclass(node) else [str(k) for k in node]
+        epochs = {p: int(getattr(cfg.epochs, p)) for p in phases}
+        steps = {p: None if getattr(cfg.steps_budget, p) is None else int(getattr(cfg.steps_budget, p)) for p in phases}
         return cls(epochs, steps, int(cfg.batch_size))
 
-    def budget(self, regime: str, n_train: int) -> Budget:
-        """The epochs of `regime`'s phase for a training split of `n_train` images: the budget in steps,
-        rounded up to whole epochs, when `steps_budget.<phase>` is set, else the `epochs.<phase>` key."""
-        phase = specs.spec(regime).phase
+    def budget(self, phases: Sequence[str], n_train: int) -> Budget:
+        """The epochs of these phases, added, for a training split of `n_train` images: each phase's budget in
+        steps rounded up to whole epochs when `steps_budget.<phase>` is set, else its `epochs.<phase>` key."""
         per_epoch = steps_per_epoch(n_train, self.batch_size)
-        steps = self.steps[phase]
-        if steps is None:
-            return Budget(self.epochs[phase], per_epoch, "epochs")
-        return Budget(math.ceil(steps / per_epoch), per_epoch, "steps_budget")
-
-
-def phase_budget(cfg: Config, regime: str, n_train: int) -> Budget:
-    """`Limits.budget` straight from a config (the plan and the cache keys, which hold the whole config)."""
-    return Limits.from_cfg(cfg).budget(regime, n_train)
+        epochs, sources = 0, []
+        for phase in phases:
+            steps = self.steps[phase]
+            epochs += self.epochs[phase] if steps is None else math.ceil(steps / per_epoch)
+            sources.append("epochs" if steps is None else "steps_budget")
+        return Budget(epochs, per_epoch, "+".join(dict.fromkeys(sources)))
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 import keras
 import numpy as np
 
 from harness.training import stopping
-from harness.training.models import InferenceMode, compile_for, dataset, targets
+from harness.training.models import InferenceMode, TrainingPenalty, compile_for, dataset, targets
 from harness.training.progress import METRICS, ProgressLine
 
 PREDICT_BATCH = 64
@@ -55,6 +57,7 @@ class RegimeResult:
     initial: dict[str, float] | None = None
     # per test image: the sigmoid's probability of the second class (2 classes), else the softmax scores
     test_scores: np.ndarray | None = None
+    state: Any = None  # what a regime that starts from this one continues (the frozen regime's trained model)
 
 
 def predict_by_split(model: keras.Model, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -68,6 +71,30 @@ def predict_by_split(model: keras.Model, xs: dict[str, np.ndarray]) -> dict[str,
 def compute_features(stage: keras.Model, arrays: Arrays) -> dict[str, np.ndarray]:
     """The frozen stage's output for every image of every split."""
     return predict_by_split(stage, arrays.x)
+
+
+class Normalisation(StrEnum):
+    """How the normalisation layers of the trained backbone layers run while a phase trains."""
+
+    training = "training"  # as `fit` says: BatchNorm learns its statistics (a network trained from scratch)
+    inference = "inference"  # always inference mode: pretrained statistics kept (the TensorFlow tutorial's rule)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a regime, what `Trainer.run` trains: `trainable` (if any) and `head` above `stage`, whose
+    output (at `cut`) can be cached, at `lr` for at most `epochs` epochs numbered from `first_epoch`."""
+
+    regime: str  # its runs, progress lines and callbacks are named by it
+    cut: str  # where `stage` ends: backbones.PIXELS, TOP, POOLED or a boundary layer's name
+    stage: keras.Model
+    head: keras.Model
+    lr: float
+    epochs: int
+    trainable: keras.Model | None = None  # backbone layers trained with the head
+    normalisation: Normalisation = Normalisation.training  # of `trainable`'s normalisation layers
+    first_epoch: int = 0  # > 0: continues an earlier phase's epoch numbers (and its weights)
+    penalty: Callable[[], Any] | None = None  # a regulariser added to the training loss (not validation, test)
 
 
 class HeldOutValidation(keras.callbacks.Callback):
@@ -107,39 +134,31 @@ class Trainer:
     # (regime, {val_loss, val_acc}) before a phase's first epoch, when it starts from new weights (first_epoch 0)
     on_initial: Callable[[str, dict[str, float]], None] | None = None
 
-    def run(
-        self,
-        regime: str,
-        arrays: Arrays,
-        cut: str,  # where the frozen stage ends: "pixels", "top", "pooled" or the unfreeze_at layer
-        stage: keras.Model,
-        trainable: keras.Model | None,
-        trainable_training: bool | None,  # False: BatchNorm in inference mode (fine-tuning)
-        head: keras.Model,
-        lr: float,
-        first_epoch: int,
-        epochs: int,
-    ) -> RegimeResult:
-        """Train for at most `epochs` epochs numbered from `first_epoch` (fewer when the stopping rule ends the
-        phase, which then restores the best epoch's weights), then evaluate on test if present."""
+    def run(self, arrays: Arrays, phase: Phase) -> RegimeResult:
+        """Train `phase` for at most its epochs (fewer when the stopping rule ends it, which then restores the best
+        epoch's weights), then evaluate on test if present."""
         keras.utils.set_random_seed(self.seed)
         t0 = time.perf_counter()
+        regime, stage, first_epoch, epochs = phase.regime, phase.stage, phase.first_epoch, phase.epochs
 
         def above(x):  # the trained part, over the frozen stage's output
+            trainable = phase.trainable
             if trainable is not None:
-                x = InferenceMode(trainable, name="trainable")(x) if trainable_training is False else trainable(x)
-            return head(x)
+                inference = phase.normalisation == Normalisation.inference
+                x = InferenceMode(trainable, name="trainable")(x) if inference else trainable(x)
+            out = phase.head(x)
+            return out if phase.penalty is None else TrainingPenalty(phase.penalty, name="penalty")(out)
 
         features_in = keras.Input(stage.output.shape[1:], name="features")
         on_features = keras.Model(features_in, above(features_in), name=f"{regime}_on_features")
-        compile_for(on_features, self.optimizer, lr, self.num_classes)
+        compile_for(on_features, self.optimizer, phase.lr, self.num_classes)
         if self.augment is None:
-            model, inputs = on_features, self.features(stage, arrays, cut)
+            model, inputs = on_features, self.features(stage, arrays, phase.cut)
         else:  # new pixels every epoch for training; validation and test are never augmented: staged once
             image_in = keras.Input(stage.input.shape[1:], name="image")
-            model = keras.Model(image_in, above(InferenceMode(stage, name="frozen")(self.augment(image_in))))
-            compile_for(model, self.optimizer, lr, self.num_classes)
-            staged = self.features(stage, arrays.subset([s for s in arrays.x if s != "train"]), cut)
+            model = keras.Model(image_in, above(InferenceMode(stage, name="stage")(self.augment(image_in))))
+            compile_for(model, self.optimizer, phase.lr, self.num_classes)
+            staged = self.features(stage, arrays.subset([s for s in arrays.x if s != "train"]), phase.cut)
             inputs = {"train": arrays.x["train"], **staged}
 
         def data(split: str, shuffle: bool):
