@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from hydra import compose, initialize_config_dir
@@ -158,3 +159,35 @@ def test_the_new_regimes_are_compared_with_what_they_claim_to_beat():
     assert [p for p in pairs if p in classic] == classic  # in the order reports listed them before
     assert {("finetune_direct", "finetune"), ("l2sp", "finetune"), ("l2sp", "frozen")} <= set(pairs)
     assert specs.headline() == ("finetune", "frozen")
+
+
+@pytest.mark.slow
+def test_a_sweep_of_the_four_strategies_records_and_reports_each(tmp_path):
+    """Through the CLI, two seeds: every strategy a regime run of its own, FT and L2-SP reusing the head phase's
+    cut features, and the report comparing FT and L2-SP with LP-FT, labelled and coloured from their specs."""
+    import mlflow
+    from conftest import run_cli, tiny_job
+
+    from harness import report
+
+    photos = data.ensure_synthetic(tmp_path / "gen", {"train": 8, "validation": 4, "test": 4})
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = tiny_job(store, photos, "regimes=[frozen,finetune,finetune_direct,l2sp]", f"unfreeze_at={BOUNDARY}",
+                    "epochs.finetune=1", f"cache_dir={tmp_path / 'cache'}", "study=strategies")  # fmt: skip
+    proc = run_cli("-m", "seed=0,1", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.log[-4000:]
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["strategies"], filter_string="tags.run_kind = 'regime'")
+    assert sorted(runs["tags.regime"].value_counts().items()) == [
+        ("finetune", 2), ("finetune_direct", 2), ("frozen", 2), ("l2sp", 2)
+    ]  # fmt: skip
+    assert set(runs.status) == {"FINISHED"} and set(runs["params.l2sp.alpha"]) == {"0.1"}
+    direct = runs[runs["tags.regime"] == "finetune_direct"]
+    assert set(direct["params.epochs_max"]) == {"2"}  # epochs.head=1 + epochs.finetune=1
+    result = report.build_report(store, "strategies", out=tmp_path / "out", log_to_parent=False)
+    comparisons = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert {"FT (new head) − fine-tuned", "L2-SP − fine-tuned", "L2-SP − frozen", "fine-tuned − frozen"} <= set(
+        comparisons["comparison"]
+    )
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "FT (new head)" in md and "L2-SP" in md and result.table.loc[0, "l2sp_n"] == 2
