@@ -191,3 +191,20 @@ def test_a_sweep_of_the_four_strategies_records_and_reports_each(tmp_path):
     )
     md = (tmp_path / "out" / "results.md").read_text()
     assert "FT (new head)" in md and "L2-SP" in md and result.table.loc[0, "l2sp_n"] == 2
+
+
+def test_the_strategies_study_is_fair_as_its_config_states():
+    """Pinned before the study runs: the four strategies at one boundary, fixed steps and no stopping rule, FT with
+    as many steps as LP-FT in all, the lr grid and seeds of the selection stage, the targets."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        raw = compose(config_name="config", overrides=["+experiment=fine_tuning_strategies"], return_hydra_config=True)
+    cfg = convert(raw)
+    assert [str(r) for r in cfg.regimes] == ["frozen", "finetune", "finetune_direct", "l2sp"]
+    assert not cfg.early_stopping.enabled and cfg.unfreeze_at == "block_14_expand"
+    n_train = 2000  # the shared photographs' training split
+    steps = {r: specs.budget(cfg, r, n_train).epochs * 63 for r in ("frozen", "finetune", "finetune_direct")}
+    assert steps == {"frozen": 630, "finetune": 315, "finetune_direct": 945}
+    assert dict(raw.hydra.sweeper.params) == {"lr": "1.0e-5,1.0e-4,1.0e-3", "seed": "0,1"}
+    assert cfg.targets == {
+        "finetune_direct_minus_finetune": "<= 0", "l2sp_minus_finetune": "> 0", "finetune_minus_frozen": "> 0"
+    }  # fmt: skip
