@@ -57,7 +57,7 @@ def cache_keys(job: Prepared) -> CacheKeys:
     }
     recipe = Recipe.from_cfg(cfg)
     chosen = specs.chosen(cfg.regimes)
-    cuts = dict.fromkeys(cut for regime in chosen for cut in regime.cuts(recipe))
+    cuts = specs.cuts(cfg.regimes, recipe)
     features = {
         cut: {s: cache.make_key("features", {**common, "images": images[s], "cut": cut}) for s in images}
         for cut in cuts
@@ -105,8 +105,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
     order = [*boundaries, *backbones.TOP_CUTS]
     recipe = Recipe.from_cfg(cfg)
     # the shallowest boundary a chosen regime trains from: top features are built through it (one pass for both)
-    through = min((c for s in specs.chosen(cfg.regimes) for c in s.cuts(recipe) if c in boundaries),
-                  key=boundaries.index, default=None)  # fmt: skip
+    through = min((c for c in specs.cuts(cfg.regimes, recipe) if c in boundaries), key=boundaries.index, default=None)
 
     def deepest_cached_below(cut: str, split: str) -> str | None:
         for c in reversed(order[: order.index(cut)]):

@@ -58,8 +58,7 @@ def depth(boundaries: tuple[str, ...], cut: str) -> float:
 
 def feature_cuts(cfg: Config) -> list[str]:
     """The cuts whose features a job holds in memory (with augmentation, of the held-out splits only)."""
-    recipe = Recipe.from_cfg(cfg)
-    return list(dict.fromkeys(cut for regime in specs.chosen(cfg.regimes) for cut in regime.cuts(recipe)))
+    return specs.cuts(cfg.regimes, Recipe.from_cfg(cfg))
 
 
 def staged_splits(job: Prepared) -> list[str]:

@@ -80,7 +80,7 @@ class Context:
     trainer: Trainer
     # the pretrained backbone with its pristine weights, every layer trainable (None: no regime needs it)
     pretrained: Callable[[], keras.Model] | None = None
-    start: Any = None  # `starts_from`'s trained state, put back as it was when that regime ended
+    start: Any = None  # `starts_from`'s trained state; the regime puts it back as that one left it (`restored()`)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.training.regime import RegimeSpec
+from harness.training.regime import Recipe, RegimeSpec
 from harness.training.regimes import finetune, finetune_direct, frozen, l2sp, scratch
 
 if TYPE_CHECKING:
@@ -40,6 +40,11 @@ def chosen(regimes: list[str] | tuple[str, ...] | list) -> list[RegimeSpec]:
     """The specs of the chosen regimes, in the registry's order (the order a job trains them)."""
     names = {str(r) for r in regimes}
     return [s for s in REGIMES.values() if s.name in names]
+
+
+def cuts(regimes: list[str] | tuple[str, ...] | list, recipe: Recipe) -> list[str]:
+    """The frozen-stage cuts whose features the chosen regimes train on, each once, in the registry's order."""
+    return list(dict.fromkeys(cut for s in chosen(regimes) for cut in s.cuts(recipe)))
 
 
 def needs_pretrained(regimes: list[str] | tuple[str, ...]) -> bool:
