@@ -160,3 +160,42 @@ def test_unknown_backbone_is_reported_alone():
     with open_dict(cfg):
         cfg.backbone.name = "resnet"
     assert problems(cfg) == ["backbone='resnet' is not known; choose one of ['mobilenetv2', 'vgg16']"]
+
+
+def schema_defaults(node: type, prefix: str = "") -> dict[str, object]:
+    """Every key the schema gives a default, flattened (`early_stopping.patience`); MISSING ones left out."""
+    import dataclasses
+
+    from omegaconf import MISSING
+
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(node):
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            out.update(schema_defaults(f.default_factory, f"{prefix}{f.name}."))
+        elif f.default is not dataclasses.MISSING and f.default is not MISSING:
+            out[f"{prefix}{f.name}"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f"{prefix}{f.name}"] = f.default_factory()
+    return out
+
+
+def test_the_schema_and_the_primary_config_give_every_key_the_same_default():
+    """One source of defaults: where the schema and conf/config.yaml both set a key, they agree (the YAML's values
+    are the ones users run with). Interpolations and Hydra's own nodes are the YAML's alone."""
+    from omegaconf import OmegaConf
+
+    from harness.config.schema import Config
+
+    yaml = OmegaConf.to_container(OmegaConf.load(conf_dir() / "config.yaml"), resolve=False)
+    flat = {k: v for k, v in flatten_yaml(yaml).items() if not k.startswith(("defaults", "hydra."))}
+    schema = schema_defaults(Config)
+    both = {k for k in flat if k in schema and not (isinstance(flat[k], str) and "${" in flat[k])}
+    assert len(both) > 20  # the comparison covers the config, not a handful of keys
+    disagree = {k: (schema[k], flat[k]) for k in both if schema[k] != flat[k]}
+    assert disagree == {}
+
+
+def flatten_yaml(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in flatten_yaml(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}

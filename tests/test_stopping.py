@@ -51,7 +51,7 @@ def diverging_validation(rule: stopping.Rule, max_epochs: int = 20, first_epoch:
 
 
 def test_early_stopping_stops_before_the_max_and_tests_the_best_epochs_weights():
-    rule = stopping.Rule(enabled=True, monitor="val_loss", patience=2)
+    rule = stopping.Rule(enabled=True, monitor="val_loss", patience=2, min_delta=0.0)
     result, snapshots, head, arrays = diverging_validation(rule)
     val_loss, out = result.history["val_loss"], result.outcome
     assert out.stopped == "early" and out.epochs_run == len(val_loss) < 20, (out, val_loss)
@@ -66,7 +66,7 @@ def test_early_stopping_stops_before_the_max_and_tests_the_best_epochs_weights()
 
 
 def test_disabled_rule_runs_every_epoch_and_keeps_the_last_weights():
-    result, snapshots, head, _ = diverging_validation(stopping.Rule(enabled=False), max_epochs=10)
+    result, snapshots, head, _ = diverging_validation(stopping.OFF, max_epochs=10)
     out = result.outcome
     assert (out.stopped, out.epochs_run, out.restored) == ("max_epochs", 10, False)
     assert out.best_epoch == int(np.argmin(result.history["val_loss"])) != 9  # tracked, not restored
@@ -76,7 +76,8 @@ def test_disabled_rule_runs_every_epoch_and_keeps_the_last_weights():
 
 
 def test_best_epoch_is_numbered_like_the_curves_when_a_phase_continues_another():
-    result, _, _, _ = diverging_validation(stopping.Rule(enabled=True, monitor="val_acc", patience=1), 20, 10)
+    rule = stopping.Rule(enabled=True, monitor="val_acc", patience=1, min_delta=0.0)
+    result, _, _, _ = diverging_validation(rule, 20, 10)
     acc = result.history["val_acc"]
     assert result.outcome.best_epoch == 10 + int(np.argmax(acc))
     assert result.outcome.stopped == "early"

@@ -73,12 +73,12 @@ class Limits:
 
 @dataclass(frozen=True)
 class Rule:
-    """The early-stopping rule of a job (the `early_stopping` node)."""
+    """The early-stopping rule of a job (the `early_stopping` node; the defaults are the schema's alone)."""
 
-    enabled: bool = False
-    monitor: str = "val_loss"
-    patience: int = 3
-    min_delta: float = 0.0
+    enabled: bool
+    monitor: str
+    patience: int
+    min_delta: float
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> Rule:
@@ -92,6 +92,11 @@ class Rule:
     def key(self) -> dict[str, Any] | None:
         """What the rule contributes to a cache key: nothing when off (every off rule trains the same)."""
         return asdict(self) if self.enabled else None
+
+
+# No rule: every phase runs its epochs and the last weights are evaluated (the best epoch still recorded). What a
+# Trainer built outside a job uses; a job's rule is always its config's.
+OFF = Rule(enabled=False, monitor="val_loss", patience=1, min_delta=0.0)
 
 
 @dataclass(frozen=True)

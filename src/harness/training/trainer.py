@@ -130,7 +130,7 @@ class Trainer:
     features: Callable[[keras.Model, Arrays, str], dict[str, np.ndarray]] = field(
         default=lambda stage, arrays, cut: compute_features(stage, arrays)
     )
-    rule: stopping.Rule = field(default_factory=stopping.Rule)  # the same stopping rule for every phase
+    rule: stopping.Rule = stopping.OFF  # the same stopping rule for every phase (a job passes its config's)
     # (regime, {val_loss, val_acc}) before a phase's first epoch, when it starts from new weights (first_epoch 0)
     on_initial: Callable[[str, dict[str, float]], None] | None = None
 
