@@ -12,7 +12,7 @@ weights on cats_and_dogs_small (2,000 train / 1,000 validation), frozen backbone
    `scipy.ndimage.affine_transform` (order 1, mode nearest, as `apply_affine_transform` does), then
    preprocess_input - feeding one `fit` over the frozen network;
 2. the harness (`augment=true`): images decoded once (cached uint8), the same transform as one Keras layer
-   inside the graph (`harness.augmentation.RandomAffine`, one resampling per image), the frozen trunk in
+   inside the graph (`harness.training.augmentation.RandomAffine`, one resampling per image), the frozen trunk in
    inference mode over the training images, the head trained; the validation images, never augmented, go
    through the trunk once and each epoch evaluates the head on them;
 3. the floor: a bare forward pass of the trunk over the 2,000 training images, what any augmented epoch

@@ -21,7 +21,7 @@ Then the two rules:
   configuration that no one holds is always claimed by someone: claimants never all back off. A claim
   whose process dies is reaped once its lease expires, and the next claimant takes over.
 
-A holder that is stopped for longer than its lease is reaped and fenced (`harness.leases`): it learns so at
+A holder that is stopped for longer than its lease is reaped and fenced (`harness.jobs.leases`): it learns so at
 its next heartbeat or epoch and stops, and its run never counts as a result.
 """
 

@@ -17,7 +17,7 @@ the store. So:
   every epoch and before it finishes; once it finds the claim taken, training stops with `LostLease`, the
   run stays KILLED and the sweep counts the job as "lost its lease".
 
-The claim on a job identity (who trains it) is `harness.claims`.
+The claim on a job identity (who trains it) is `harness.jobs.claims`.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def step_budget(runs: pd.DataFrame) -> pd.Series:
 def ledger_reused_jobs(sweep_run: pd.Series) -> set[str]:
     """Job run ids that a sweep's ledger names as reused ("skipped: already FINISHED") from earlier sweeps.
 
-    Each job of a sweep writes its ledger entry (`harness.ledger`); a skipped job trained nothing under this
+    Each job of a sweep writes its ledger entry (`harness.sweep.ledger`); a skipped job trained nothing under this
     sweep, its runs live under the sweep that trained them. Only entries that carry the run id can be
     followed (sweeps recorded before the JSON ledger may lack it); `ledger_counts` says how many could not.
     """

@@ -10,7 +10,7 @@ launching process:
   recorded; `dry_run=true` prints the plan and stops there. Otherwise it marks runs left RUNNING by
   dead processes as KILLED and creates the sweep's parent run, whose id each job receives as the
   `sweep_run=` override (an override travels through every launcher, to other machines too);
-- each job writes its outcome as a tag on the parent run: the ledger (`harness.ledger`);
+- each job writes its outcome as a tag on the parent run: the ledger (`harness.sweep.ledger`);
 - `finish` reads the ledger, counts jobs that wrote nothing (their process died) as missing, prints
   the summary and gives the exit status: non-zero unless every job finished or was already done
   (failed, missing, lost its lease, or left running elsewhere: the study is not complete).

@@ -60,7 +60,7 @@ def library_versions() -> dict[str, str]:
 
 
 def process_tags() -> dict[str, str]:
-    """Which process owns a run (see `harness.leases`): host and pid for people, `owner` for the reaper."""
+    """Which process owns a run (see `harness.jobs.leases`): host and pid for people, `owner` for the reaper."""
     from harness.tracking.owner import owner
 
     return {"host": socket.gethostname(), "pid": str(os.getpid()), "owner": owner()}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("harness.tracking")
 
 
-# The reaper's mark (harness.leases): written before the KILLED status and never removed, so a run that carries
+# The reaper's mark (harness.jobs.leases): written before the KILLED status and never removed, so a run that carries
 # it is not a valid record, whatever status its owner wrote later. And the lease a run is judged by.
 KILLED_REASON = "killed_reason"
 LEASE_TAG = "lease_s"
@@ -281,7 +281,7 @@ def experiment_of(run_id: str) -> str:
 
 
 def delete_run(run_id: str) -> None:
-    """A withdrawn claim (see `harness.leases.claim`): deleted, so that no one counts it."""
+    """A withdrawn claim (see `harness.jobs.claims.claim`): deleted, so that no one counts it."""
     import mlflow
 
     mlflow.MlflowClient().delete_run(run_id)
