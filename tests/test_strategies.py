@@ -208,3 +208,26 @@ def test_the_strategies_study_is_fair_as_its_config_states():
     assert cfg.targets == {
         "finetune_direct_minus_finetune": "<= 0", "l2sp_minus_finetune": "> 0", "finetune_minus_frozen": "> 0"
     }  # fmt: skip
+
+
+def test_each_strategy_has_its_own_learning_rate_following_finetunings_unless_set(arrays):
+    """One job trains every strategy at the rate chosen for it: `finetune_direct.lr` and `l2sp.lr` follow `lr`
+    unless set, are checked like it, and are the rates the phases train at."""
+    follows = strategies_cfg("lr=3e-4")
+    assert follows.finetune_direct.lr == follows.l2sp.lr == 3e-4
+    own = strategies_cfg("lr=3e-4", "finetune_direct.lr=1e-2", "l2sp.lr=1e-5")
+    assert (own.lr, own.finetune_direct.lr, own.l2sp.lr) == (3e-4, 1e-2, 1e-5)
+    from harness.config import problems
+
+    assert problems(strategies_cfg("finetune_direct.lr=0", "l2sp.lr=-1")) == [
+        "finetune_direct.lr=0.0 must be > 0 (e.g. finetune_direct.lr=1e-4)",
+        "l2sp.lr=-1.0 must be > 0 (e.g. l2sp.lr=1e-4)",
+    ]
+    moved = {}
+    for rate in ("1e-12", "1e-2"):  # 1e-12: so small that nothing moves, whatever `lr` (1e-3) says
+        ctx = job_context(strategies_cfg(f"finetune_direct.lr={rate}"), arrays)
+        base = ctx.pretrained()
+        above = base.get_layer("block_15_project").get_weights()[0].copy()
+        finetune_direct.train(ctx)  # trains `base` in place
+        moved[rate] = float(np.abs(base.get_layer("block_15_project").get_weights()[0] - above).max())
+    assert moved["1e-12"] < 1e-6 < moved["1e-2"], moved

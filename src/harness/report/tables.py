@@ -42,7 +42,8 @@ def _key_regimes() -> dict[str, tuple[str, ...]]:
     unfreezes the backbone from a boundary uses unfreeze_at."""
     out: dict[str, set[str]] = {}
     for name, spec in specs.REGIMES.items():
-        keys = [*spec.columns, spec.lr_key, *(f"epochs_{phase}" for phase in spec.phases)]
+        own_keys = {key: column for column, key in spec.columns.items()}  # a learning rate of its own node
+        keys = [*spec.columns, own_keys.get(spec.lr_key, spec.lr_key), *(f"epochs_{phase}" for phase in spec.phases)]
         if spec.starts_from:  # it continues that regime's phase, trained at that regime's learning rate
             start = specs.spec(spec.starts_from)
             keys += [start.lr_key, *(f"epochs_{phase}" for phase in start.phases)]

@@ -197,7 +197,7 @@ def regime_run_name(cfg: Config, regime: str) -> str:
     """What a regime run is, readable in the runs table: `finetune block5_conv1 lr=1e-05 seed=0` (its learning
     rate key from the regimes' registry; a regime that starts from another names its boundary too)."""
     spec = specs.spec(regime)
-    what = f"{spec.lr_key}={getattr(cfg, spec.lr_key)}"
+    what = f"{spec.lr_key}={reduce(getattr, spec.lr_key.split('.'), cfg)}"  # l2sp.lr: its own node's
     if spec.starts_from is not None:
         what = f"{cfg.unfreeze_at} {what}"
     fraction = f" data_fraction={cfg.data_fraction}" if float(cfg.data_fraction) != 1.0 else ""

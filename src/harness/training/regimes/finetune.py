@@ -32,7 +32,7 @@ def parts(recipe: Recipe, state: frozen.State) -> tuple[keras.Model, keras.Model
     return stage, upper
 
 
-def phase(ctx: Context, spec_name: str, epochs: int) -> tuple[Phase, frozen.State]:
+def phase(ctx: Context, spec_name: str, epochs: int, lr: float) -> tuple[Phase, frozen.State]:
     """The fine-tuning phase from the frozen regime's trained state (restored as the head phase left it): upper
     backbone and head at `lr`, BatchNorm in inference mode, epochs numbered after the head phase's."""
     from harness.training.trainer import Normalisation, Phase
@@ -40,7 +40,7 @@ def phase(ctx: Context, spec_name: str, epochs: int) -> tuple[Phase, frozen.Stat
     state = ctx.start.restored()
     stage, upper = parts(ctx.recipe, state)
     recipe = ctx.recipe
-    tuned = Phase(spec_name, recipe.unfreeze_at, stage, state.head, recipe.lr, epochs, trainable=upper,
+    tuned = Phase(spec_name, recipe.unfreeze_at, stage, state.head, lr, epochs, trainable=upper,
                   normalisation=Normalisation.inference, first_epoch=state.next_epoch)  # fmt: skip
     return tuned, state
 
@@ -52,7 +52,7 @@ def train(ctx: Context) -> RegimeResult:
 
     recipe = ctx.recipe
     budget = recipe.budget(SPEC, len(ctx.arrays.y["train"]))
-    tuned, state = phase(ctx, NAME, budget.epochs)
+    tuned, state = phase(ctx, NAME, budget.epochs, recipe.lr)
     result = ctx.trainer.run(ctx.arrays, tuned)
     result.budget = budget
     if recipe.log_model:

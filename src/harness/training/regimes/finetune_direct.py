@@ -1,6 +1,6 @@
 """finetune_direct (FT, full fine-tuning from a new head): the pretrained backbone from `unfreeze_at` upward and a
-new, randomly initialised head trained together from the first step at `lr`, with no head phase before them;
-BatchNorm in inference mode, as in the fine-tuning that follows a head phase.
+new, randomly initialised head trained together from the first step at `finetune_direct.lr` (by default `lr`),
+with no head phase before them; BatchNorm in inference mode, as in the fine-tuning that follows a head phase.
 
 Kumar et al. (ICLR 2022) compare it with LP-FT (`finetune`): a random head sends large gradients into the
 pretrained layers early on and distorts their features. For a fair comparison it trains for the head phase's and
@@ -10,7 +10,10 @@ optimizer steps as LP-FT in all, and its `lr` is chosen on validation like any o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from omegaconf import MISSING
 
 from harness.training.regime import Context, RegimeSpec
 from harness.training.regimes import finetune, frozen, scratch
@@ -19,6 +22,17 @@ if TYPE_CHECKING:
     from harness.training.trainer import RegimeResult
 
 NAME = "finetune_direct"
+
+
+@dataclass
+class Settings:
+    """Its own learning rate (the `finetune_direct` node), by default fine-tuning's: a strategy compared with LP-FT
+    gets the rate chosen for it on validation, in the same job."""
+
+    lr: float = MISSING  # conf/config.yaml: ${lr}
+
+    def problems(self, backbone: str, min_image_size: int) -> list[str]:
+        return [] if self.lr > 0 else [f"finetune_direct.lr={self.lr} must be > 0 (e.g. finetune_direct.lr=1e-4)"]
 
 
 def train(ctx: Context) -> RegimeResult:
@@ -38,7 +52,8 @@ def train(ctx: Context) -> RegimeResult:
     backbones.set_trainable(upper, True)
     head = build_head(base.output.shape[1:], recipe.head, arrays.num_classes)
     budget = recipe.budget(SPEC, len(arrays.y["train"]))
-    phase = Phase(NAME, recipe.unfreeze_at, stage, head, recipe.lr, budget.epochs, trainable=upper,
+    own: Settings = recipe.settings[NAME]
+    phase = Phase(NAME, recipe.unfreeze_at, stage, head, own.lr, budget.epochs, trainable=upper,
                   normalisation=Normalisation.inference)  # fmt: skip
     result = ctx.trainer.run(arrays, phase)
     result.budget = budget
@@ -51,7 +66,7 @@ SPEC = RegimeSpec(
     name=NAME,
     label="FT (new head)",
     color="tab:red",
-    lr_key="lr",
+    lr_key="finetune_direct.lr",
     phases=("head", "finetune"),
     pretrained=True,
     unfreezes=True,
@@ -59,4 +74,6 @@ SPEC = RegimeSpec(
     cost=finetune.cost,
     cuts=finetune.cuts,
     compared_with=(finetune.NAME, frozen.NAME, scratch.NAME),
+    settings=Settings,
+    columns={"finetune_direct_lr": "finetune_direct.lr"},
 )

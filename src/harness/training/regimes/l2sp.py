@@ -11,15 +11,18 @@ a layer computes; pulling them toward their pretrained values is what L2-SP asks
 BatchNorm's moving statistics are not trained (inference mode) and are not penalised. The head starts from the
 trained head phase, so its kernels take the beta term, and its biases none, as weight decay usually spares them.
 
-The penalty is added to the training loss only: validation and test losses stay the data loss, comparable with
-every other regime's (the training loss in the curves includes it). Defaults alpha = 0.1 and beta = 0.01 are those
-the paper uses in most of its experiments.
+It trains at its own learning rate, `l2sp.lr` (by default fine-tuning's `lr`), so that one job can train each
+strategy at the rate chosen for it. The penalty is added to the training loss only: validation and test losses stay
+the data loss, comparable with every other regime's (the training loss in the curves includes it). Defaults
+alpha = 0.1 and beta = 0.01 are those the paper uses in most of its experiments.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from omegaconf import MISSING
 
 from harness.training.regime import Context, RegimeSpec
 from harness.training.regimes import finetune, frozen
@@ -36,13 +39,15 @@ class Settings:
 
     alpha: float = 0.1  # toward the pretrained weights
     beta: float = 0.01  # toward zero, on the new head's kernels
+    lr: float = MISSING  # its own learning rate; conf/config.yaml: ${lr}, fine-tuning's
 
     def problems(self, backbone: str, min_image_size: int) -> list[str]:
-        return [
+        out = [
             f"l2sp.{key}={value} must be >= 0 (the paper's range: 0.001 to 1)"
             for key, value in (("alpha", self.alpha), ("beta", self.beta))
             if not value >= 0
         ]
+        return out + ([] if self.lr > 0 else [f"l2sp.lr={self.lr} must be > 0 (e.g. l2sp.lr=1e-4)"])
 
 
 def penalty(pretrained: list[Any], head_kernels: list[Any], alpha: float, beta: float):
@@ -69,7 +74,7 @@ def train(ctx: Context) -> RegimeResult:
     recipe = ctx.recipe
     own: Settings = recipe.settings[NAME]
     budget = recipe.budget(SPEC, len(ctx.arrays.y["train"]))
-    tuned, state = finetune.phase(ctx, NAME, budget.epochs)
+    tuned, state = finetune.phase(ctx, NAME, budget.epochs, own.lr)
     assert tuned.trainable is not None
     kernels = [v for v in state.head.trainable_weights if v.path.endswith("kernel")]
     term = penalty(list(tuned.trainable.trainable_weights), kernels, own.alpha, own.beta)
@@ -84,7 +89,7 @@ SPEC = RegimeSpec(
     name=NAME,
     label="L2-SP",
     color="tab:green",
-    lr_key="lr",
+    lr_key="l2sp.lr",
     phases=finetune.SPEC.phases,
     pretrained=True,
     unfreezes=True,
@@ -94,5 +99,5 @@ SPEC = RegimeSpec(
     starts_from=frozen.NAME,
     compared_with=(finetune.NAME, frozen.NAME),
     settings=Settings,
-    columns={"l2sp_alpha": "l2sp.alpha", "l2sp_beta": "l2sp.beta"},
+    columns={"l2sp_alpha": "l2sp.alpha", "l2sp_beta": "l2sp.beta", "l2sp_lr": "l2sp.lr"},
 )
