@@ -72,7 +72,7 @@ def test_ray_sweep_into_a_tracking_server_on_postgresql(tmp_path):
         )
         assert f"tracking_uri: {server.url}" in config.read_text()
         regime = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'regime'")
-        import harness.training.regimes  # noqa: F401 - registers the model's own layers, as any user of the model does
+        import harness.training.models  # noqa: F401 - registers the model's own layers, as the README tells users
 
         model = mlflow.keras.load_model(f"runs:/{regime.run_id.iloc[0]}/model")
         assert model.input_shape[1:3] == (32, 32)

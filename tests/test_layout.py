@@ -132,3 +132,13 @@ def test_every_config_folder_ships_in_the_wheel():
     needed = {".".join(("harness", *f.relative_to(root).parts)) for f in folders}
     needed |= {name.rsplit(".", 1)[0] for name in needed if name.count(".") > 2}  # parents: harness.conf.hydra
     assert needed <= listed, sorted(needed - listed)
+
+
+def test_every_source_package_ships_in_the_wheel():
+    """Each folder of src/ with Python in it must be a listed package, or the wheel leaves it out and an installed
+    harness fails at import (the regime modules' folder was missed once; the slow wheel test caught it)."""
+    import tomllib
+
+    listed = set(tomllib.loads((SRC.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(SRC).parts) for p in SRC.rglob("*.py") if "egg-info" not in str(p)}
+    assert found <= listed, sorted(found - listed)
