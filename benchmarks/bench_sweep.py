@@ -46,9 +46,10 @@ from harness import data  # noqa: E402
 from harness.jobs import cache, features, inputs  # noqa: E402
 from harness.paths import conf_dir  # noqa: E402
 from harness.training import backbones, models  # noqa: E402
+from harness.training.forward import FORWARD_BATCH  # noqa: E402
 from harness.training.regime import Context, Recipe  # noqa: E402
 from harness.training.regimes import frozen  # noqa: E402
-from harness.training.trainer import PREDICT_BATCH, Arrays, Trainer, compute_features  # noqa: E402
+from harness.training.trainer import Arrays, Trainer, compute_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
@@ -253,7 +254,7 @@ def throughput(repeats: int = 3) -> dict:
     )
     for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
         t0 = time.perf_counter()
-        base.predict(pre, batch_size=PREDICT_BATCH, verbose=0)
+        base.predict(pre, batch_size=FORWARD_BATCH, verbose=0)
         bare_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         compute_features(stage, arrays)

@@ -99,7 +99,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
     """
     import keras
 
-    from harness.training import models, trainer
+    from harness.training import forward, models, trainer
 
     boundaries = backbones.get_spec(cfg.backbone.name).boundaries
     order = [*boundaries, *backbones.TOP_CUTS]
@@ -127,7 +127,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
         loaded = {s: v for s, v in src.items() if v is not None}
         if len(loaded) < len(src):
             return None
-        return trainer.predict_by_split(seg, loaded)
+        return forward.forward_by_split(seg, loaded)
 
     def features(stage, arrays: trainer.Arrays, cut: str) -> dict[str, np.ndarray]:
         if cut not in keys.features or not store.enabled:  # pixels: the stage is only preprocessing

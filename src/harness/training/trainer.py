@@ -17,11 +17,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from harness.training import stopping
-from harness.training.models import InferenceMode, TrainingPenalty, compile_for, dataset, targets
+from harness.training import forward, stopping
+from harness.training.models import InferenceMode, TrainingPenalty, compile_for, dataset, score_metrics, targets
 from harness.training.progress import METRICS, ProgressLine
-
-PREDICT_BATCH = 64
 
 
 @dataclass
@@ -60,17 +58,9 @@ class RegimeResult:
     state: Any = None  # what a regime that starts from this one continues (the frozen regime's trained model)
 
 
-def predict_by_split(model: keras.Model, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`model` over every split's inputs in one batched predict call (one trace), as float32, split back."""
-    x = np.concatenate(list(xs.values()))
-    out = model.predict(dataset(x, np.zeros(len(x), np.int32), PREDICT_BATCH), verbose=0).astype("float32")
-    bounds = np.cumsum([0, *(len(v) for v in xs.values())])
-    return {s: out[a:b] for s, a, b in zip(xs, bounds[:-1], bounds[1:], strict=True)}
-
-
 def compute_features(stage: keras.Model, arrays: Arrays) -> dict[str, np.ndarray]:
-    """The frozen stage's output for every image of every split."""
-    return predict_by_split(stage, arrays.x)
+    """The frozen stage's output for every image of every split (one compiled graph, equal to `predict`'s)."""
+    return forward.forward_by_split(stage, arrays.x)
 
 
 class Normalisation(StrEnum):
@@ -187,10 +177,10 @@ class Trainer:
         train_time = time.perf_counter() - t0
         history = {k: [float(v) for v in fit.history[k]] for k in METRICS}
         test = scores = None
-        if "test" in inputs:
-            loss, acc = on_features.evaluate(data("test", False), verbose=0)
-            test = {"test_loss": float(loss), "test_acc": float(acc)}
-            scores = on_features.predict(data("test", False), verbose=0).astype("float32")
+        if "test" in inputs:  # one pass over the test images gives their scores, the loss and the accuracy
+            scores = forward.forward(on_features, inputs["test"])
+            loss, acc = score_metrics(scores, arrays.y["test"], self.num_classes)
+            test = {"test_loss": loss, "test_acc": acc}
             scores = scores[:, 0] if scores.shape[1] == 1 else scores
         outcome = stopper.outcome(epochs)
         return RegimeResult(

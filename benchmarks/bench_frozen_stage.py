@@ -1,0 +1,162 @@
+"""Benchmark: the harness's frozen stage against Keras' `predict` and a bare graph call, side by side in one run.
+
+    python benchmarks/bench_frozen_stage.py [--repeats 3] [--epochs 30]
+
+Needs ../shared (the photographs and the MobileNetV2 weights); prints Markdown tables. MobileNetV2 at 160 px
+with its ImageNet weights, over the 4,000 shared photographs (train, validation and test), the model the
+harness caches from (preprocessing, trunk, pooling):
+
+1. throughput, interleaved repetitions, medians: `model.predict(x, batch_size=64)`; a bare
+   `tf.function(lambda b: model(b, training=False))` called per batch on arrays already in memory; the
+   harness's frozen stage (`trainer.compute_features`: tf.data, one traced graph, written into one array);
+   and the graph path at other batch sizes, which is how `forward.FORWARD_BATCH` was chosen;
+2. a 30-epoch frozen run through the CLI (`python -m harness`, cold cache, fresh store, early stopping off)
+   against what no harness avoids: importing TensorFlow, Keras, MLflow and Hydra, plus `predict` over the
+   same 4,000 images (the median from part 1);
+3. the imports that run before the first job, each alone in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+DATA = SHARED / "data" / "cats_and_dogs_small"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+SIZE = 160
+
+
+def photographs() -> np.ndarray:
+    from harness import data
+
+    folder = data.scan_folder(DATA)
+    return np.concatenate([data.load_images(folder.splits[s].files, SIZE) for s in ("train", "validation", "test")])
+
+
+def throughput(repeats: int) -> dict[str, list[float]]:
+    """Seconds per pass over the photographs, by method, `repeats` interleaved rounds after one warm-up each."""
+    import tensorflow as tf
+
+    from harness.training import backbones, forward, models
+    from harness.training.trainer import Arrays, compute_features
+
+    x = photographs()
+    stage = models.frozen_stage("mobilenetv2", SIZE, backbones.build("mobilenetv2", str(WEIGHTS), SIZE), pool=True)
+    bare = tf.function(lambda b: stage(b, training=False))
+    batches = [x[i : i + 64].astype("float32") for i in range(0, len(x), 64)]  # in memory before the clock starts
+    arrays = Arrays({"all": x}, {"all": np.zeros(len(x), np.int32)}, 2)
+    methods = {
+        "predict (batch 64)": lambda: stage.predict(x, batch_size=64, verbose=0),
+        "bare graph call (batch 64)": lambda: [bare(b) for b in batches],
+        "harness frozen stage (batch 64)": lambda: compute_features(stage, arrays),
+        **{f"harness graph path, batch {n}": (lambda n=n: forward.forward(stage, x, n)) for n in (32, 128)},
+    }
+    reference = stage.predict(x[:256], batch_size=64, verbose=0)
+    for run in methods.values():  # warm-up: traces, and the same outputs (checked on 256 images)
+        run()
+    assert np.array_equal(forward.forward(stage, x[:256]), reference)
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, run in methods.items():
+            t0 = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
+
+
+def frozen_run(epochs: int) -> tuple[float, float]:
+    """(wall seconds, test accuracy) of `python -m harness` training the frozen regime for `epochs` epochs, cold
+    cache, fresh store."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness",
+            "data=cats_and_dogs_small",
+            "backbone=mobilenetv2",
+            f"backbone.weights={WEIGHTS}",
+            f"backbone.image_size={SIZE}",
+            "regimes=[frozen]",
+            f"epochs.head={epochs}",
+            "early_stopping.enabled=false",
+            f"cache_dir={tmp}/cache",
+            f"tracking_uri=sqlite:///{tmp}/mlflow.db",
+            "study=bench_frozen_stage",
+        ]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        runs = mlflow.search_runs(experiment_names=["bench_frozen_stage"], filter_string="tags.regime = 'frozen'")
+        return wall, float(runs["metrics.test_acc"].iloc[0])
+
+
+def import_seconds(module: str) -> float:
+    """Seconds to import `module` in a fresh interpreter, the interpreter's own start-up subtracted."""
+
+    def run(code: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+    return statistics.median(run(f"import {module}") for _ in range(3)) - statistics.median(
+        run("pass") for _ in range(3)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=30)
+    args = parser.parse_args()
+
+    seconds = throughput(args.repeats)
+    n = 4000
+    rate = {name: n / statistics.median(s) for name, s in seconds.items()}
+    predict, bare = rate["predict (batch 64)"], rate["bare graph call (batch 64)"]
+    print(
+        f"## Throughput over the {n} shared photographs, MobileNetV2 at {SIZE} px ({args.repeats} interleaved rounds)\n"
+    )
+    print("| forward pass | images/s (median) | vs predict | vs bare graph call | seconds per round |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, s in seconds.items():
+        runs = " / ".join(f"{v:.1f}" for v in s)
+        print(f"| {name} | {rate[name]:.0f} | {rate[name] / predict:.2f}x | {rate[name] / bare:.0%} | {runs} |")
+
+    imports = {m: import_seconds(m) for m in ("tensorflow", "keras", "mlflow", "hydra", "harness.jobs.job")}
+    together = import_seconds("tensorflow, keras, mlflow, hydra")
+    predict_s = statistics.median(seconds["predict (batch 64)"])
+    measured = [frozen_run(args.epochs) for _ in range(args.repeats)]
+    runs = [wall for wall, _ in measured]
+    floor = together + predict_s
+    print(f"\n## A {args.epochs}-epoch frozen run through the CLI, cold cache, against imports + predict\n")
+    print("| measurement | seconds |")
+    print("| --- | --- |")
+    for module, s in imports.items():
+        print(f"| import {module} alone | {s:.1f} |")
+    print(f"| import tensorflow, keras, mlflow, hydra together | {together:.1f} |")
+    print(f"| predict over the {n} photographs (median of part 1) | {predict_s:.1f} |")
+    print(f"| imports + predict | {floor:.1f} |")
+    each = " / ".join(f"{r:.1f}" for r in runs)
+    median = statistics.median(runs)
+    label = f"`python -m harness` frozen, {args.epochs} epochs, cold cache (median of {each})"
+    print(f"| {label} | {median:.1f} ({median / floor:.2f}x imports + predict) |")
+    print(f"\nTest accuracy of the frozen runs: {' / '.join(f'{acc:.4f}' for _, acc in measured)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Inference passes (frozen stage, segments between cached cuts, test scores) as one compiled graph call per batch.
+
+Keras' `predict` wraps every call in its data adapter, callbacks and step function. For a model that only
+runs forward, a `tf.function` over `model(batch, training=False)` does the same arithmetic on the same
+batches, so its outputs equal `predict`'s bit for bit (tested), and it is faster on this CPU: 1.34x in a
+probe of MobileNetV2 at 160 px (keras-team/keras#18062 reports the same overhead); benchmarks/RESULTS.md has
+the side-by-side table (`benchmarks/bench_frozen_stage.py`).
+
+The graph function is traced once per model and input dtype (its batch dimension is left open, so the last
+short batch does not retrace) and kept as long as the model lives. XLA is not used: on this CPU
+`jit_compile=True` ran the same pass 11x slower than the plain graph, with outputs 3.7e-4 away from
+`predict`'s, which would change cached features.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+
+# Images per graph call. Outputs do not depend on it (tested at 32 to 256 against `predict` at 64); 64 is the
+# fastest in benchmarks/bench_frozen_stage.py's sweep over 32-256 on the project's machine, see RESULTS.md.
+FORWARD_BATCH = 64
+
+_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype: tf.function}
+
+
+def graph_call(model: keras.Model, dtype: np.dtype):
+    """The compiled `model(batch, training=False)` for batches of `dtype`, cast to float32 in the graph."""
+    import tensorflow as tf
+
+    by_dtype = _graphs.setdefault(model, {})
+    key = np.dtype(dtype).name
+    if key not in by_dtype:
+        spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.as_dtype(key))
+        by_dtype[key] = tf.function(
+            lambda batch: model(tf.cast(batch, tf.float32), training=False), input_signature=[spec], jit_compile=False
+        )
+    return by_dtype[key]
+
+
+def _batches(x: np.ndarray, batch_size: int):
+    """`x` in consecutive batches through tf.data, prefetched: sliced as they are needed (no copy of the whole
+    array becomes a TensorFlow constant), the next one ready while the graph runs the current one."""
+    import tensorflow as tf
+
+    def slices() -> Iterator[np.ndarray]:
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size]
+
+    spec = tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
+    return tf.data.Dataset.from_generator(slices, output_signature=spec).prefetch(2)
+
+
+def forward(model: keras.Model, x: np.ndarray, batch_size: int = FORWARD_BATCH) -> np.ndarray:
+    """`model` over `x` in inference mode, as float32, written batch by batch into one preallocated array."""
+    call = graph_call(model, x.dtype)
+    out = np.empty((len(x), *model.output.shape[1:]), np.float32)
+    start = 0
+    for batch in _batches(x, batch_size):
+        y = call(batch).numpy()
+        out[start : start + len(y)] = y
+        start += len(y)
+    return out
+
+
+def forward_by_split(model: keras.Model, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`model` over every split's inputs, split by split through the same traced graph."""
+    return {split: forward(model, x) for split, x in xs.items()}
