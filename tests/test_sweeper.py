@@ -90,11 +90,22 @@ def test_a_job_whose_worker_dies_is_counted_missing_and_fails_the_sweep(tmp_path
     assert "Sweep of 2 job(s)" in description and "python -m harness -m hydra/launcher=joblib" in description
 
 
+def test_a_search_that_would_minimise_is_refused_once_before_any_trial(tmp_path, store):
+    """Optuna's own default direction (minimise) would search for the worst model: the multirun stops as it starts
+    (a Hydra callback), exit 2, one message, no trial run and nothing recorded."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper is not installed")
+    args = ["hydra.sweeper.n_trials=3", "lr=interval(1e-5,1e-3)", "+experiment=quickstart", f"tracking_uri={store}"]
+    refused = run_cli("-m", "hydra/sweeper=optuna", *args, cwd=tmp_path)
+    assert refused.returncode == 2, refused.log[-3000:]
+    assert refused.log.count("direction=minimize") == 1 and "hydra/sweeper=search" in refused.log
+    assert "Traceback" not in refused.log and "Launching" not in refused.log
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
 @pytest.mark.slow  # three quickstart trials, about two minutes
 def test_a_search_sweeper_reports_the_trial_with_the_best_validation_accuracy(tmp_path, store):
     """Optuna's sweeper drives the jobs and each returns its best validation accuracy: the project's sweeper config
-    (hydra/sweeper=search) maximises it, so the best trial Optuna reports is the one whose jobs validated best;
-    Optuna's own default (minimise) is refused before anything trains."""
+    (hydra/sweeper=search) maximises it, so the best trial Optuna reports is the one whose jobs validated best."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper is not installed")
     search = [
         "hydra.sweeper.n_trials=3",
@@ -102,10 +113,6 @@ def test_a_search_sweeper_reports_the_trial_with_the_best_validation_accuracy(tm
         "+experiment=quickstart",
         f"tracking_uri={store}",
     ]
-    refused = run_cli("-m", "hydra/sweeper=optuna", *search, cwd=tmp_path)
-    assert refused.returncode == 2 and "direction=minimize" in refused.log and "hydra/sweeper=search" in refused.log
-    assert "Traceback" not in refused.log and not Path(store.removeprefix("sqlite:///")).exists()
-
     proc = run_cli("-m", "hydra/sweeper=search", *search, cwd=tmp_path)
     assert proc.returncode == 0, proc.log[-3000:]
     assert "hydra/sweeper=search: jobs are not checked before the sweep" in proc.log
