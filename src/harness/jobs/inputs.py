@@ -35,6 +35,29 @@ class Prepared:
     def split_identities(self) -> dict[str, str]:
         return {s: data.split_identity(v, self.folder.class_names) for s, v in self.splits.items()}
 
+    def summary(self) -> dict[str, object]:
+        """What the run must remember about its data: where, which classes, which files (hash), how many."""
+        folder = self.folder
+        return {
+            "data_root": str(folder.root),
+            "class_names": list(folder.class_names),
+            "train_files_hash": data.split_identity(self.train, folder.class_names),
+            "test_split": "present" if folder.has_test else "absent",
+            "bad_files_skipped": len(folder.bad_files),
+            "files_ignored": len(folder.ignored_files),
+            "n_train": len(self.train),
+            "n_train_available": len(folder.splits["train"]),
+            **{f"n_{s}": len(v) for s, v in folder.splits.items() if s != "train"},
+        }
+
+    def test_images(self) -> tuple[Path, list[Path], object, list[str]] | None:
+        """(data root, test files, their labels, class names) for the per-image predictions; None without a test
+        split."""
+        split = self.folder.splits.get("test")
+        if split is None:
+            return None
+        return self.folder.root, list(split.files), split.labels, list(self.folder.class_names)
+
 
 @functools.lru_cache(maxsize=8)
 def _scan(path: str, on_bad_file: str, max_pixels: int, fingerprint: str) -> data.ImageFolder:

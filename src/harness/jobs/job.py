@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness import data, tracking
+from harness import tracking
 from harness.config import Config
 from harness.errors import LostLease
 from harness.jobs import cache, claims, leases
 from harness.jobs.features import cache_keys, cached_features, load_arrays
 from harness.jobs.inputs import Prepared, fetch, needs_pretrained, prepare
+from harness.tracking import results as results_record
 from harness.training import backbones, specs, stopping
 from harness.training.regime import Context, Recipe, RegimeSpec
 from harness.training.runtime import configure_runtime, quiet_tensorflow, resolve_precision
@@ -29,88 +30,10 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def cache_report(store: cache.ArrayCache) -> Iterator[None]:
-    """Tag the active run with its cache use: hit, miss, partial or off, and the build seconds."""
-    hits, misses, build = len(store.stats.hits), len(store.stats.misses), store.stats.build_s
-    yield
-    h, m = len(store.stats.hits) - hits, len(store.stats.misses) - misses
-    if not store.enabled:
-        state = "off"
-    else:
-        state = {(True, False): "hit", (False, True): "miss", (True, True): "partial"}.get((h > 0, m > 0), "none")
-    tracking.set_tags({"cache": state})
-    tracking.log_result_metrics({"cache_hits": h, "cache_misses": m, "cache_build_s": store.stats.build_s - build})
-
-
-def data_summary(job: Prepared) -> dict[str, object]:
-    """What the run must remember about its data: where, which classes, which files (hash), how many."""
-    folder = job.folder
-    out: dict[str, object] = {
-        "data_root": str(folder.root),
-        "class_names": list(folder.class_names),
-        "train_files_hash": data.split_identity(job.train, folder.class_names),
-        "test_split": "present" if folder.has_test else "absent",
-        "bad_files_skipped": len(folder.bad_files),
-        "files_ignored": len(folder.ignored_files),
-    }
-    out["n_train"] = len(job.train)
-    out["n_train_available"] = len(folder.splits["train"])
-    out.update({f"n_{s}": len(v) for s, v in folder.splits.items() if s != "train"})
-    return out
-
-
-def log_regime(
-    result: RegimeResult,
-    cfg: Config,
-    job: Prepared,
-    marker_epoch: int | None = None,
-    before: dict[str, list[float]] | None = None,
-) -> None:
-    """Final metrics, per-image test predictions, curves (raw + EMA) and, if asked, the model, into the active
-    regime run."""
-    from harness.training import figures
-
-    final = {"train_time_s": result.train_time_s, **(result.test or {})}
-    tracking.log_result_metrics(final)
-    if result.test_scores is not None:
-        split = job.splits["test"]
-        tracking.log_predictions(job.folder.root, split.files, split.labels, job.folder.class_names, result.test_scores)
-    log_stopping(result)
-    if result.test is None:
-        tracking.set_tags({"test_split": "absent"})
-    history, first = result.history, result.first_epoch
-    if before is not None:  # fine-tuning: draw the head phase before it, as in the TensorFlow tutorial's plots
-        history = {k: before[k] + result.history[k] for k in result.history}
-        first = 0
-    fig = figures.training_curves(
-        history, first, f"{cfg.backbone.name} {result.regime} (unfreeze_at={cfg.unfreeze_at})", marker_epoch
-    )
-    tracking.log_figure(fig, "curves.png")
-    figures.close(fig)
-    if result.model is not None:
-        tracking.log_keras_model(result.model)
-    test = f"test_acc {result.test['test_acc']:.4f}" if result.test else "no test split"
-    best = max(result.history["val_acc"])
-    log.info("%-8s done: %s  best val_acc %.4f  (%.1fs)", result.regime, test, best, result.train_time_s)
-
-
-@contextmanager
 def regime_run(cfg: Config, job_identity: str, regime: str) -> Iterator[None]:
     """A regime's MLflow run, nested in the job's, kept alive by the heartbeat while it trains."""
     with tracking.regime_run(cfg, job_identity, regime) as run, leases.heartbeat.held(run.info.run_id, cfg.heartbeat_s):
         yield
-
-
-def log_stopping(result: RegimeResult) -> None:
-    """How long the phase could run and how it ended, so regimes are compared knowing both: param epochs_max
-    and steps_per_epoch, tag epochs_from (epochs | steps_budget), metrics best_epoch (curve step) and
-    epochs_run, tag stopped (early | max_epochs)."""
-    if result.budget is not None:
-        tracking.log_params({"epochs_max": result.budget.epochs, "steps_per_epoch": result.budget.steps_per_epoch})
-        tracking.set_tags({"epochs_from": result.budget.source})
-    if result.outcome is not None:
-        tracking.log_result_metrics({"best_epoch": result.outcome.best_epoch, "epochs_run": result.outcome.epochs_run})
-        tracking.set_tags({"stopped": result.outcome.stopped})
 
 
 @dataclass(frozen=True)
@@ -215,23 +138,24 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
         on_initial=lambda regime, values: tracking.log_initial(values),
     )
     results: dict[str, RegimeResult] = {}
-    tracking.log_params({f"data.{k}": v for k, v in data_summary(job).items()})
+    tracking.log_params({f"data.{k}": v for k, v in job.summary().items()})
     tracking.log_datasets(job.folder.root, job.splits, list(job.folder.class_names), job.split_identities())
     used = resolve_precision(cfg.precision, cfg.backbone.name)  # auto: what this machine trains in
     precision = {"precision": str(cfg.precision), "precision_used": used}
     tracking.set_tags({"threads": str(threads or "all"), **precision})
-    with cache_report(store):
+    with results_record.cache_use(store.stats, store.enabled):
         arrays = load_arrays(job, store, keys)
     ctx = Context(Recipe.from_cfg(cfg), arrays, trainer, pristine(pretrained) if pretrained is not None else None)
     for spec in specs.chosen(cfg.regimes):
         ctx.start = results[spec.starts_from].state if spec.starts_from else None
-        with regime_run(cfg, job.identity, spec.name), cache_report(store):
-            results[spec.name] = train_regime(spec, ctx, store, keys.states.get(spec.name))
+        with regime_run(cfg, job.identity, spec.name), results_record.cache_use(store.stats, store.enabled):
+            result = results[spec.name] = train_regime(spec, ctx, store, keys.states.get(spec.name))
+            title = f"{cfg.backbone.name} {spec.name} (unfreeze_at={cfg.unfreeze_at})"
             before = results[spec.starts_from] if spec.starts_from else None
             if before is None:
-                log_regime(results[spec.name], cfg, job)
+                results_record.log_regime(result, title, job.test_images())
             else:  # drawn after the phase it continues, as in the TensorFlow tutorial's plots
-                log_regime(results[spec.name], cfg, job, results[spec.name].first_epoch, before.history)
+                results_record.log_regime(result, title, job.test_images(), result.first_epoch, before.history)
     tracking.log_result_metrics({f"{r}_{k}": v for r, res in results.items() for k, v in (res.test or {}).items()})
     tracking.log_result_metrics(store.stats.as_metrics())
     tracking.log_result_metrics({OBJECTIVE: objective(results)})
