@@ -25,7 +25,7 @@ from harness.report.render import key_value
 from harness.report.runs import REGIME_COLORS, REGIME_LABELS, REGIMES
 from harness.report.tables import boundary_order, decided_by_budget, regimes_run, row_keys_of, split_keys
 from harness.training import specs
-from harness.training.figures import EMA_FACTOR, close, plt  # pyplot with the Agg backend figures.py chose
+from harness.training.figures import EMA_FACTOR, close, ema, plt  # pyplot with the Agg backend figures.py chose
 
 log = logging.getLogger("harness.report")
 
@@ -47,16 +47,12 @@ def caption(fig: Figure, constant: dict[str, Any], width: int = 130) -> None:
         fig.text(0.01, -0.01, textwrap.fill(text, width), fontsize=7, va="top", ha="left", color="0.3")
 
 
-def smooth(values: pd.Series, factor: float = EMA_FACTOR) -> pd.Series:
-    """Chollet's EMA s_t = f * s_(t-1) + (1 - f) * x_t, as pandas' ewm (adjust=False is exactly that recursion)."""
-    return values.ewm(alpha=1 - factor, adjust=False).mean()
-
-
 def smooth_phase(curve: pd.DataFrame) -> pd.Series:
     """A phase's curve smoothed from its first trained epoch: epoch 0 (before training, near chance) is drawn as
     measured, since an average seeded with it would drag a short phase's smoothed curve points below the raw."""
     trained = curve["epoch"] >= 1
-    return pd.concat([curve.loc[~trained, "val_acc"], smooth(curve.loc[trained, "val_acc"])]).loc[curve.index]
+    smoothed = pd.Series(ema(curve.loc[trained, "val_acc"]), index=curve.index[trained], dtype=float)
+    return pd.concat([curve.loc[~trained, "val_acc"], smoothed]).loc[curve.index]
 
 
 def _legend(ax, where: str = "best") -> None:

@@ -186,17 +186,15 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def holm(p_values: np.ndarray | list[float]) -> np.ndarray:
-    """Holm's step-down adjustment (family-wise error): the k-th smallest p times (m - k + 1), made monotone,
-    capped at 1. NaN stays NaN and is not counted in the family."""
+    """Holm's step-down adjustment (family-wise error), statsmodels' `multipletests`. NaN stays NaN and is not
+    counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(p_values, dtype=float)
     out = np.full_like(p, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    order = valid[np.argsort(p[valid], kind="stable")]
-    m = len(order)
-    running = 0.0
-    for k, i in enumerate(order):
-        running = max(running, min(1.0, (m - k) * p[i]))
-        out[i] = running
+    valid = ~np.isnan(p)
+    if valid.any():
+        out[valid] = multipletests(p[valid], method="holm")[1]
     return out
 
 
