@@ -4,9 +4,11 @@ declares. Cheap enough to run on every file of every job (a scan reads each file
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -69,29 +71,48 @@ def valid_name(name: str) -> bool:
     return True
 
 
-def file_problem(path: Path, max_pixels: int) -> tuple[str | None, bytes]:
-    """Why the file at `path` cannot be one of the images, and its bytes (empty when unreadable).
+@dataclass(frozen=True)
+class Inspection:
+    """What reading a file found, before `data.max_pixels` is applied: a problem of the file itself, or the
+    image's pixel count and size from its header; `content` holds its bytes (empty when unreadable)."""
 
-    Checked without decoding: the name, the link, the bytes' structure (`image_problem`) and the image's
-    size from its header (a 20,000 x 20,000 PNG of a few hundred KB decodes to gigabytes).
-    """
+    problem: str | None
+    pixels: int = 0
+    size: str = ""
+    content: bytes = b""
+    digest: str = ""  # sha256 of the bytes: the file's part of a split's identity
+
+    @classmethod
+    def of(cls, problem: str | None, content: bytes, pixels: int = 0, size: str = "") -> Inspection:
+        return cls(problem, pixels, size, content, hashlib.sha256(content).hexdigest())
+
+    def problem_at(self, max_pixels: int) -> str | None:
+        """The file's problem under `data.max_pixels=max_pixels`."""
+        if self.problem is None and self.pixels > max_pixels:
+            return f"{self.size}, over data.max_pixels={max_pixels:,} (decoded, it would take gigabytes of memory)"
+        return self.problem
+
+
+def inspect(path: Path) -> Inspection:
+    """Read the file at `path` once and check it without decoding: the name, the link, the bytes' structure
+    (`image_problem`) and the image's size from its header (a 20,000 x 20,000 PNG of a few hundred KB decodes
+    to gigabytes)."""
     if not valid_name(path.name):
-        return "file name is not valid UTF-8 (rename it)", b""
+        return Inspection("file name is not valid UTF-8 (rename it)")
     if path.is_symlink() and not path.exists():
-        return f"broken symbolic link (to {shown(os.readlink(path))})", b""
+        return Inspection(f"broken symbolic link (to {shown(os.readlink(path))})")
     try:
         content = path.read_bytes()
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})", b""
+        return Inspection(f"cannot be read ({exc.strerror or exc})")
     problem = image_problem(content)
-    if problem is None:
-        try:
-            pixels, size = image_size(content)
-        except Exception as exc:  # noqa: BLE001 - Pillow's errors for a header it cannot parse vary by format
-            return f"image header cannot be read ({type(exc).__name__}: {exc})", content
-        if pixels > max_pixels:
-            problem = f"{size}, over data.max_pixels={max_pixels:,} (decoded, it would take gigabytes of memory)"
-    return problem, content
+    if problem is not None:
+        return Inspection.of(problem, content)
+    try:
+        pixels, size = image_size(content)
+    except Exception as exc:  # noqa: BLE001 - Pillow's errors for a header it cannot parse vary by format
+        return Inspection.of(f"image header cannot be read ({type(exc).__name__}: {exc})", content)
+    return Inspection.of(None, content, pixels, size)
 
 
 def image_size(content: bytes) -> tuple[int, str]:

@@ -7,7 +7,6 @@ built: bad files are named and skipped or stop the job (`data.on_bad_file`), oth
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.checks import file_problem, shown, valid_name
+from harness.data.checks import shown, valid_name
+from harness.data.index import ScanIndex
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,11 @@ def _list_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
     return images, [p for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
 
 
-def scan_folder(path: str | Path, on_bad_file: str = "skip", max_pixels: int = 100_000_000) -> ImageFolder:
-    """Read a folder in Chollet's layout and check it, raising HarnessError with the first problem."""
+def scan_folder(
+    path: str | Path, on_bad_file: str = "skip", max_pixels: int = 100_000_000, cache_dir: Path | None = None
+) -> ImageFolder:
+    """Read a folder in Chollet's layout and check it, raising HarnessError with the first problem. With a
+    `cache_dir`, files unchanged since an earlier scan are taken from its scan index unread (`data.index`)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise HarnessError(
@@ -87,6 +90,7 @@ def scan_folder(path: str | Path, on_bad_file: str = "skip", max_pixels: int = 1
             f"required splits are {list(REQUIRED_SPLITS)} (test/ is optional)."
         )
 
+    index = ScanIndex(cache_dir, root)
     class_names: tuple[str, ...] | None = None
     splits: dict[str, Split] = {}
     bad: list[tuple[Path, str]] = []
@@ -116,11 +120,12 @@ def scan_folder(path: str | Path, on_bad_file: str = "skip", max_pixels: int = 1
             ignored += others
             good = 0
             for f in candidates:
-                problem, content = file_problem(f, max_pixels)  # read once: checked, and its digest is its identity
+                found = index.inspect(f)  # read once (or unchanged since): checked, and its digest is its identity
+                problem = found.problem_at(max_pixels)
                 if problem is None:
                     files.append(f)
                     labels.append(label)
-                    digests.append(hashlib.sha256(content).hexdigest())
+                    digests.append(found.digest)
                     good += 1
                 else:
                     bad.append((f, problem))
@@ -131,6 +136,9 @@ def scan_folder(path: str | Path, on_bad_file: str = "skip", max_pixels: int = 1
                 )
         splits[split] = Split(tuple(files), np.asarray(labels, dtype=np.int32), tuple(digests))
 
+    index.save()
+    if index.reused:
+        log.info("data: %d file(s) unchanged since an earlier scan, %d read", index.reused, index.read)
     if ignored:
         by_suffix = Counter(p.suffix.lower() or "(none)" for p in ignored)
         log.warning(

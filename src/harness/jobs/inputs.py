@@ -60,12 +60,12 @@ class Prepared:
 
 
 @functools.lru_cache(maxsize=8)
-def _scan(path: str, on_bad_file: str, max_pixels: int, fingerprint: str) -> data.ImageFolder:
-    return data.scan_folder(path, on_bad_file, max_pixels)
+def _scan(path: str, on_bad_file: str, max_pixels: int, index_dir: str | None, fingerprint: str) -> data.ImageFolder:
+    return data.scan_folder(path, on_bad_file, max_pixels, None if index_dir is None else Path(index_dir))
 
 
 def _fingerprint(path: Path) -> str:
-    """Names, sizes and modification times of everything under `path`: a scan is reused in this process
+    """Names and stats (size, mtime, ctime, inode) of everything under `path`: a scan is reused in this process
     (every job of a sweep) only while none of them changed. Costs a stat per file, not a read."""
     entries = []
     for folder, _, names in os.walk(path):
@@ -74,7 +74,9 @@ def _fingerprint(path: Path) -> str:
                 st = os.stat(os.path.join(folder, name))
             except OSError:  # a broken link: the scan names it; its presence is what counts here
                 st = os.lstat(os.path.join(folder, name))
-            entries.append((os.fsencode(folder), os.fsencode(name), st.st_size, st.st_mtime_ns))
+            entries.append(
+                (os.fsencode(folder), os.fsencode(name), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            )
     return identity.digest(sorted(entries))
 
 
@@ -143,7 +145,8 @@ def prepare(cfg: Config) -> Prepared:
     if data.downloads(cfg.data):
         fetch(cfg)  # the archive, and the weights with it: one message names every download that failed
     path = data.resolve_data_path(cfg.data)
-    folder = _scan(str(path), cfg.data.on_bad_file, int(cfg.data.max_pixels), _fingerprint(path))
+    index_dir = str(cfg.cache_dir) if cfg.cache else None  # the scan index lives with the cache (data.index)
+    folder = _scan(str(path), cfg.data.on_bad_file, int(cfg.data.max_pixels), index_dir, _fingerprint(path))
     train = data.subsample(folder.splits["train"], cfg.data_fraction, cfg.seed, folder.class_names)
     job = Prepared(cfg, "", folder, train)
     job.identity = identity.job_identity(cfg, job.split_identities(), folder.class_names)
