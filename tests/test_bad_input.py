@@ -88,6 +88,7 @@ MOBILENET = ["backbone=mobilenetv2", "backbone.weights=null", "backbone.image_si
         (["lease_s=-1"], "lease_s=-1.0 must be > 0"),
         (["data.max_pixels=0"], "data.max_pixels=0 must be >= 1"),
         (["scratch.dropout=1.5"], "scratch.dropout=1.5 must be in [0, 1)"),
+        (["feature_memory_gb=0.0001"], "over feature_memory_gb=0.0001"),  # a single run is refused as a sweep is
     ],
 )
 def test_bad_config_value(tmp_path, store, args, needle):

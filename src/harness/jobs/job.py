@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from harness import tracking
 from harness.config import Config
 from harness.errors import LostLease
-from harness.jobs import cache, claims, leases
+from harness.jobs import cache, claims, leases, plan
 from harness.jobs.features import cache_keys, cached_features, load_arrays
 from harness.jobs.inputs import Prepared, fetch, needs_pretrained, prepare
 from harness.tracking import results as results_record
@@ -53,6 +53,7 @@ class Skipped:
 def run(cfg: Config, overrides: list[str], name: str) -> dict[str, RegimeResult] | Skipped | Elsewhere:
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
+    plan.check_feature_memory(job)  # as a sweep's pre-check does for each of its jobs: a single run too
     fetch(cfg)  # then the downloads (ImageNet weights): a clear error offline, not a traceback in the job
     quiet_tensorflow()
     import keras
