@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -321,3 +322,30 @@ def test_a_bad_value_is_refused_before_tensorflow_is_imported(tmp_path, store, s
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")]
     assert "harness.config.checks" in imported  # the check ran in this process, its imports traced
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 2 MB filesystem (tmpfs), mounted for the test: a full disk without pretending."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_cache_on_a_disk_too_small_for_the_job_is_refused_with_the_numbers(tmp_path, store, small_disk):
+    """MobileNetV2 at 224 px cut at block_1_expand on the 200 generated images: 803 KB of float32 per image."""
+    proc = run_cli(
+        "data=synthetic", "backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=224",
+        "regimes=[frozen,finetune]", "unfreeze_at=block_1_expand", f"tracking_uri={store}",
+        f"cache_dir={small_disk / 'cache'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.log[-3000:]
+    said = r"has 2\.\d MB free on its filesystem, and this job would write 191\.7 MB \(images 30\.1 MB, features@pooled"
+    assert re.search(said + r" 1\.0 MB, features@block_1_expand 160\.6 MB\)", proc.log), proc.log[-3000:]
+    assert "Traceback" not in proc.log
+    assert_nothing_recorded(store, tmp_path)
+    assert not any(small_disk.rglob("*.npy"))

@@ -54,6 +54,7 @@ def run(cfg: Config, overrides: list[str], name: str) -> dict[str, RegimeResult]
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
     plan.check_feature_memory(job)  # as a sweep's pre-check does for each of its jobs: a single run too
+    plan.check_disk(job)
     fetch(cfg)  # then the downloads (ImageNet weights): a clear error offline, not a traceback in the job
     quiet_tensorflow()
     import keras

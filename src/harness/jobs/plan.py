@@ -6,6 +6,9 @@ whose features would not fit in `feature_memory_gb` (a shallow cut of a large ba
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from harness import tracking
 from harness.config import Config
 from harness.errors import HarnessError
@@ -79,6 +82,48 @@ def feature_bytes(job: Prepared) -> dict[str, int]:
     return out
 
 
+def bytes_to_write(job: Prepared) -> dict[str, int]:
+    """What this job would add to its cache, by entry: decoded images and feature cuts not already there (a stored
+    head phase is a few MB and not counted)."""
+    cfg = job.cfg
+    store = cache.ArrayCache(cfg.cache_dir)
+    keys = cache_keys(job)
+    size = cfg.backbone.image_size
+    out = {}
+    images = sum(len(job.splits[s]) * size * size * 3 for s, key in keys.images.items() if not store.has(key))
+    if images:
+        out["images"] = images
+    staged = staged_splits(job)
+    for cut, by_split in keys.features.items():
+        per_image = 4
+        for dim in backbones.cut_shape(cfg.backbone.name, size, cut):
+            per_image *= dim
+        missing = sum(
+            len(job.splits[s]) * per_image for s, key in by_split.items() if s in staged and not store.has(key)
+        )
+        if missing:
+            out[f"features@{cut}"] = missing
+    return out
+
+
+def check_disk(job: Prepared) -> None:
+    """Refuse, before any job trains, a job whose new cache entries would not fit on the cache folder's filesystem,
+    with what it needs and what is free."""
+    if not job.cfg.cache:
+        return
+    need = bytes_to_write(job)
+    folder = Path(job.cfg.cache_dir).expanduser()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    free = shutil.disk_usage(existing).free
+    if sum(need.values()) > free:
+        parts = ", ".join(f"{name} {gb(n)}" for name, n in need.items())
+        raise HarnessError(
+            f"cache_dir={str(folder)!r} has {gb(free)} free on its filesystem, and this job would write "
+            f"{gb(sum(need.values()))} ({parts}). Free some space, give a cache_dir=... on a larger disk, or a "
+            "deeper unfreeze_at or smaller backbone.image_size"
+        )
+
+
 def gb(n_bytes: float) -> str:
     """Bytes for a person: GB from 1 GB up, MB below."""
     return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
@@ -137,9 +182,15 @@ def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
         total += seconds
         print(f"job {i}: {head} identity={job.identity} regimes={[str(r) for r in cfg.regimes]}")
         bound = "at most " if cfg.early_stopping.enabled else ""  # the rule may end phases sooner
+        if cfg.cache:  # an earlier job of the sweep may write some of these entries first: at most
+            lines.append(f"cache writes at most {gb(sum(bytes_to_write(job).values()))}")
         print(f"    {'; '.join(lines)}; est. {bound}~{seconds / 60:.1f} min here")
         built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
         built |= set(keys.states.values())
     stops = any(cfg.early_stopping.enabled for _, cfg in jobs)
     bound = "at most " if stops else ""
     print(f"total: est. {bound}~{total / 60:.1f} min on this machine (rough: +-2x; compute only, no start-up)")
+    caches = {str(cfg.cache_dir) for _, cfg in jobs if cfg.cache}
+    for folder in sorted(caches):
+        existing = next(p for p in (Path(folder).expanduser(), *Path(folder).expanduser().parents) if p.exists())
+        print(f"cache_dir={folder}: {gb(shutil.disk_usage(existing).free)} free")
