@@ -349,3 +349,26 @@ def test_a_cache_on_a_disk_too_small_for_the_job_is_refused_with_the_numbers(tmp
     assert "Traceback" not in proc.log
     assert_nothing_recorded(store, tmp_path)
     assert not any(small_disk.rglob("*.npy"))
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "needle"),
+    [
+        ("path,label", "train/cats/{name},cats", "has no column 'split'; a manifest has the columns path, label"),
+        (
+            "path,label,split",
+            "train/cats/{name},cats,training",
+            "split 'training' is not one of train, validation, test",
+        ),
+        ("path,label,split", "train/cats/gone.jpg,cats,train", "lists 1 file(s) that do not exist"),
+    ],
+)
+def test_a_manifests_mistake_is_refused_before_any_job(tmp_path, store, small, header, row, needle):
+    """data=manifest: a missing column, an unknown split or a missing file, named; exit 2 and nothing recorded."""
+    name = sorted((small / "train" / "cats").iterdir())[0].name
+    listed = [f"{f.relative_to(small)},{f.parent.name},{f.parent.parent.name}" for f in sorted(small.rglob("*.jpg"))]
+    if header == "path,label":
+        listed = [line.rsplit(",", 1)[0] for line in listed]
+    manifest = small / f"manifest-{abs(hash(needle))}.csv"  # paths relative to its folder
+    manifest.write_text("\n".join([header, row.format(name=name), *listed]) + "\n")
+    expect_error(tmp_path, store, ["data=manifest", f"data.path={manifest}"], needle)

@@ -50,6 +50,7 @@ class Pooling(StrEnum):
 
 class DataSource(StrEnum):
     folder = "folder"
+    manifest = "manifest"  # a CSV of files (path, label, split)
     download = "download"
     synthetic = "synthetic"
 
@@ -106,6 +107,8 @@ class Data:
     def problems(self) -> list[str]:
         out: list[str] = []
         in_range(out, "data.max_pixels", self.max_pixels, 1, None, " (width x height of the largest image allowed)")
+        if self.source == DataSource.manifest and not self.path:
+            out.append("data=manifest needs data.path: data.path=/path/to/files.csv (columns path, label, split)")
         if self.source == DataSource.folder and not self.path:
             out.append(
                 "data=folder needs data.path: data.path=/path/to/images (train/, validation/ and optionally "

@@ -4,6 +4,7 @@ subsample and split identities (`splits`), decoding (`images`), and where a fold
 from harness.data.checks import image_problem, shown
 from harness.data.folders import IMAGE_SUFFIXES, REQUIRED_SPLITS, SPLITS, ImageFolder, Split, scan_folder
 from harness.data.images import load_images
+from harness.data.manifest import scan_manifest
 from harness.data.sources import (
     download_archive,
     downloads,
@@ -28,6 +29,7 @@ __all__ = [
     "keras_cache",
     "load_images",
     "resolve_data_path",
+    "scan_manifest",
     "scan_folder",
     "shown",
     "split_identity",

@@ -148,13 +148,19 @@ def scan_folder(
             ", ".join(f"{n} {suffix}" for suffix, n in sorted(by_suffix.items())),
             ", ".join(shown(p.relative_to(root)) for p in ignored[:3]),
         )
-    if bad:
-        listing = "\n".join(f"  {shown(p)}: {why}" for p, why in bad)
-        if on_bad_file == "stop":
-            raise HarnessError(
-                f"{len(bad)} unreadable image file(s) in {shown(root)} (data.on_bad_file=stop):\n{listing}\n"
-                "Remove them, or set data.on_bad_file=skip to leave them out."
-            )
-        log.warning("data: skipped %d unreadable file(s) (data.on_bad_file=skip):\n%s", len(bad), listing)
+    report_bad_files(bad, root, on_bad_file)
     assert class_names is not None
     return ImageFolder(root, class_names, splits, tuple(p for p, _ in bad), tuple(ignored))
+
+
+def report_bad_files(bad: list[tuple[Path, str]], where: Path, on_bad_file: str) -> None:
+    """Name every unreadable file: a warning when they are skipped, HarnessError when data.on_bad_file=stop."""
+    if not bad:
+        return
+    listing = "\n".join(f"  {shown(p)}: {why}" for p, why in bad)
+    if on_bad_file == "stop":
+        raise HarnessError(
+            f"{len(bad)} unreadable image file(s) in {shown(where)} (data.on_bad_file=stop):\n{listing}\n"
+            "Remove them, or set data.on_bad_file=skip to leave them out."
+        )
+    log.warning("data: skipped %d unreadable file(s) (data.on_bad_file=skip):\n%s", len(bad), listing)

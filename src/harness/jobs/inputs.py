@@ -61,7 +61,11 @@ class Prepared:
 
 @functools.lru_cache(maxsize=8)
 def _scan(path: str, on_bad_file: str, max_pixels: int, index_dir: str | None, fingerprint: str) -> data.ImageFolder:
-    return data.scan_folder(path, on_bad_file, max_pixels, None if index_dir is None else Path(index_dir))
+    return data.scan_folder(path, on_bad_file, max_pixels, _index(index_dir))
+
+
+def _index(index_dir: str | None) -> Path | None:
+    return None if index_dir is None else Path(index_dir)
 
 
 def _fingerprint(path: Path) -> str:
@@ -146,7 +150,10 @@ def prepare(cfg: Config) -> Prepared:
         fetch(cfg)  # the archive, and the weights with it: one message names every download that failed
     path = data.resolve_data_path(cfg.data)
     index_dir = str(cfg.cache_dir) if cfg.cache else None  # the scan index lives with the cache (data.index)
-    folder = _scan(str(path), cfg.data.on_bad_file, int(cfg.data.max_pixels), index_dir, _fingerprint(path))
+    if cfg.data.source == "manifest":  # read each time: the listed files' stats are what a reuse would check
+        folder = data.scan_manifest(path, cfg.data.on_bad_file, int(cfg.data.max_pixels), _index(index_dir))
+    else:
+        folder = _scan(str(path), cfg.data.on_bad_file, int(cfg.data.max_pixels), index_dir, _fingerprint(path))
     train = data.subsample(folder.splits["train"], cfg.data_fraction, cfg.seed, folder.class_names)
     job = Prepared(cfg, "", folder, train)
     job.identity = identity.job_identity(cfg, job.split_identities(), folder.class_names)
