@@ -18,3 +18,13 @@ def test_the_calibration_benchmark_runs_at_its_smoke_setting():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(r"^\| difference +\|", proc.stdout, re.M) and re.search(r"^\| single +\|", proc.stdout, re.M)
     assert "settings within 3-7% rejected and 92-98% covered" in proc.stdout
+
+
+def test_the_scan_benchmark_runs_at_its_smoke_setting():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_scan.py"), "--smoke"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| the same folder again, unchanged (scan index) | 232 |" in proc.stdout
+    assert "232 file(s) unchanged since an earlier scan, 0 read" in proc.stdout
