@@ -129,7 +129,8 @@ def main() -> None:
     rate = {name: n / statistics.median(s) for name, s in seconds.items()}
     predict, bare = rate["predict (batch 64)"], rate["bare graph call (batch 64)"]
     print(
-        f"## Throughput over the {n} shared photographs, MobileNetV2 at {SIZE} px ({args.repeats} interleaved rounds)\n"
+        f"### Throughput over the {n} shared photographs, MobileNetV2 at {SIZE} px"
+        f" ({args.repeats} interleaved rounds)\n"
     )
     print("| forward pass | images/s (median) | vs predict | vs bare graph call | seconds per round |")
     print("| --- | --- | --- | --- | --- |")
@@ -143,7 +144,7 @@ def main() -> None:
     measured = [frozen_run(args.epochs) for _ in range(args.repeats)]
     runs = [wall for wall, _ in measured]
     floor = together + predict_s
-    print(f"\n## A {args.epochs}-epoch frozen run through the CLI, cold cache, against imports + predict\n")
+    print(f"\n### A {args.epochs}-epoch frozen run through the CLI, cold cache, against imports + predict\n")
     print("| measurement | seconds |")
     print("| --- | --- |")
     for module, s in imports.items():

@@ -2,9 +2,9 @@
 
 Keras' `predict` wraps every call in its data adapter, callbacks and step function. For a model that only
 runs forward, a `tf.function` over `model(batch, training=False)` does the same arithmetic on the same
-batches, so its outputs equal `predict`'s bit for bit (tested), and it is faster on this CPU: 1.34x in a
-probe of MobileNetV2 at 160 px (keras-team/keras#18062 reports the same overhead); benchmarks/RESULTS.md has
-the side-by-side table (`benchmarks/bench_frozen_stage.py`).
+batches, so its outputs equal `predict`'s bit for bit (tested), and it is faster on this CPU: 1.25x over
+the 4,000 shared photographs with MobileNetV2 at 160 px, the same as a bare graph call (keras-team/keras#18062
+reports the same overhead); benchmarks/RESULTS.md has the side-by-side table (`benchmarks/bench_frozen_stage.py`).
 
 The graph function is traced once per model and input dtype (its batch dimension is left open, so the last
 short batch does not retrace) and kept as long as the model lives. XLA is not used: on this CPU
@@ -20,8 +20,9 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-# Images per graph call. Outputs do not depend on it (tested at 32 to 256 against `predict` at 64); 64 is the
-# fastest in benchmarks/bench_frozen_stage.py's sweep over 32-256 on the project's machine, see RESULTS.md.
+# Images per graph call. Outputs do not depend on it (tested at 32 and 128 against `predict` at 64). Measured with
+# benchmarks/bench_frozen_stage.py (RESULTS.md, 2026-12-05): 239 images/s at 32, 236 at 64, 195 at 128 on the
+# project's 2-core machine; 32 and 64 are within the rounds' spread, and 64 keeps `predict`'s own batches.
 FORWARD_BATCH = 64
 
 _graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype: tf.function}
