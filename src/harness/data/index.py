@@ -60,6 +60,7 @@ class ScanIndex:
                 log.warning("data: scan index %s unreadable (%s); reading every file", self.path, exc)
 
     def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None  # only called with a cache folder
         db = sqlite3.connect(self.path, timeout=60)
         db.execute(_SCHEMA)
         return db
