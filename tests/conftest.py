@@ -83,11 +83,14 @@ def cli_env(cwd: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path, module: str = "harness", timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run `python -m <module> args...` in `cwd` (not the project root: it must work from anywhere)."""
+def run_cli(
+    *args: str, cwd: Path, module: str = "harness", timeout: int = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m <module> args...` in `cwd` (not the project root: it must work from anywhere); `env`: more
+    environment variables."""
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(cwd), capture_output=True, text=True,
-        timeout=timeout,
+        [sys.executable, "-m", module, *args], cwd=cwd, env={**cli_env(cwd), **(env or {})}, capture_output=True,
+        text=True, timeout=timeout,
     )  # fmt: skip
     proc.log = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     return proc
@@ -187,3 +190,23 @@ def job_runs(uri: str, study: str = "default"):
 
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[study], filter_string="tags.run_kind = 'job'")
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    """A real filesystem of `size` (tmpfs) mounted at `folder` for the block: a full disk without pretending."""
+    folder.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 2 MB filesystem (tmpfs), mounted for the test."""
+    with tmpfs(tmp_path / "disk", "2m") as mount:
+        yield mount

@@ -89,7 +89,6 @@ MOBILENET = ["backbone=mobilenetv2", "backbone.weights=null", "backbone.image_si
         (["lease_s=-1"], "lease_s=-1.0 must be > 0"),
         (["data.max_pixels=0"], "data.max_pixels=0 must be >= 1"),
         (["scratch.dropout=1.5"], "scratch.dropout=1.5 must be in [0, 1)"),
-        (["feature_memory_gb=0.0001"], "over feature_memory_gb=0.0001"),  # a single run is refused as a sweep is
     ],
 )
 def test_bad_config_value(tmp_path, store, args, needle):
@@ -324,18 +323,6 @@ def test_a_bad_value_is_refused_before_tensorflow_is_imported(tmp_path, store, s
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
-@pytest.fixture
-def small_disk(tmp_path) -> Path:
-    """A real 2 MB filesystem (tmpfs), mounted for the test: a full disk without pretending."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_cache_on_a_disk_too_small_for_the_job_is_refused_with_the_numbers(tmp_path, store, small_disk):
     """MobileNetV2 at 224 px cut at block_1_expand on the 200 generated images: 803 KB of float32 per image."""
     proc = run_cli(
@@ -349,6 +336,23 @@ def test_a_cache_on_a_disk_too_small_for_the_job_is_refused_with_the_numbers(tmp
     assert "Traceback" not in proc.log
     assert_nothing_recorded(store, tmp_path)
     assert not any(small_disk.rglob("*.npy"))
+
+
+def test_without_a_cache_the_temporary_folder_must_hold_the_arrays_and_is_checked_the_same_way(
+    tmp_path, store, small_disk
+):
+    """cache=false: the job's arrays go to unlinked files in $TMPDIR, so the plan checks that folder's filesystem."""
+    proc = run_cli(
+        "data=synthetic", "backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=224",
+        "regimes=[frozen,finetune]", "unfreeze_at=block_1_expand", f"tracking_uri={store}", "cache=false",
+        cwd=tmp_path, env={"TMPDIR": str(small_disk)},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.log[-3000:]
+    said = rf"the temporary folder '{small_disk}' \(\$TMPDIR\) has 2\.\d MB free on its filesystem, and this job would"
+    assert re.search(said + r" write 191\.7 MB \(images 30\.1 MB", proc.log), proc.log[-3000:]
+    assert "Traceback" not in proc.log
+    assert_nothing_recorded(store, tmp_path)
+    assert list(small_disk.iterdir()) == []
 
 
 @pytest.mark.parametrize(

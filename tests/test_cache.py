@@ -5,7 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import re
+import signal
 import stat
+import time
 from pathlib import Path
 
 import mlflow
@@ -139,9 +141,12 @@ def _write_at_once(root: str, barrier, bundle_barrier, value: float) -> None:
     cache = ArrayCache(root)
     key = make_key("features", KEY)
 
-    def build(missing):
+    def build(missing, allocate):
         barrier.wait(timeout=60)
-        return {name: np.full(SHAPE, value, np.float32) for name in missing}
+        out = {name: allocate(name, SHAPE, np.float32) for name in missing}  # memory-mapped, written in place
+        for array in out.values():
+            array[:] = value
+        return out
 
     got = cache.arrays({"x": key}, build)
     assert got["x"].shape == SHAPE
@@ -194,14 +199,14 @@ def test_concurrent_writers_of_one_entry_never_fail_or_tear_it_and_a_reader_sees
     assert len([v for v in visible if v.endswith(".npy")]) == 2, visible  # one array entry, one bundle file
     assert not [f for f in tmp_path.rglob(".*")], "a temporary file or folder was left behind"
     again = ArrayCache(tmp_path)
-    again.arrays({"x": make_key("features", KEY)}, lambda missing: pytest.fail("rebuilt a cached entry"))
+    again.arrays({"x": make_key("features", KEY)}, lambda missing, allocate: pytest.fail("rebuilt a cached entry"))
     assert len(again.stats.hits) == 1
 
 
 def test_disabled_cache_builds_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a cache that wrote anyway would write somewhere under here or the default root
     cache = ArrayCache(None)
-    out = cache.arrays({"a": "features-1"}, lambda missing: {m: np.ones(3) for m in missing})
+    out = cache.arrays({"a": "features-1"}, lambda missing, allocate: {m: np.ones(3) for m in missing})
     assert out["a"].tolist() == [1, 1, 1] and not cache.enabled and cache.stats.misses == ["features-1"]
     cache.store_bundle("head-1", lambda folder: pytest.fail("a disabled cache wrote a bundle"))
     assert cache.load_bundle("head-1", lambda folder: pytest.fail("a disabled cache read a bundle")) is None
@@ -213,7 +218,7 @@ def test_entries_follow_the_umask_so_a_group_can_share_the_cache(tmp_path, mask,
     old = os.umask(mask)
     try:
         cache = ArrayCache(tmp_path / "cache")
-        cache.arrays({"a": make_key("features", {"m": mask})}, lambda missing: {m: np.ones(3) for m in missing})
+        cache.arrays({"a": make_key("features", {"m": mask})}, lambda missing, _: {m: np.ones(3) for m in missing})
         cache.store_bundle(make_key("head", {"m": mask}), lambda folder: np.save(folder / "w.npy", np.ones(2)))
     finally:
         os.umask(old)
@@ -228,16 +233,111 @@ def test_entries_follow_the_umask_so_a_group_can_share_the_cache(tmp_path, mask,
 def test_a_corrupt_entry_is_discarded_and_rebuilt_never_served(tmp_path, caplog):
     cache = ArrayCache(tmp_path)
     key, bundle = make_key("features", {"c": 1}), make_key("head", {"c": 1})
-    cache.arrays({"a": key}, lambda missing: {m: np.arange(1000.0) for m in missing})
+    cache.arrays({"a": key}, lambda missing, allocate: {m: np.arange(1000.0) for m in missing})
     cache.store_bundle(bundle, lambda folder: np.save(folder / "w.npy", np.ones(2)))
     path = cache.path(key)
     path.write_bytes(path.read_bytes()[:200])  # truncated: a full disk, a copy cut short
     (cache.path(bundle, "") / "w.npy").unlink()  # a bundle missing a file
     built = []
     again = ArrayCache(tmp_path)
-    out = again.arrays({"a": key}, lambda missing: built.append(missing) or {m: np.arange(1000.0) for m in missing})
+    out = again.arrays({"a": key}, lambda missing, _: built.append(missing) or {m: np.arange(1000.0) for m in missing})
     assert built == [["a"]] and out["a"].tolist() == list(np.arange(1000.0))
     assert np.load(path).tolist() == list(np.arange(1000.0))  # rebuilt and stored whole again
     assert again.load_bundle(bundle, lambda folder: np.load(folder / "w.npy")) is None
     assert not cache.path(bundle, "").exists()  # discarded, so the next job trains and stores it again
     assert caplog.text.count("cannot be read") == 2 and "discarded, it is built again" in caplog.text
+
+
+def test_a_built_array_is_written_to_its_file_and_read_back_memory_mapped(tmp_path):
+    """Nothing sized by the dataset stays in the process: the builder fills a mapped file, the caller gets the stored
+    entry mapped read-only, and a later job maps the same file."""
+    cache = ArrayCache(tmp_path)
+    key = make_key("features", {"mapped": 1})
+
+    def build(missing, allocate):
+        out = allocate("a", (5, 3), np.float32)
+        assert isinstance(out, np.memmap)
+        out[:] = np.arange(15.0).reshape(5, 3)
+        return {"a": out}
+
+    got = cache.arrays({"a": key}, build)["a"]
+    assert isinstance(got, np.memmap) and not got.flags.writeable and Path(got.filename) == cache.path(key)
+    np.testing.assert_array_equal(got, np.arange(15.0).reshape(5, 3))
+    again = ArrayCache(tmp_path).arrays({"a": key}, lambda missing, allocate: pytest.fail("rebuilt"))["a"]
+    assert isinstance(again, np.memmap) and np.array_equal(again, got)
+    assert not [f for f in tmp_path.rglob(".*")]
+
+
+def test_arrays_not_stored_go_to_unlinked_scratch_files_that_leave_nothing(tmp_path):
+    """cache=false (and preprocessed pixels): the arrays live in files of the scratch folder that are unlinked as soon
+    as they are mapped, so nothing is left there, even when the job is killed."""
+    scratch = tmp_path / "scratch"
+    cache = ArrayCache(None, scratch=scratch)
+
+    def build(missing, allocate):
+        out = {m: allocate(m, (4, 2), np.uint8) for m in missing}
+        for i, array in enumerate(out.values()):
+            array[:] = i + 1
+        assert list(scratch.iterdir()) == []  # already unlinked while the builder writes
+        return out
+
+    out = cache.arrays({"a": "images-1", "b": "images-2"}, build)
+    assert isinstance(out["a"], np.memmap) and out["a"].tolist() == [[1, 1]] * 4 and out["b"].sum() == 16
+    assert cache.temporary(["c"], build)["c"].sum() == 8
+    assert list(scratch.iterdir()) == [] and not cache.enabled
+
+
+def test_a_failed_build_leaves_no_entry_and_no_temporary_file(tmp_path):
+    cache = ArrayCache(tmp_path)
+    key = make_key("features", {"fails": 1})
+
+    def build(missing, allocate):
+        allocate("a", (1000, 10), np.float32)[:500] = 1.0
+        raise RuntimeError("out of luck halfway")
+
+    with pytest.raises(RuntimeError):
+        cache.arrays({"a": key}, build)
+    assert not cache.has(key) and not [f for f in tmp_path.rglob("*") if f.is_file()]
+
+
+def _killed_while_writing(root: str, written) -> None:
+    """Fill half of an entry's mapped file, say so, and wait to be killed."""
+    cache = ArrayCache(root)
+
+    def build(missing, allocate):
+        array = allocate("a", (1000, 100), np.float32)
+        array[:500] = 1.0
+        array.flush()
+        written.set()
+        time.sleep(600)
+        return {"a": array}
+
+    cache.arrays({"a": make_key("features", {"killed": 1})}, build)
+
+
+def test_a_job_killed_while_writing_a_cut_leaves_nothing_a_later_job_uses(tmp_path):
+    """SIGKILL halfway through a cut: the half-written file is under a temporary name, so a later job builds the entry
+    itself (and, on the same machine, removes the dead process's leftover)."""
+    ctx = mp.get_context("spawn")
+    written = ctx.Event()
+    proc = ctx.Process(target=_killed_while_writing, args=(str(tmp_path), written))
+    proc.start()
+    assert written.wait(120), "the writer never started writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(30)
+    key = make_key("features", {"killed": 1})
+    leftovers = [f for f in tmp_path.rglob(".*") if f.is_file()]
+    assert len(leftovers) == 1 and str(proc.pid) in leftovers[0].name
+    cache = ArrayCache(tmp_path)
+    assert not cache.has(key) and cache.load(key) is None
+    built = []
+
+    def build(missing, allocate):
+        built.append(missing)
+        array = allocate("a", (1000, 100), np.float32)
+        array[:] = 2.0
+        return {"a": array}
+
+    out = cache.arrays({"a": key}, build)
+    assert built == [["a"]] and float(out["a"].min()) == 2.0
+    assert not [f for f in tmp_path.rglob(".*") if f.is_file()], "the dead writer's temporary file is still there"

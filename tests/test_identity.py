@@ -68,7 +68,6 @@ def test_where_results_go_does_not_change_the_identity_but_what_is_computed_does
         f"cache_dir={tmp_path}/c",
         "cache=false",
         "threads=1",
-        "feature_memory_gb=1",
         "data.on_bad_file=stop",
         "sweep_run=abc",
         "wait_for_others=true",

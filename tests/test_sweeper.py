@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import job_rows, run_cli, start_cli, tiny_job
+from conftest import job_rows, run_cli, start_cli, tiny_job, tmpfs
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from harness import data
@@ -42,19 +42,21 @@ def test_dry_run_of_a_single_job_prints_its_plan_and_trains_nothing(tmp_path, st
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
-def test_a_cut_over_the_memory_budget_stops_the_sweep_before_any_job(tmp_path, store, photos):
-    proc = run_cli(
-        "-m",
-        *tiny_job(store, photos, "regimes=[frozen,finetune]", "unfreeze_at=block_16_expand,block_1_expand"),
-        # 200 kB. For 24 images at 32 px: block_1_expand 16x16x16 floats = 393 kB (refused); the frozen
-        # regime's pooled cut 1280 floats = 123 kB and block_16_expand 1x1x160 = 15 kB (fit)
-        "feature_memory_gb=0.0002",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2, proc.log[-3000:]
-    assert "1 of 2 job(s) cannot run" in proc.log
-    assert "cut 'block_1_expand'" in proc.log and "feature_memory_gb=0.0002" in proc.log
-    assert "Traceback" not in proc.log
+def test_a_job_whose_cut_would_not_fit_on_the_disk_stops_the_sweep_before_any_job(tmp_path, store, photos):
+    """On a 400 kB cache filesystem, for 24 images at 32 px: block_1_expand (16x16x16 floats, 393 kB) does not fit
+    beside the images (74 kB); block_16_expand (15 kB) with the pooled cut (123 kB) does."""
+    with tmpfs(tmp_path / "disk", "400k") as disk:
+        proc = run_cli(
+            "-m",
+            *tiny_job(store, photos, "regimes=[frozen,finetune]", "unfreeze_at=block_16_expand,block_1_expand"),
+            f"cache_dir={disk / 'cache'}",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 2, proc.log[-3000:]
+        assert "1 of 2 job(s) cannot run" in proc.log
+        assert re.search(r"has 0\.\d MB free on its filesystem, and this job would write 0\.6 MB", proc.log), proc.log
+        assert "features@block_1_expand 0.4 MB" in proc.log and "Traceback" not in proc.log
+        assert not any(disk.rglob("*.npy"))
     assert not Path(store.removeprefix("sqlite:///")).exists()  # nothing recorded
 
 

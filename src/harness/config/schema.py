@@ -205,7 +205,6 @@ class Config(RegimeSettings):  # type: ignore[valid-type,misc]
     force: bool = result_free()
     dry_run: bool = result_free()
     threads: int | None = result_free(None)
-    feature_memory_gb: float = result_free()
     lease_s: float = result_free()
     heartbeat_s: float = result_free()
     wait_for_others: bool = result_free(False)

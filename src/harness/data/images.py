@@ -1,4 +1,4 @@
-"""Decoding: every chosen file read and resized once, in parallel, into a uint8 array (tf.data)."""
+"""Decoding: every chosen file read and resized once, in parallel, into a uint8 array (tf.data), batch by batch."""
 
 from __future__ import annotations
 
@@ -20,19 +20,27 @@ def _decoder(image_size: int):
     return decode
 
 
-def load_images(files: tuple[Path, ...], image_size: int) -> np.ndarray:
-    """Decode and resize every file once, in parallel, into a uint8 array (N, size, size, 3).
+def load_images(files: tuple[Path, ...], image_size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode and resize every file once, in parallel, into a uint8 array (N, size, size, 3): `out` (a
+    memory-mapped cache file, written batch by batch as they are decoded), or a new array.
 
     A file can pass `image_problem` (its first and last bytes look right) and still be corrupt inside;
     then every such file is named in a HarnessError rather than failing somewhere inside tf.data.
     """
+    if out is None:
+        out = np.empty((len(files), image_size, image_size, 3), np.uint8)
+    if not files:
+        return out
     import tensorflow as tf
 
     decode = _decoder(image_size)
     ds = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256).prefetch(1)
     try:
-        batches = [b.numpy() for b in ds]
+        start = 0
+        for batch in ds:
+            out[start : start + len(batch)] = batch.numpy()
+            start += len(batch)
     except tf.errors.InvalidArgumentError:
         broken = []
         for f in files:
@@ -45,6 +53,4 @@ def load_images(files: tuple[Path, ...], image_size: int) -> np.ndarray:
             f"{len(broken)} file(s) look like images but cannot be decoded (corrupt inside):\n{listing}\n"
             "Remove or replace them."
         ) from None
-    if not batches:
-        return np.zeros((0, image_size, image_size, 3), np.uint8)
-    return np.concatenate(batches)
+    return out

@@ -5,6 +5,13 @@ stores), so later jobs and later sweeps reuse them. Each entry is written to a t
 same folder and renamed into place (`harness.files`): readers never see a torn file, two jobs building the
 same entry at once leave one good entry (both wrote identical content), and entries follow the umask.
 
+Arrays are written as they are produced, into a memory-mapped `.npy` file under its temporary name, and read
+back memory-mapped: nothing sized by the dataset is held in the process's own memory (the kernel keeps the
+file pages it can drop), so a split of 100,000 images costs disk, not RAM. Arrays of a disabled cache
+(`cache=false`), and those never stored (a scratch model's preprocessed pixels), go to a file in the system's
+temporary folder (`$TMPDIR`) that is unlinked as soon as it is mapped: the kernel frees it when the job ends,
+however it ends.
+
 Kinds of entry:
 - `images`:   decoded, resized uint8 images of one split's chosen files;
 - `features`: a frozen stage's output (float32) for one split;
@@ -18,9 +25,11 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,9 +37,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.files import atomic_file, atomic_folder
+from harness.files import atomic_file, atomic_folder, follow_umask
 
 T = TypeVar("T")
+
+# (name, shape, dtype) -> an array to fill: what a builder writes its output into (memory-mapped where it can be)
+Allocate = Callable[[str, tuple[int, ...], Any], np.ndarray]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +79,10 @@ class ArrayCache:
     and rebuilt, never served and never fatal.
     """
 
-    def __init__(self, root: str | Path | None):
+    def __init__(self, root: str | Path | None, scratch: str | Path | None = None):
         self.root = Path(root).expanduser() if root else None
+        # where arrays that are not stored are written (unlinked once mapped); None: in memory (small tests)
+        self.scratch = Path(scratch).expanduser() if scratch else None
         self.stats = Stats()
 
     @property
@@ -91,7 +105,7 @@ class ArrayCache:
         if not self.has(key):
             return None
         try:
-            return np.load(self.path(key))
+            return _open(self.path(key))
         except (ValueError, OSError, EOFError) as exc:
             self.discard(key, ".npy", exc)
             return None
@@ -106,9 +120,10 @@ class ArrayCache:
             path.unlink(missing_ok=True)
 
     def arrays(
-        self, keys: Mapping[str, str], build: Callable[[list[str]], dict[str, np.ndarray]]
+        self, keys: Mapping[str, str], build: Callable[[list[str], Allocate], dict[str, np.ndarray]]
     ) -> dict[str, np.ndarray]:
-        """One array per name: loaded where cached, else built together (one call for all missing) and stored."""
+        """One array per name: memory-mapped where cached, else built together (one call for all missing, writing
+        into the arrays `allocate` gives it) and stored, then mapped read-only."""
         out: dict[str, np.ndarray] = {}
         missing = []
         for name, key in keys.items():
@@ -120,15 +135,69 @@ class ArrayCache:
                 missing.append(name)
         if missing:
             t0 = time.perf_counter()
-            built = build(missing)
+            paths = {name: self.path(keys[name]) for name in missing} if self.enabled else None
+            with self._allocator(paths) as (allocate, commit):
+                built = build(missing, allocate)
+                out.update(commit(built))
             self.stats.build_s += time.perf_counter() - t0
-            for name in missing:
-                out[name] = built[name]
-                self.stats.misses.append(keys[name])
-                if self.enabled:
-                    with atomic_file(self.path(keys[name])) as tmp:
-                        _save_npy(tmp, built[name])
+            self.stats.misses.extend(keys[name] for name in missing)
         return out
+
+    def temporary(
+        self, names: list[str], build: Callable[[list[str], Allocate], dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """Arrays that are never stored (preprocessed pixels), built into unlinked scratch files as a disabled
+        cache's are."""
+        with self._allocator(None) as (allocate, commit):
+            return commit(build(names, allocate))
+
+    @contextmanager
+    def _allocator(self, paths: dict[str, Path] | None) -> Iterator[tuple[Allocate, Callable]]:
+        """`allocate` gives arrays to fill: beside their entry under a temporary name (`paths`), else unlinked
+        scratch files (or memory without a scratch folder). `commit` renames the filled ones into place. A build
+        that fails removes its temporary files; one killed leaves them under names no reader takes, removed by a
+        later build on the same machine once their process is gone."""
+        written: dict[str, tuple[Path, np.ndarray]] = {}
+
+        def allocate(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            if paths is None and self.scratch is None:
+                return np.empty(shape, dtype)
+            folder = paths[name].parent if paths is not None else self.scratch
+            assert folder is not None
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove_orphans(folder)
+            prefix = f".{paths[name].name}." if paths is not None else ".scratch."
+            fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{_OWNER}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape) if _sized(shape) else None
+            if paths is None:  # scratch: the mapping keeps the data; the name goes now, so nothing is left behind
+                os.unlink(tmp)
+                return array if array is not None else np.empty(shape, dtype)
+            written[name] = (Path(tmp), array if array is not None else np.empty(shape, dtype))
+            return written[name][1]
+
+        def commit(built: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if paths is None:
+                return built
+            out = {}
+            for name, array in built.items():
+                if name in written and array is written[name][1] and isinstance(array, np.memmap):
+                    tmp = written.pop(name)[0]
+                    array.flush()
+                    _fsync(tmp)
+                    follow_umask(tmp)
+                    os.replace(tmp, paths[name])
+                else:  # a builder that made its own array (or an empty one): saved whole
+                    with atomic_file(paths[name]) as tmp:
+                        _save_npy(tmp, array)
+                out[name] = _open(paths[name])
+            return out
+
+        try:
+            yield allocate, commit
+        finally:
+            for tmp, _ in written.values():
+                tmp.unlink(missing_ok=True)
 
     def load_bundle(self, key: str, read: Callable[[Path], T]) -> T | None:
         """A stored bundle (e.g. a trained head phase) read by `read`, or None when there is none or `read`
@@ -182,6 +251,37 @@ def check_writable(root: str | Path) -> None:
 
 
 KINDS = ("images", "features", "head")
+
+
+_OWNER = f"{socket.gethostname()}-{os.getpid()}"  # in a temporary file's name: whose it is
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Remove temporary files of this machine's processes that are gone (killed while they built an entry)."""
+    host = socket.gethostname()
+    for tmp in folder.glob(f".*.{host}-*.tmp"):
+        pid = tmp.name.rsplit(f".{host}-", 1)[1].split(".", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            tmp.unlink(missing_ok=True)
+
+
+def _sized(shape: tuple[int, ...]) -> bool:
+    """Whether an array of this shape has any element (an empty one cannot be memory-mapped)."""
+    return all(dim > 0 for dim in shape)
+
+
+def _open(path: Path) -> np.ndarray:
+    """A stored array, memory-mapped read-only (an empty one is read whole)."""
+    array = np.load(path, mmap_mode="r")
+    return array if array.size else np.load(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -18,6 +18,5 @@ def check(cfg: Config) -> Prepared:
     weights = cfg.backbone.weights
     if needs_pretrained(cfg) and weights not in (None, "imagenet"):  # imagenet: checked by Keras on download
         backbones.build_once(cfg.backbone.name, str(weights), cfg.backbone.image_size)  # the job reuses it
-    plan.check_feature_memory(job)
     plan.check_disk(job)
     return job

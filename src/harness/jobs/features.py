@@ -82,7 +82,12 @@ def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> trai
     size = job.cfg.backbone.image_size
     splits = job.splits
     t0 = time.perf_counter()
-    x = store.arrays(keys.images, lambda missing: {s: data.load_images(splits[s].files, size) for s in missing})
+
+    def decode(missing: list[str], allocate: cache.Allocate) -> dict[str, np.ndarray]:
+        shape = {s: (len(splits[s].files), size, size, 3) for s in missing}
+        return {s: data.load_images(splits[s].files, size, allocate(s, shape[s], np.uint8)) for s in missing}
+
+    x = store.arrays(keys.images, decode) if store.enabled else store.temporary(list(splits), decode)
     log.info(
         "data: %s images at %d px ready in %.1fs", {s: len(v) for s, v in x.items()}, size, time.perf_counter() - t0
     )
@@ -113,9 +118,9 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
                 return c
         return None
 
-    def from_source(source: str, cut: str, splits: list[str]) -> dict[str, np.ndarray] | None:
-        """Run the segment source -> cut over the cached source features of `splits`, in one predict call; None
-        when a source entry turns out unreadable (it is discarded)."""
+    def from_source(source: str, cut: str, splits: list[str], allocate: cache.Allocate) -> dict[str, np.ndarray] | None:
+        """Run the segment source -> cut over the cached source features of `splits`; None when a source entry
+        turns out unreadable (it is discarded)."""
         if source == backbones.TOP:  # pooled from top: the pooling alone
             seg = models.pooling(base.output.shape[1:])
         else:
@@ -127,13 +132,13 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
         loaded = {s: v for s, v in src.items() if v is not None}
         if len(loaded) < len(src):
             return None
-        return forward.forward_by_split(seg, loaded)
+        return forward.forward_by_split(seg, loaded, allocate)
 
     def features(stage, arrays: trainer.Arrays, cut: str) -> dict[str, np.ndarray]:
-        if cut not in keys.features or not store.enabled:  # pixels: the stage is only preprocessing
-            return trainer.compute_features(stage, arrays)
+        if cut not in keys.features or not store.enabled:  # pixels (the stage is only preprocessing), or no cache
+            return store.temporary(arrays.splits, lambda _, allocate: trainer.compute_features(stage, arrays, allocate))
 
-        def build(missing: list[str]) -> dict[str, np.ndarray]:
+        def build(missing: list[str], allocate: cache.Allocate) -> dict[str, np.ndarray]:
             top = cut in backbones.TOP_CUTS
             if top and through and any(deepest_cached_below(cut, s) is None for s in missing):
                 lower, _ = backbones.split_at(base, through)
@@ -144,7 +149,7 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
             out = {}
             for source, splits in by_source.items():
                 if source is None:
-                    out.update(trainer.compute_features(stage, arrays.subset(splits)))
+                    out.update(trainer.compute_features(stage, arrays.subset(splits), allocate))
                 else:
                     log.info(
                         "features@%s: %s from cached features@%s through the segment between",
@@ -152,10 +157,10 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
                         "/".join(splits),
                         source,
                     )
-                    derived = from_source(source, cut, splits)
-                    out.update(
-                        derived if derived is not None else trainer.compute_features(stage, arrays.subset(splits))
-                    )
+                    derived = from_source(source, cut, splits, allocate)
+                    if derived is None:
+                        derived = trainer.compute_features(stage, arrays.subset(splits), allocate)
+                    out.update(derived)
             return out
 
         # only the splits asked for: with augmentation the training images are never staged, only the held-out ones

@@ -7,6 +7,7 @@ runs before the first MLflow run is opened or any image is decoded, so bad input
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,8 +54,7 @@ class Skipped:
 def run(cfg: Config, overrides: list[str], name: str) -> dict[str, RegimeResult] | Skipped | Elsewhere:
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
-    plan.check_feature_memory(job)  # as a sweep's pre-check does for each of its jobs: a single run too
-    plan.check_disk(job)
+    plan.check_disk(job)  # as a sweep's pre-check does for each of its jobs: a single run too
     fetch(cfg)  # then the downloads (ImageNet weights): a clear error offline, not a traceback in the job
     quiet_tensorflow()
     import keras
@@ -126,7 +126,8 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
     from harness.training import augmentation
     from harness.training.trainer import Trainer
 
-    store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)
+    # arrays not stored (cache=false, preprocessed pixels) go to unlinked files in $TMPDIR: disk, not memory
+    store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None, scratch=tempfile.gettempdir())
     keys = cache_keys(job)
     trainer = Trainer(
         num_classes=job.folder.num_classes,

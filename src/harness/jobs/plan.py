@@ -1,12 +1,14 @@
 """The plan of a sweep before it runs: what each job would reuse or build, what it would cost, what fits.
 
-`dry_run=true` prints it and trains nothing. The memory check refuses, before any job trains, a cut
-whose features would not fit in `feature_memory_gb` (a shallow cut of a large backbone on many images).
+`dry_run=true` prints it and trains nothing. Images and features live on disk, memory-mapped (`jobs.cache`), so
+disk is the budget: the disk check refuses, before any job trains, a job whose new cache entries would not fit
+on the cache folder's filesystem, or whose temporary arrays would not fit in the temporary folder (`$TMPDIR`).
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from harness import tracking
@@ -60,7 +62,7 @@ def depth(boundaries: tuple[str, ...], cut: str) -> float:
 
 
 def feature_cuts(cfg: Config) -> list[str]:
-    """The cuts whose features a job holds in memory (with augmentation, of the held-out splits only)."""
+    """The cuts whose features a job computes (with augmentation, of the held-out splits only)."""
     return specs.cuts(cfg.regimes, Recipe.from_cfg(cfg))
 
 
@@ -86,7 +88,7 @@ def bytes_to_write(job: Prepared) -> dict[str, int]:
     """What this job would add to its cache, by entry: decoded images and feature cuts not already there (a stored
     head phase is a few MB and not counted)."""
     cfg = job.cfg
-    store = cache.ArrayCache(cfg.cache_dir)
+    store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None)  # no cache: every array is written anew
     keys = cache_keys(job)
     size = cfg.backbone.image_size
     out = {}
@@ -106,42 +108,43 @@ def bytes_to_write(job: Prepared) -> dict[str, int]:
     return out
 
 
+def scratch_bytes(job: Prepared) -> dict[str, int]:
+    """What this job would write to temporary files (`$TMPDIR`, freed when it ends): with cache=false every array
+    it builds; always a from-scratch regime's preprocessed pixels (float32, never cached)."""
+    cfg = job.cfg
+    out = {} if cfg.cache else bytes_to_write(job)
+    if "scratch" in [str(r) for r in cfg.regimes]:
+        out["pixels"] = sum(len(job.splits[s]) for s in staged_splits(job)) * 4 * cfg.backbone.image_size**2 * 3
+    return out
+
+
 def check_disk(job: Prepared) -> None:
     """Refuse, before any job trains, a job whose new cache entries would not fit on the cache folder's filesystem,
-    with what it needs and what is free."""
-    if not job.cfg.cache:
-        return
-    need = bytes_to_write(job)
-    folder = Path(job.cfg.cache_dir).expanduser()
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
-    free = shutil.disk_usage(existing).free
-    if sum(need.values()) > free:
-        parts = ", ".join(f"{name} {gb(n)}" for name, n in need.items())
-        raise HarnessError(
-            f"cache_dir={str(folder)!r} has {gb(free)} free on its filesystem, and this job would write "
-            f"{gb(sum(need.values()))} ({parts}). Free some space, give a cache_dir=... on a larger disk, or a "
-            "deeper unfreeze_at or smaller backbone.image_size"
-        )
+    or whose temporary arrays would not fit in the temporary folder's, with what it needs and what is free."""
+    places = [(f"cache_dir={job.cfg.cache_dir!r}", job.cfg.cache_dir, bytes_to_write(job) if job.cfg.cache else {})]
+    temporary = tempfile.gettempdir()
+    places.append((f"the temporary folder {temporary!r} ($TMPDIR)", temporary, scratch_bytes(job)))
+    for name, where, need in places:
+        free = free_bytes(where)
+        if sum(need.values()) > free:
+            parts = ", ".join(f"{entry} {gb(n)}" for entry, n in need.items())
+            raise HarnessError(
+                f"{name} has {gb(free)} free on its filesystem, and this job would write {gb(sum(need.values()))} "
+                f"({parts}). Free some space, give a cache_dir=... (or TMPDIR=...) on a larger disk, or a deeper "
+                "unfreeze_at or smaller backbone.image_size"
+            )
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Free bytes on the filesystem of `folder`, or of its nearest existing parent."""
+    path = Path(folder).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), path)
+    return shutil.disk_usage(existing).free
 
 
 def gb(n_bytes: float) -> str:
     """Bytes for a person: GB from 1 GB up, MB below."""
     return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
-
-
-def check_feature_memory(job: Prepared) -> None:
-    """Refuse a cut whose features would not fit in `feature_memory_gb`, naming it and what to change."""
-    budget = float(job.cfg.feature_memory_gb) * 1e9
-    n = sum(len(job.splits[s]) for s in staged_splits(job))
-    for cut, size in feature_bytes(job).items():
-        if size > budget:
-            raise HarnessError(
-                f"features at cut {cut!r} of {job.cfg.backbone.name} at {job.cfg.backbone.image_size} px would take "
-                f"{gb(size)} for {n} images, over feature_memory_gb={job.cfg.feature_memory_gb}. Choose a deeper "
-                "unfreeze_at, a smaller backbone.image_size or data_fraction, augment=true (features of the held-out "
-                "splits only), "
-                "or raise feature_memory_gb."
-            )
 
 
 def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
@@ -184,6 +187,8 @@ def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
         bound = "at most " if cfg.early_stopping.enabled else ""  # the rule may end phases sooner
         if cfg.cache:  # an earlier job of the sweep may write some of these entries first: at most
             lines.append(f"cache writes at most {gb(sum(bytes_to_write(job).values()))}")
+        if temporary := sum(scratch_bytes(job).values()):
+            lines.append(f"temporary files {gb(temporary)}")
         print(f"    {'; '.join(lines)}; est. {bound}~{seconds / 60:.1f} min here")
         built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}
         built |= set(keys.states.values())
@@ -192,5 +197,4 @@ def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
     print(f"total: est. {bound}~{total / 60:.1f} min on this machine (rough: +-2x; compute only, no start-up)")
     caches = {str(cfg.cache_dir) for _, cfg in jobs if cfg.cache}
     for folder in sorted(caches):
-        existing = next(p for p in (Path(folder).expanduser(), *Path(folder).expanduser().parents) if p.exists())
-        print(f"cache_dir={folder}: {gb(shutil.disk_usage(existing).free)} free")
+        print(f"cache_dir={folder}: {gb(free_bytes(folder))} free")

@@ -15,7 +15,7 @@ short batch does not retrace) and kept as long as the model lives. XLA is not us
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
@@ -55,10 +55,14 @@ def _batches(x: np.ndarray, batch_size: int):
     return tf.data.Dataset.from_generator(slices, output_signature=spec).prefetch(2)
 
 
-def forward(model: keras.Model, x: np.ndarray, batch_size: int = FORWARD_BATCH) -> np.ndarray:
-    """`model` over `x` in inference mode, as float32, written batch by batch into one preallocated array."""
+def forward(
+    model: keras.Model, x: np.ndarray, batch_size: int = FORWARD_BATCH, out: np.ndarray | None = None
+) -> np.ndarray:
+    """`model` over `x` in inference mode, as float32, written batch by batch into `out` (a memory-mapped cache
+    file, say), or a new array."""
     call = graph_call(model, x.dtype)
-    out = np.empty((len(x), *model.output.shape[1:]), np.float32)
+    if out is None:
+        out = np.empty(output_shape(model, len(x)), np.float32)
     start = 0
     for batch in _batches(x, batch_size):
         y = call(batch).numpy()
@@ -67,6 +71,19 @@ def forward(model: keras.Model, x: np.ndarray, batch_size: int = FORWARD_BATCH) 
     return out
 
 
-def forward_by_split(model: keras.Model, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`model` over every split's inputs, split by split through the same traced graph."""
-    return {split: forward(model, x) for split, x in xs.items()}
+def output_shape(model: keras.Model, n: int) -> tuple[int, ...]:
+    """The shape of `model`'s outputs for `n` inputs."""
+    return (n, *model.output.shape[1:])
+
+
+def forward_by_split(
+    model: keras.Model, xs: dict[str, np.ndarray], allocate: Callable | None = None
+) -> dict[str, np.ndarray]:
+    """`model` over every split's inputs, split by split through the same traced graph, each into the array
+    `allocate(split, shape, dtype)` gives (`cache.Allocate`), or a new one."""
+    return {
+        split: forward(
+            model, x, out=None if allocate is None else allocate(split, output_shape(model, len(x)), np.float32)
+        )
+        for split, x in xs.items()
+    }

@@ -113,13 +113,34 @@ def targets(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
-    """tf.data over in-memory arrays, cast to float32 on the fly; seeded shuffling for training."""
+    """tf.data over arrays (memory-mapped cache files, say), read batch by batch, cast to float32 on the fly;
+    seeded shuffling for training.
+
+    The positions are shuffled, not the arrays: `range(n)` through the same seeded `shuffle` gives the order that
+    `from_tensor_slices((x, y)).shuffle(n, seed)` gives its elements (the shuffle never looks at them; tested), and
+    each batch is gathered from `x` as it is needed. No copy of `x` becomes a TensorFlow constant, and the
+    memory used is a few batches, whatever the number of images.
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    n = len(x)
+    order = tf.data.Dataset.range(n)
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+        order = order.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def gather(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(positions) and positions[-1] - positions[0] == len(positions) - 1:  # in order: a slice
+            chosen = slice(int(positions[0]), int(positions[-1]) + 1)
+            return np.asarray(x[chosen]), np.asarray(y[chosen])
+        return np.asarray(x[positions]), np.asarray(y[positions])
+
+    def read(positions):
+        xb, yb = tf.numpy_function(gather, [positions], (tf.as_dtype(x.dtype), tf.as_dtype(y.dtype)), stateful=False)
+        xb.set_shape((None, *x.shape[1:]))
+        yb.set_shape((None, *y.shape[1:]))
+        return tf.cast(xb, tf.float32), yb
+
+    ds = order.batch(batch_size).map(read, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

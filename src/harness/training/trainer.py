@@ -58,9 +58,10 @@ class RegimeResult:
     state: Any = None  # what a regime that starts from this one continues (the frozen regime's trained model)
 
 
-def compute_features(stage: keras.Model, arrays: Arrays) -> dict[str, np.ndarray]:
-    """The frozen stage's output for every image of every split (one compiled graph, equal to `predict`'s)."""
-    return forward.forward_by_split(stage, arrays.x)
+def compute_features(stage: keras.Model, arrays: Arrays, allocate: Callable | None = None) -> dict[str, np.ndarray]:
+    """The frozen stage's output for every image of every split (one compiled graph, equal to `predict`'s),
+    written into the arrays `allocate` gives (`cache.Allocate`: memory-mapped files), or new ones."""
+    return forward.forward_by_split(stage, arrays.x, allocate)
 
 
 class Normalisation(StrEnum):
