@@ -28,3 +28,20 @@ def test_the_scan_benchmark_runs_at_its_smoke_setting():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| the same folder again, unchanged (scan index) | 232 |" in proc.stdout
     assert "232 file(s) unchanged since an earlier scan, 0 read" in proc.stdout
+
+
+def test_the_scale_benchmark_runs_at_its_smoke_setting():
+    """One small job, measured: a row with its peak anonymous memory, disk written and rates."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--smoke"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    row = re.search(
+        r"^\| 200 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| \d+ \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) \|$",
+        proc.stdout,
+        re.M,
+    )
+    assert row, proc.stdout[-2000:]
+    anon, rss, disk = (float(row.group(i)) for i in (1, 2, 3))
+    assert 0 < anon <= rss and disk > 0 and all(int(row.group(i)) > 0 for i in (4, 5, 6))

@@ -148,19 +148,21 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
                 by_source.setdefault(deepest_cached_below(cut, s), []).append(s)
             out = {}
             for source, splits in by_source.items():
-                if source is None:
-                    out.update(trainer.compute_features(stage, arrays.subset(splits), allocate))
-                else:
-                    log.info(
-                        "features@%s: %s from cached features@%s through the segment between",
-                        cut,
-                        "/".join(splits),
-                        source,
-                    )
-                    derived = from_source(source, cut, splits, allocate)
-                    if derived is None:
-                        derived = trainer.compute_features(stage, arrays.subset(splits), allocate)
-                    out.update(derived)
+                t0 = time.perf_counter()
+                derived = None if source is None else from_source(source, cut, splits, allocate)
+                if derived is None:  # from pixels (also when the source entry turned out unreadable)
+                    source, derived = None, trainer.compute_features(stage, arrays.subset(splits), allocate)
+                out.update(derived)
+                n, seconds = sum(len(v) for v in derived.values()), time.perf_counter() - t0
+                log.info(
+                    "features@%s: %s (%d images) from %s in %.1fs (%.0f images/s)",
+                    cut,
+                    "/".join(splits),
+                    n,
+                    "pixels" if source is None else f"cached features@{source} through the segment between",
+                    seconds,
+                    n / max(seconds, 1e-9),
+                )
             return out
 
         # only the splits asked for: with augmentation the training images are never staged, only the held-out ones

@@ -141,8 +141,10 @@ def correctness(finished: pd.DataFrame, predictions: pd.DataFrame, keys: list[st
     """The long per-image table a re-analysis starts from: configuration keys, regime, seed, file, correct (0/1)."""
     if predictions.empty:
         return pd.DataFrame()
-    merged = predictions.merge(finished[["run_id", *keys, "regime", "seed"]], on="run_id")
-    return merged[[*keys, "regime", "seed", "file", "correct"]].astype({"correct": int})
+    merged = predictions[["run_id", "file", "correct"]].merge(
+        finished[["run_id", *keys, "regime", "seed"]], on="run_id"
+    )
+    return merged[[*keys, "regime", "seed", "file", "correct"]].astype({"file": str, "correct": int})
 
 
 def read_correctness(folder: Path | str) -> pd.DataFrame:
