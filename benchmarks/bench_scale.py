@@ -162,11 +162,12 @@ def main() -> None:
             rows.append(run(subset(largest, n), work, args))
             print(rows[-1], flush=True)
     print(f"\nregimes [{args.regimes}], MobileNetV2 at {32 if args.smoke else 160} px from block_3_expand\n")
-    print("| training images | peak RssAnon GB | peak RSS GB | cache written GB | wall s | decode img/s "
+    print("| training images | peak RssAnon GB | peak RSS GB | cache written MB | wall s | decode img/s "
           "| frozen stage img/s | bare forward img/s | frozen / bare |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        cells = [f"{r['train']:,}", *(f"{r[k] / 1e9:.2f}" for k in ("anon", "rss", "disk")), f"{r['wall']:.0f}"]
+        cells = [f"{r['train']:,}", *(f"{r[k] / 1e9:.2f}" for k in ("anon", "rss"))]
+        cells += [f"{r['disk'] / 1e6:.0f}", f"{r['wall']:.0f}"]
         cells += [*(f"{r[k]:.0f}" for k in ("decode", "frozen", "bare")), f"{r['frozen'] / r['bare']:.2f}"]
         print(f"| {' | '.join(cells)} |")
 
