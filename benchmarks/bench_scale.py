@@ -105,7 +105,7 @@ def rates(log: str) -> tuple[float, float]:
     decoded = re.search(r"data: \{([^}]*)\} images at \d+ px ready in ([\d.]+)s", log)
     n = sum(int(v) for v in re.findall(r": (\d+)", decoded.group(1))) if decoded else 0
     decode = n / float(decoded.group(2)) if decoded else float("nan")
-    segments = re.findall(r"features@\S+: \S+ \((\d+) images\) from .*? in ([\d.]+)s", log)
+    segments = re.findall(r"features@\S+: \S+ from .*? \((\d+) images in ([\d.]+)s", log)
     seconds = sum(float(s) for _, s in segments)
     return decode, (n / seconds if seconds else float("nan"))
 

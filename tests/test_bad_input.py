@@ -323,13 +323,16 @@ def test_a_bad_value_is_refused_before_tensorflow_is_imported(tmp_path, store, s
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
+# MobileNetV2 at 224 px cut at block_1_expand on the 200 generated images: 191.7 MB to write, for a 2 MB disk
+LARGE_CUT = (
+    "data=synthetic", "backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=224",
+    "regimes=[frozen,finetune]", "unfreeze_at=block_1_expand",
+)  # fmt: skip
+
+
 def test_a_cache_on_a_disk_too_small_for_the_job_is_refused_with_the_numbers(tmp_path, store, small_disk):
     """MobileNetV2 at 224 px cut at block_1_expand on the 200 generated images: 803 KB of float32 per image."""
-    proc = run_cli(
-        "data=synthetic", "backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=224",
-        "regimes=[frozen,finetune]", "unfreeze_at=block_1_expand", f"tracking_uri={store}",
-        f"cache_dir={small_disk / 'cache'}", cwd=tmp_path,
-    )  # fmt: skip
+    proc = run_cli(*LARGE_CUT, f"tracking_uri={store}", f"cache_dir={small_disk / 'cache'}", cwd=tmp_path)
     assert proc.returncode == 2, proc.log[-3000:]
     said = r"has 2\.\d MB free on its filesystem, and this job would write 191\.7 MB \(images 30\.1 MB, features@pooled"
     assert re.search(said + r" 1\.0 MB, features@block_1_expand 160\.6 MB\)", proc.log), proc.log[-3000:]
@@ -342,11 +345,7 @@ def test_without_a_cache_the_temporary_folder_must_hold_the_arrays_and_is_checke
     tmp_path, store, small_disk
 ):
     """cache=false: the job's arrays go to unlinked files in $TMPDIR, so the plan checks that folder's filesystem."""
-    proc = run_cli(
-        "data=synthetic", "backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=224",
-        "regimes=[frozen,finetune]", "unfreeze_at=block_1_expand", f"tracking_uri={store}", "cache=false",
-        cwd=tmp_path, env={"TMPDIR": str(small_disk)},
-    )  # fmt: skip
+    proc = run_cli(*LARGE_CUT, f"tracking_uri={store}", "cache=false", cwd=tmp_path, env={"TMPDIR": str(small_disk)})
     assert proc.returncode == 2, proc.log[-3000:]
     said = rf"the temporary folder '{small_disk}' \(\$TMPDIR\) has 2\.\d MB free on its filesystem, and this job would"
     assert re.search(said + r" write 191\.7 MB \(images 30\.1 MB", proc.log), proc.log[-3000:]

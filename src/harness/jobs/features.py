@@ -87,7 +87,7 @@ def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> trai
         shape = {s: (len(splits[s].files), size, size, 3) for s in missing}
         return {s: data.load_images(splits[s].files, size, allocate(s, shape[s], np.uint8)) for s in missing}
 
-    x = store.arrays(keys.images, decode) if store.enabled else store.temporary(list(splits), decode)
+    x = store.arrays(keys.images, decode)  # a disabled cache writes them to unlinked scratch files
     log.info(
         "data: %s images at %d px ready in %.1fs", {s: len(v) for s, v in x.items()}, size, time.perf_counter() - t0
     )
@@ -155,11 +155,11 @@ def cached_features(store: cache.ArrayCache, keys: CacheKeys, cfg: Config, base)
                 out.update(derived)
                 n, seconds = sum(len(v) for v in derived.values()), time.perf_counter() - t0
                 log.info(
-                    "features@%s: %s (%d images) from %s in %.1fs (%.0f images/s)",
+                    "features@%s: %s from %s (%d images in %.1fs, %.0f images/s)",
                     cut,
                     "/".join(splits),
-                    n,
                     "pixels" if source is None else f"cached features@{source} through the segment between",
+                    n,
                     seconds,
                     n / max(seconds, 1e-9),
                 )
