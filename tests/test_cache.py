@@ -268,23 +268,23 @@ def test_a_built_array_is_written_to_its_file_and_read_back_memory_mapped(tmp_pa
     assert not [f for f in tmp_path.rglob(".*")]
 
 
-def test_arrays_not_stored_go_to_unlinked_scratch_files_that_leave_nothing(tmp_path):
-    """cache=false (and preprocessed pixels): the arrays live in files of the scratch folder that are unlinked as soon
-    as they are mapped, so nothing is left there, even when the job is killed."""
-    scratch = tmp_path / "scratch"
-    cache = ArrayCache(None, scratch=scratch)
+def test_arrays_not_stored_go_to_unlinked_spill_files_that_leave_nothing(tmp_path):
+    """cache=false (and preprocessed pixels): the arrays live in files of the spill folder ($TMPDIR) that are
+    unlinked as soon as they are mapped, so nothing is left there, even when the job is killed."""
+    spill = tmp_path / "spill"
+    cache = ArrayCache(None, spill=spill)
 
     def build(missing, allocate):
         out = {m: allocate(m, (4, 2), np.uint8) for m in missing}
         for i, array in enumerate(out.values()):
             array[:] = i + 1
-        assert list(scratch.iterdir()) == []  # already unlinked while the builder writes
+        assert list(spill.iterdir()) == []  # already unlinked while the builder writes
         return out
 
     out = cache.arrays({"a": "images-1", "b": "images-2"}, build)
     assert isinstance(out["a"], np.memmap) and out["a"].tolist() == [[1, 1]] * 4 and out["b"].sum() == 16
     assert cache.temporary(["c"], build)["c"].sum() == 8
-    assert list(scratch.iterdir()) == [] and not cache.enabled
+    assert list(spill.iterdir()) == [] and not cache.enabled
 
 
 def test_a_failed_build_leaves_no_entry_and_no_temporary_file(tmp_path):

@@ -79,10 +79,10 @@ class ArrayCache:
     and rebuilt, never served and never fatal.
     """
 
-    def __init__(self, root: str | Path | None, scratch: str | Path | None = None):
+    def __init__(self, root: str | Path | None, spill: str | Path | None = None):
         self.root = Path(root).expanduser() if root else None
         # where arrays that are not stored are written (unlinked once mapped); None: in memory (small tests)
-        self.scratch = Path(scratch).expanduser() if scratch else None
+        self.spill = Path(spill).expanduser() if spill else None
         self.stats = Stats()
 
     @property
@@ -146,7 +146,7 @@ class ArrayCache:
     def temporary(
         self, names: list[str], build: Callable[[list[str], Allocate], dict[str, np.ndarray]]
     ) -> dict[str, np.ndarray]:
-        """Arrays that are never stored (preprocessed pixels), built into unlinked scratch files as a disabled
+        """Arrays that are never stored (preprocessed pixels), built into unlinked spill files as a disabled
         cache's are."""
         with self._allocator(None) as (allocate, commit):
             return commit(build(names, allocate))
@@ -154,23 +154,23 @@ class ArrayCache:
     @contextmanager
     def _allocator(self, paths: dict[str, Path] | None) -> Iterator[tuple[Allocate, Callable]]:
         """`allocate` gives arrays to fill: beside their entry under a temporary name (`paths`), else unlinked
-        scratch files (or memory without a scratch folder). `commit` renames the filled ones into place. A build
+        spill files (or memory without a spill folder). `commit` renames the filled ones into place. A build
         that fails removes its temporary files; one killed leaves them under names no reader takes, removed by a
         later build on the same machine once their process is gone."""
         written: dict[str, tuple[Path, np.ndarray]] = {}
 
         def allocate(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-            if paths is None and self.scratch is None:
+            if paths is None and self.spill is None:
                 return np.empty(shape, dtype)
-            folder = paths[name].parent if paths is not None else self.scratch
+            folder = paths[name].parent if paths is not None else self.spill
             assert folder is not None
             folder.mkdir(parents=True, exist_ok=True)
             _remove_orphans(folder)
-            prefix = f".{paths[name].name}." if paths is not None else ".scratch."
+            prefix = f".{paths[name].name}." if paths is not None else ".spill."
             fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{_OWNER}.", suffix=".tmp", dir=folder)
             os.close(fd)
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape) if _sized(shape) else None
-            if paths is None:  # scratch: the mapping keeps the data; the name goes now, so nothing is left behind
+            if paths is None:  # spilled: the mapping keeps the data; the name goes now, so nothing is left behind
                 os.unlink(tmp)
                 return array if array is not None else np.empty(shape, dtype)
             written[name] = (Path(tmp), array if array is not None else np.empty(shape, dtype))

@@ -127,7 +127,7 @@ def train(cfg: Config, job: Prepared, threads: int | None, pretrained) -> dict[s
     from harness.training.trainer import Trainer
 
     # arrays not stored (cache=false, preprocessed pixels) go to unlinked files in $TMPDIR: disk, not memory
-    store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None, scratch=tempfile.gettempdir())
+    store = cache.ArrayCache(cfg.cache_dir if cfg.cache else None, spill=tempfile.gettempdir())
     keys = cache_keys(job)
     trainer = Trainer(
         num_classes=job.folder.num_classes,

@@ -108,13 +108,15 @@ def bytes_to_write(job: Prepared) -> dict[str, int]:
     return out
 
 
-def scratch_bytes(job: Prepared) -> dict[str, int]:
+def temporary_bytes(job: Prepared) -> dict[str, int]:
     """What this job would write to temporary files (`$TMPDIR`, freed when it ends): with cache=false every array
-    it builds; always a from-scratch regime's preprocessed pixels (float32, never cached)."""
+    it builds; always the preprocessed pixels a regime trains on (float32, never cached)."""
     cfg = job.cfg
     out = {} if cfg.cache else bytes_to_write(job)
-    if "scratch" in [str(r) for r in cfg.regimes]:
-        out["pixels"] = sum(len(job.splits[s]) for s in staged_splits(job)) * 4 * cfg.backbone.image_size**2 * 3
+    recipe = Recipe.from_cfg(cfg)
+    per_image = sum(s.temporary_values(recipe) for s in specs.chosen(cfg.regimes) if s.temporary_values)
+    if per_image:
+        out["pixels"] = sum(len(job.splits[s]) for s in staged_splits(job)) * 4 * per_image
     return out
 
 
@@ -123,7 +125,7 @@ def check_disk(job: Prepared) -> None:
     or whose temporary arrays would not fit in the temporary folder's, with what it needs and what is free."""
     places = [(f"cache_dir={job.cfg.cache_dir!r}", job.cfg.cache_dir, bytes_to_write(job) if job.cfg.cache else {})]
     temporary = tempfile.gettempdir()
-    places.append((f"the temporary folder {temporary!r} ($TMPDIR)", temporary, scratch_bytes(job)))
+    places.append((f"the temporary folder {temporary!r} ($TMPDIR)", temporary, temporary_bytes(job)))
     for name, where, need in places:
         free = free_bytes(where)
         if sum(need.values()) > free:
@@ -187,7 +189,7 @@ def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
         bound = "at most " if cfg.early_stopping.enabled else ""  # the rule may end phases sooner
         if cfg.cache:  # an earlier job of the sweep may write some of these entries first: at most
             lines.append(f"cache writes at most {gb(sum(bytes_to_write(job).values()))}")
-        if temporary := sum(scratch_bytes(job).values()):
+        if temporary := sum(temporary_bytes(job).values()):
             lines.append(f"temporary files {gb(temporary)}")
         print(f"    {'; '.join(lines)}; est. {bound}~{seconds / 60:.1f} min here")
         built |= set(keys.images.values()) | {k for v in keys.features.values() for k in v.values()}

@@ -136,6 +136,8 @@ class RegimeSpec:
     train: Callable[[Context], RegimeResult]
     cost: Callable[[Workload], float]  # estimated seconds on this machine, given its workload
     cuts: Callable[[Recipe], tuple[str, ...]] = _no_cuts  # the frozen-stage cuts whose features it trains on
+    # float32 values per image of the preprocessed pixels it trains on: never cached, held in $TMPDIR for the job
+    temporary_values: Callable[[Recipe], int] | None = None
     own_phase: OwnPhase | None = None  # the phase it introduces, if any
     unfreezes: bool = False  # trains the backbone's layers from `unfreeze_at` up (the boundary is its setting)
     starts_from: str | None = None  # the regime whose trained state it continues, in the same job

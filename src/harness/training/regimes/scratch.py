@@ -98,6 +98,12 @@ SMALL_CONVNET_GFLOP_224 = 1.03
 SMALL_CONVNET_TRAIN_GFLOPS = 100.0
 
 
+def temporary_values(recipe: Recipe) -> int:
+    """The preprocessed pixels it trains on, at its own image size, per image."""
+    size = settings(recipe).image_size or recipe.image_size
+    return size * size * 3
+
+
 def cost(w: Workload) -> float:
     """Every epoch trains the whole network (forward + backward, 3 forwards) on the training split and runs it
     forward over validation, at scratch's own image size."""
@@ -128,6 +134,7 @@ SPEC = RegimeSpec(
     pretrained=False,
     train=train,
     cost=cost,
+    temporary_values=temporary_values,
     settings=Settings,
     unused_keys=unused_keys,
     columns={
