@@ -16,6 +16,7 @@ import pytest
 from conftest import copy_small, run_cli, tiny_frozen
 
 from harness.jobs.cache import ArrayCache, make_key
+from harness.jobs.npy_writer import NpyWriter
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +250,17 @@ def test_a_corrupt_entry_is_discarded_and_rebuilt_never_served(tmp_path, caplog)
 
 
 def test_a_built_array_is_written_to_its_file_and_read_back_memory_mapped(tmp_path):
-    """Nothing sized by the dataset stays in the process: the builder fills a mapped file, the caller gets the stored
-    entry mapped read-only, and a later job maps the same file."""
+    """Nothing sized by the dataset stays in the process: the builder writes into the entry's file (under a temporary
+    name, at its full size from the start), the caller gets the stored entry mapped read-only, and a later job maps
+    the same file."""
     cache = ArrayCache(tmp_path)
     key = make_key("features", {"mapped": 1})
 
     def build(missing, allocate):
         out = allocate("a", (5, 3), np.float32)
-        assert isinstance(out, np.memmap)
+        assert isinstance(out, NpyWriter) and len(out) == 5
+        (tmp,) = cache.path(key).parent.glob(".*.tmp")
+        assert tmp.stat().st_size == out.offset + 15 * 4 and not cache.has(key)
         out[:] = np.arange(15.0).reshape(5, 3)
         return {"a": out}
 
@@ -270,7 +274,7 @@ def test_a_built_array_is_written_to_its_file_and_read_back_memory_mapped(tmp_pa
 
 def test_arrays_not_stored_go_to_unlinked_spill_files_that_leave_nothing(tmp_path):
     """cache=false (and preprocessed pixels): the arrays live in files of the spill folder ($TMPDIR) that are
-    unlinked as soon as they are mapped, so nothing is left there, even when the job is killed."""
+    unlinked as soon as they are created, so nothing is left there, even when the job is killed."""
     spill = tmp_path / "spill"
     cache = ArrayCache(None, spill=spill)
 
@@ -301,7 +305,7 @@ def test_a_failed_build_leaves_no_entry_and_no_temporary_file(tmp_path):
 
 
 def _killed_while_writing(root: str, written) -> None:
-    """Fill half of an entry's mapped file, say so, and wait to be killed."""
+    """Write half of an entry's file, say so, and wait to be killed."""
     cache = ArrayCache(root)
 
     def build(missing, allocate):

@@ -5,11 +5,11 @@ stores), so later jobs and later sweeps reuse them. Each entry is written to a t
 same folder and renamed into place (`harness.files`): readers never see a torn file, two jobs building the
 same entry at once leave one good entry (both wrote identical content), and entries follow the umask.
 
-Arrays are written as they are produced, into a memory-mapped `.npy` file under its temporary name, and read
+Arrays are written as they are produced, into a `.npy` file under its temporary name (`NpyWriter`), and read
 back memory-mapped: nothing sized by the dataset is held in the process's own memory (the kernel keeps the
 file pages it can drop), so a split of 100,000 images costs disk, not RAM. Arrays of a disabled cache
 (`cache=false`), and those never stored (a scratch model's preprocessed pixels), go to a file in the system's
-temporary folder (`$TMPDIR`) that is unlinked as soon as it is mapped: the kernel frees it when the job ends,
+temporary folder (`$TMPDIR`) that is unlinked as soon as it is created: the kernel frees it when the job ends,
 however it ends.
 
 Kinds of entry:
@@ -38,11 +38,13 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.files import atomic_file, atomic_folder, follow_umask
+from harness.jobs.npy_writer import NpyWriter
 
 T = TypeVar("T")
 
-# (name, shape, dtype) -> an array to fill: what a builder writes its output into (memory-mapped where it can be)
-Allocate = Callable[[str, tuple[int, ...], Any], np.ndarray]
+# (name, shape, dtype) -> what a builder writes its output into, in row slices (`out[a:b] = rows`): an NpyWriter
+# on the entry's file (or an unlinked spill file), or an array in memory where there is no file to write
+Allocate = Callable[[str, tuple[int, ...], Any], Any]
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +159,11 @@ class ArrayCache:
         spill files (or memory without a spill folder). `commit` renames the filled ones into place. A build
         that fails removes its temporary files; one killed leaves them under names no reader takes, removed by a
         later build on the same machine once their process is gone."""
-        written: dict[str, tuple[Path, np.ndarray]] = {}
+        written: dict[str, tuple[Path, NpyWriter]] = {}
+        spilled: list[NpyWriter] = []
 
-        def allocate(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-            if paths is None and self.spill is None:
+        def allocate(name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+            if (paths is None and self.spill is None) or not _sized(shape):
                 return np.empty(shape, dtype)
             folder = paths[name].parent if paths is not None else self.spill
             assert folder is not None
@@ -168,23 +171,22 @@ class ArrayCache:
             _remove_orphans(folder)
             prefix = f".{paths[name].name}." if paths is not None else ".spill."
             fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{_OWNER}.", suffix=".tmp", dir=folder)
-            os.close(fd)
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape) if _sized(shape) else None
-            if paths is None:  # spilled: the mapping keeps the data; the name goes now, so nothing is left behind
+            writer = NpyWriter(os.fdopen(fd, "w+b"), shape, dtype)
+            if paths is None:  # spilled: the open file keeps the data; the name goes now, so nothing is left behind
                 os.unlink(tmp)
-                return array if array is not None else np.empty(shape, dtype)
-            written[name] = (Path(tmp), array if array is not None else np.empty(shape, dtype))
-            return written[name][1]
+                spilled.append(writer)
+            else:
+                written[name] = (Path(tmp), writer)
+            return writer
 
-        def commit(built: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def commit(built: dict[str, Any]) -> dict[str, np.ndarray]:
             if paths is None:
-                return built
+                return {name: a.mapped() if isinstance(a, NpyWriter) else a for name, a in built.items()}
             out = {}
             for name, array in built.items():
-                if name in written and array is written[name][1] and isinstance(array, np.memmap):
+                if name in written and array is written[name][1]:
                     tmp = written.pop(name)[0]
-                    array.flush()
-                    _fsync(tmp)
+                    array.close()
                     follow_umask(tmp)
                     os.replace(tmp, paths[name])
                 else:  # a builder that made its own array (or an empty one): saved whole
@@ -196,8 +198,11 @@ class ArrayCache:
         try:
             yield allocate, commit
         finally:
-            for tmp, _ in written.values():
+            for tmp, writer in written.values():
+                writer.fh.close()
                 tmp.unlink(missing_ok=True)
+            for writer in spilled:
+                writer.fh.close()  # a mapped one keeps its mapping
 
     def load_bundle(self, key: str, read: Callable[[Path], T]) -> T | None:
         """A stored bundle (e.g. a trained head phase) read by `read`, or None when there is none or `read`
@@ -274,14 +279,6 @@ def _open(path: Path) -> np.ndarray:
     """A stored array, memory-mapped read-only (an empty one is read whole)."""
     array = np.load(path, mmap_mode="r")
     return array if array.size else np.load(path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
