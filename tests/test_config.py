@@ -199,3 +199,23 @@ def flatten_yaml(node: object, prefix: str = "") -> dict[str, object]:
     if isinstance(node, dict) and node:
         return {k: v for key, value in node.items() for k, v in flatten_yaml(value, f"{prefix}{key}.").items()}
     return {prefix[:-1]: node}
+
+
+def test_the_report_schema_and_its_yaml_give_every_key_the_same_default_and_types_refuse_a_bad_adjustment():
+    """conf/report.yaml is typed by harness.report.config: the same keys with the same defaults (its `out`
+    interpolates `study`), and an adjustment it does not know fails at compose time, naming the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    from harness.report.config import ReportConfig
+
+    yaml = OmegaConf.to_container(OmegaConf.load(conf_dir() / "report.yaml"), resolve=False)
+    flat = {k: v for k, v in flatten_yaml(yaml).items() if not k.startswith(("defaults", "hydra."))}
+    assert flat == schema_defaults(ReportConfig)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        assert compose(config_name="report", overrides=["adjust=bh"]).adjust == "bh"
+        with pytest.raises(ConfigCompositionException, match="adjust=bonferroni") as refused:
+            compose(config_name="report", overrides=["adjust=bonferroni"])
+    assert isinstance(refused.value.__cause__, ValidationError) and "expected one of [holm, bh]" in str(
+        refused.value.__cause__
+    )

@@ -84,6 +84,8 @@ def _order(run: Any) -> tuple[int, str]:
 def identity_runs(experiment_id: str, job_identity: str, lease_s: float) -> list[Any]:
     """Every job run of the identity that is not deleted, after reaping the dead RUNNING ones (and their
     RUNNING regime runs)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
     query = f"tags.job_identity = '{job_identity}' and tags.run_kind = 'job'"
     runs = tracking.find_runs(experiment_id, query, max_results=1000)
     reaped = set()
@@ -91,7 +93,7 @@ def identity_runs(experiment_id: str, job_identity: str, lease_s: float) -> list
         reason = leases.is_dead(run, lease_s) if run.info.status == "RUNNING" else None
         if reason is not None:
             leases.kill(run.info.run_id, reason)
-            leases.reap(experiment_id, lease_s, f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+            leases.reap(experiment_id, lease_s, f"tags.{MLFLOW_PARENT_RUN_ID} = '{run.info.run_id}'")
             log.warning("claim: reaped job run %s of %s: %s", run.info.run_id, job_identity, reason)
             reaped.add(run.info.run_id)
     return [tracking.get_run(r.info.run_id) if r.info.run_id in reaped else r for r in runs]

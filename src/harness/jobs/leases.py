@@ -230,10 +230,12 @@ def end_interrupted_jobs(sweep_run: Any, reason: str, wait_s: float = 15.0) -> i
     their regime runs) still RUNNING whose process has exited: a launcher may kill its workers before they close
     their runs (joblib does on Ctrl-C). Waits up to `wait_s` for those processes to exit; a job still alive then, or
     on another host, is left to its own handler or its lease."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
     experiment_id = sweep_run.info.experiment_id
 
     def running_children(parent_id: str) -> list[Any]:
-        query = f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent_id}'"
+        query = f"attributes.status = 'RUNNING' and tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}'"
         return tracking.find_runs(experiment_id, query)
 
     deadline = time.monotonic() + wait_s

@@ -12,13 +12,14 @@ from typing import Any
 
 import hydra
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from harness import tracking
 from harness.errors import HarnessError
 from harness.redaction import install_log_filter, redact
 from harness.report import analysis, evidence
 from harness.report.analysis import Analysis, sections
+from harness.report.config import ReportConfig
 from harness.report.plots import write_figures
 from harness.report.readme import check_readme, splice
 from harness.report.render import to_latex, to_markdown
@@ -194,19 +195,26 @@ def main(cfg: DictConfig) -> None:
     status 2; the README is checked before anything is written, so a failed run leaves every file as it was.
     """
     install_log_filter()
-    names = ("sweep", "out", "from_csv", "readme", "compare", "compare_baseline")
-    sweep, out, from_csv, readme, compare, baseline = (None if cfg.get(k) is None else str(cfg[k]) for k in names)
+    c: ReportConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    readme, from_csv = c.readme, c.from_csv
     try:
-        folder = Path(from_csv).parent if from_csv else Path(out or Path("reports") / str(cfg.study))
+        folder = Path(from_csv).parent if from_csv else Path(c.out or Path("reports") / c.study)
         text = check_readme(readme, folder / "results.md") if readme else None
         if from_csv:
             files = render_from_csv(from_csv)
             log.info("\n%s", files[0].read_text(encoding="utf-8"))
         else:
             report = build_report(
-                cfg.get("tracking_uri"), str(cfg.study), sweep, out, bool(cfg.log_to_parent), str(cfg.adjust),
-                bool(cfg.summary_runs), compare, baseline,
-            )  # fmt: skip
+                c.tracking_uri,
+                c.study,
+                c.sweep,
+                c.out,
+                c.log_to_parent,
+                str(c.adjust),
+                c.summary_runs,
+                c.compare,
+                c.compare_baseline,
+            )
             files = report.files
             log.info("%s", summary_text(report))
             log.info("\n%s", files[0].parent.joinpath("results.md").read_text(encoding="utf-8"))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from harness import tracking
 from harness.config import RESULT_FREE_KEYS
@@ -80,7 +81,7 @@ def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) ->
     runs = pd.DataFrame(tracking.study_runs_table(study, uri))
     runs["run_kind"] = _col(runs, "tags.run_kind")
     runs["regime"] = _col(runs, "tags.regime")
-    runs["parent_run_id"] = _col(runs, "tags.mlflow.parentRunId")
+    runs["parent_run_id"] = _col(runs, f"tags.{MLFLOW_PARENT_RUN_ID}")
     runs["seed"] = _col(runs, "params.seed").fillna(_col(runs, "tags.seed"))
     for key, param in CONFIG_PARAMS.items():
         value = _col(runs, f"params.{param}")

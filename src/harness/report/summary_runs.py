@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from harness import tracking
 from harness.report.analysis import Analysis
@@ -43,7 +44,7 @@ def log_summary_runs(runs: pd.DataFrame, table: pd.DataFrame, analysis: Analysis
         experiment_id,
         f"report {study}" + (f" sweep {sweep[:8]}" if sweep else ""),
         tags={"run_kind": "report", "report_scope": scope,
-              "mlflow.note.content": f"Aggregates over seeds of {scope}, one nested summary run per configuration."},
+              MLFLOW_RUN_NOTE: f"Aggregates over seeds of {scope}, one nested summary run per configuration."},
         finished=False,
     )  # fmt: skip
     for _, row in table.iterrows():
@@ -55,7 +56,7 @@ def log_summary_runs(runs: pd.DataFrame, table: pd.DataFrame, analysis: Analysis
         tracking.log_run(
             experiment_id,
             name,
-            tags={"run_kind": KIND, "mlflow.parentRunId": parent, "summary_of": study},
+            tags={"run_kind": KIND, MLFLOW_PARENT_RUN_ID: parent, "summary_of": study},
             params={k: key_value(row[k]) for k in keys if str(row[k]) not in ("", "nan", "None")},
             metrics=_metrics(row, mine, ran, analysis.adjust),
         )

@@ -37,6 +37,8 @@ def _param(run: pd.Series, key: str) -> str:
 
 def results_table(experiment_id: str, job_run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
     """One row per job run: its values of `keys`, the test accuracy of each regime it ran, minutes trained."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
     from harness import tracking
 
     if not job_run_ids:
@@ -46,7 +48,7 @@ def results_table(experiment_id: str, job_run_ids: Sequence[str], keys: Sequence
     rows = []
     for _, job in jobs.iterrows():
         regimes = tracking.runs_table(
-            experiment_id, f"tags.mlflow.parentRunId = '{job.run_id}' and tags.run_kind = 'regime'"
+            experiment_id, f"tags.{MLFLOW_PARENT_RUN_ID} = '{job.run_id}' and tags.run_kind = 'regime'"
         )
         row = {key: _param(job, key) for key in keys or ["seed"]}
         for _, regime in regimes.iterrows():

@@ -129,6 +129,8 @@ def start(
     except HarnessError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE  # after the checks: a typo is refused without MLflow
+
     leases.reap(experiment_id, config.lease_s)
     overrides = redact(" ".join(config.hydra.overrides.task))
     command = redact(shlex.join(["python", "-m", "harness", *sys.argv[1:]]))
@@ -140,7 +142,7 @@ def start(
             "sweep_overrides": overrides,
             "command": command,
             # the run's description in the MLflow UI
-            "mlflow.note.content": f"Sweep of {len(jobs)} job(s), started with:\n\n    {command}\n",
+            MLFLOW_RUN_NOTE: f"Sweep of {len(jobs)} job(s), started with:\n\n    {command}\n",
             "n_jobs": str(len(jobs)),
             "git_commit": tracking.git_commit(),
             tracking.LEASE_TAG: f"{float(config.lease_s):g}",

@@ -152,10 +152,11 @@ def create_job_run(
 ) -> str:
     """The job's run, created RUNNING under the sweep's parent run (if any): the claim on its identity."""
     import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     tags = {**run_tags(cfg, job_identity, git_commit(), "job"), **(extra_tags or {})}
     if cfg.sweep_run is not None:
-        tags["mlflow.parentRunId"] = cfg.sweep_run
+        tags[MLFLOW_PARENT_RUN_ID] = cfg.sweep_run
     return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
 
 
