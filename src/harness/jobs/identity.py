@@ -29,7 +29,7 @@ from harness.training import specs
 # and for a regime's stored state (the head phase) its training, plus the module of the regime that produces it
 # (`producers`). Registries are data, not code here: the backbone and the regime a key uses enter it as their
 # specs, so adding a backbone or a regime leaves every other key as it was.
-IMAGES = ("harness.data.images", "harness.jobs.cache")
+IMAGES = ("harness.data.images", "harness.jobs.cache", "harness.jobs.npy_writer")
 FEATURES = (*IMAGES, "harness.training.backbones", "harness.training.models", "harness.training.trainer",
             "harness.jobs.features")  # fmt: skip
 STATES = (*FEATURES, "harness.training.regime", "harness.training.augmentation", "harness.training.stopping")
