@@ -1,6 +1,6 @@
 """Benchmark: seconds per epoch of the frozen regime with augmentation, Chollet's pipeline against the harness.
 
-    python benchmarks/bench_augment.py [--epochs 4] [--out /tmp/bench_augment.md]
+    python benchmarks/bench_augment.py [--epochs 4] [--out /tmp/bench_augment.md] [--smoke]
 
 Chollet's best feature-extraction result (Deep Learning with Python 5.3, VGG16: ~90% -> ~96%) needs
 augmentation, so the frozen trunk sees new pixels every epoch and its forward pass cannot be cached. What
@@ -23,6 +23,9 @@ Each epoch includes its validation pass. The first epoch (graph tracing) is repo
 harness's one-off work (decoding, staging the validation images) beside it; the per-epoch figure is the
 median of the rest. Each pipeline runs in a process of its own, one after the other: run in one process,
 each slowed the next (the floor measured 43 s per epoch after the other two, the harness alone 30-43 s).
+
+`--smoke`: two epochs of each pipeline on 64 generated images with random weights at 32 px (bench_sweep's smoke
+setting): checks the script in seconds, its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_sweep import DATA, SIZE, WEIGHTS, SeedsLoader, in_own_process  # noqa: E402 (same data, weights, loader)
+from bench_sweep import DATA, SIZE, SMOKE, WEIGHTS, WEIGHTS_OVERRIDE, SeedsLoader, in_own_process  # noqa: E402 (same data, weights, loader)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
@@ -114,7 +117,7 @@ def config():
             config_name="config",
             overrides=[
                 "backbone=mobilenetv2",
-                f"backbone.weights={WEIGHTS}",
+                WEIGHTS_OVERRIDE,
                 f"backbone.image_size={SIZE}",
                 "regimes=[frozen]",
                 "augment=true",
@@ -126,7 +129,7 @@ def config():
 
 def chollet(cfg, folder: data.ImageFolder, epochs: int) -> list[float]:
     keras.utils.set_random_seed(0)
-    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base = backbones.build("mobilenetv2", WEIGHTS, SIZE)
     base.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3))
     head = models.build_head(base.output.shape[1:], cfg.head, 2)
@@ -153,7 +156,7 @@ def harness(cfg, folder: data.ImageFolder, epochs: int) -> tuple[float, list[flo
     timer = EpochTimer()
     cfg.epochs.head = epochs
     keras.utils.set_random_seed(0)
-    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base = backbones.build("mobilenetv2", WEIGHTS, SIZE)
     augment = augmentation.from_settings(cfg.augmentation, cfg.seed)
     trainer = Trainer(2, BATCH, 0, "rmsprop", augment, lambda r, f: [timer])
     frozen.train(Context(Recipe.from_cfg(convert(cfg)), arrays, trainer, lambda: base))
@@ -164,7 +167,7 @@ def bare(folder: data.ImageFolder, epochs: int) -> list[float]:
     """A forward pass of the trunk over the training images, per 'epoch'."""
     x = data.load_images(folder.splits["train"].files, SIZE)
     pre = backbones.preprocess_fn("mobilenetv2")(x.astype("float32"))
-    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base = backbones.build("mobilenetv2", WEIGHTS, SIZE)
     seconds = []
     for _ in range(epochs):
         t0 = time.perf_counter()
@@ -179,7 +182,7 @@ def bare_graph(folder: data.ImageFolder, epochs: int) -> list[float]:
 
     x = data.load_images(folder.splits["train"].files, SIZE)
     pre = backbones.preprocess_fn("mobilenetv2")(x.astype("float32"))
-    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base = backbones.build("mobilenetv2", WEIGHTS, SIZE)
     call = tf.function(lambda b: base(b, training=False))
     batches = [pre[i : i + BATCH] for i in range(0, len(pre), BATCH)]
     seconds = []
@@ -230,8 +233,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--only", choices=PIPELINES, help="measure one pipeline here and print it as JSON")
+    parser.add_argument("--smoke", action="store_true", help="generated images, random weights, 2 epochs: seconds")
     args = parser.parse_args()
-    if not (DATA.is_dir() and WEIGHTS.is_file()):
+    if args.smoke:  # the processes it starts get their epochs as an option, and the smoke setting from the environment
+        args.epochs = 2
+    if not SMOKE and (not (DATA.is_dir() and Path(str(WEIGHTS)).is_file())):
         raise SystemExit(f"needs the shared photographs and weights: {DATA}, {WEIGHTS}")
     if args.only:
         print(json.dumps(measure(args.only, args.epochs)))

@@ -1,6 +1,6 @@
 """Benchmark: the harness's frozen stage against Keras' `predict` and a bare graph call, side by side in one run.
 
-    python benchmarks/bench_frozen_stage.py [--repeats 3] [--epochs 30]
+    python benchmarks/bench_frozen_stage.py [--repeats 3] [--epochs 30] [--smoke]
 
 Needs ../shared (the photographs and the MobileNetV2 weights); prints Markdown tables. MobileNetV2 at 160 px
 with its ImageNet weights, over the 4,000 shared photographs (train, validation and test), the model the
@@ -14,6 +14,9 @@ harness caches from (preprocessing, trunk, pooling):
    against what no harness avoids: importing TensorFlow, Keras, MLflow and Hydra, plus `predict` over the
    same 4,000 images (the median from part 1);
 3. the imports that run before the first job, each alone in a fresh process.
+
+`--smoke`: 96 generated images, random weights at 32 px, one round, one epoch, Hydra's import alone: checks the
+script in seconds (its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,25 +39,48 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
 DATA = SHARED / "data" / "cats_and_dogs_small"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-SIZE = 160
+IMPORTS = ("tensorflow", "keras", "mlflow", "hydra", "harness.jobs.job")
 
 
-def photographs() -> np.ndarray:
+@dataclass(frozen=True)
+class Setting:
+    """What is measured: the photographs and weights, or the smoke run's generated images and random weights."""
+
+    folder: Path
+    weights: str | None
+    size: int
+    imports: tuple[str, ...]
+
+    @property
+    def data(self) -> list[str]:
+        return ["data=cats_and_dogs_small"] if self.folder == DATA else ["data=folder", f"data.path={self.folder}"]
+
+
+FULL = Setting(DATA, str(WEIGHTS), 160, IMPORTS)
+
+
+def smoke(tmp: Path) -> Setting:
     from harness import data
 
-    folder = data.scan_folder(DATA)
-    return np.concatenate([data.load_images(folder.splits[s].files, SIZE) for s in ("train", "validation", "test")])
+    return Setting(data.ensure_synthetic(tmp, {"train": 32, "validation": 8, "test": 8}), None, 32, ("hydra",))
 
 
-def throughput(repeats: int) -> dict[str, list[float]]:
-    """Seconds per pass over the photographs, by method, `repeats` interleaved rounds after one warm-up each."""
+def photographs(s: Setting) -> np.ndarray:
+    from harness import data
+
+    folder = data.scan_folder(s.folder)
+    return np.concatenate([data.load_images(folder.splits[k].files, s.size) for k in ("train", "validation", "test")])
+
+
+def throughput(s: Setting, repeats: int) -> tuple[int, dict[str, list[float]]]:
+    """(images, seconds per pass over them by method): `repeats` interleaved rounds after one warm-up each."""
     import tensorflow as tf
 
     from harness.training import backbones, forward, models
     from harness.training.trainer import Arrays, compute_features
 
-    x = photographs()
-    stage = models.frozen_stage("mobilenetv2", SIZE, backbones.build("mobilenetv2", str(WEIGHTS), SIZE), pool=True)
+    x = photographs(s)
+    stage = models.frozen_stage("mobilenetv2", s.size, backbones.build("mobilenetv2", s.weights, s.size), pool=True)
     bare = tf.function(lambda b: stage(b, training=False))
     batches = [x[i : i + 64].astype("float32") for i in range(0, len(x), 64)]  # in memory before the clock starts
     arrays = Arrays({"all": x}, {"all": np.zeros(len(x), np.int32)}, 2)
@@ -73,10 +100,10 @@ def throughput(repeats: int) -> dict[str, list[float]]:
             t0 = time.perf_counter()
             run()
             seconds[name].append(time.perf_counter() - t0)
-    return seconds
+    return len(x), seconds
 
 
-def frozen_run(epochs: int) -> tuple[float, float]:
+def frozen_run(s: Setting, epochs: int) -> tuple[float, float]:
     """(wall seconds, test accuracy) of `python -m harness` training the frozen regime for `epochs` epochs, cold
     cache, fresh store."""
     import mlflow
@@ -86,10 +113,10 @@ def frozen_run(epochs: int) -> tuple[float, float]:
             sys.executable,
             "-m",
             "harness",
-            "data=cats_and_dogs_small",
+            *s.data,
             "backbone=mobilenetv2",
-            f"backbone.weights={WEIGHTS}",
-            f"backbone.image_size={SIZE}",
+            f"backbone.weights={s.weights or 'null'}",
+            f"backbone.image_size={s.size}",
             "regimes=[frozen]",
             f"epochs.head={epochs}",
             "early_stopping.enabled=false",
@@ -105,16 +132,16 @@ def frozen_run(epochs: int) -> tuple[float, float]:
         return wall, float(runs["metrics.test_acc"].iloc[0])
 
 
-def import_seconds(module: str) -> float:
-    """Seconds to import `module` in a fresh interpreter, the interpreter's own start-up subtracted."""
+def import_seconds(module: str, runs: int = 3) -> float:
+    """Seconds to import `module` in a fresh interpreter (median of `runs`), the interpreter's start-up subtracted."""
 
     def run(code: str) -> float:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
         return time.perf_counter() - t0
 
-    return statistics.median(run(f"import {module}") for _ in range(3)) - statistics.median(
-        run("pass") for _ in range(3)
+    return statistics.median(run(f"import {module}") for _ in range(runs)) - statistics.median(
+        run("pass") for _ in range(runs)
     )
 
 
@@ -122,26 +149,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--smoke", action="store_true", help="generated images, random weights at 32 px, one round")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            args.repeats, args.epochs = 1, 1
+        report(smoke(Path(tmp)) if args.smoke else FULL, args)
 
-    seconds = throughput(args.repeats)
-    n = 4000
+
+def report(setting: Setting, args: argparse.Namespace) -> None:
+    n, seconds = throughput(setting, args.repeats)
+    what = "shared photographs" if setting.folder == DATA else "generated images"
     rate = {name: n / statistics.median(s) for name, s in seconds.items()}
     predict, bare = rate["predict (batch 64)"], rate["bare graph call (batch 64)"]
-    print(
-        f"### Throughput over the {n} shared photographs, MobileNetV2 at {SIZE} px"
-        f" ({args.repeats} interleaved rounds)\n"
-    )
+    print(f"### Throughput over the {n} {what}, MobileNetV2 at {setting.size} px ({args.repeats} interleaved rounds)\n")
     print("| forward pass | images/s (median) | vs predict | vs bare graph call | seconds per round |")
     print("| --- | --- | --- | --- | --- |")
     for name, s in seconds.items():
         runs = " / ".join(f"{v:.1f}" for v in s)
         print(f"| {name} | {rate[name]:.0f} | {rate[name] / predict:.2f}x | {rate[name] / bare:.0%} | {runs} |")
 
-    imports = {m: import_seconds(m) for m in ("tensorflow", "keras", "mlflow", "hydra", "harness.jobs.job")}
-    together = import_seconds("tensorflow, keras, mlflow, hydra")
+    runs_each = 1 if setting.imports != IMPORTS else 3
+    imports = {m: import_seconds(m, runs_each) for m in setting.imports}
+    libraries = ", ".join(m for m in setting.imports if not m.startswith("harness"))
+    together = import_seconds(libraries, runs_each)
     predict_s = statistics.median(seconds["predict (batch 64)"])
-    measured = [frozen_run(args.epochs) for _ in range(args.repeats)]
+    measured = [frozen_run(setting, args.epochs) for _ in range(args.repeats)]
     runs = [wall for wall, _ in measured]
     floor = together + predict_s
     print(f"\n### A {args.epochs}-epoch frozen run through the CLI, cold cache, against imports + predict\n")
@@ -149,8 +182,8 @@ def main() -> None:
     print("| --- | --- |")
     for module, s in imports.items():
         print(f"| import {module} alone | {s:.1f} |")
-    print(f"| import tensorflow, keras, mlflow, hydra together | {together:.1f} |")
-    print(f"| predict over the {n} photographs (median of part 1) | {predict_s:.1f} |")
+    print(f"| import {libraries} together | {together:.1f} |")
+    print(f"| predict over the {n} {what} (median of part 1) | {predict_s:.1f} |")
     print(f"| imports + predict | {floor:.1f} |")
     each = " / ".join(f"{r:.1f}" for r in runs)
     median = statistics.median(runs)

@@ -1,6 +1,7 @@
 """Benchmark: memory-mapped streaming against an earlier checkout's in-memory arrays, on the shared photographs.
 
     python benchmarks/bench_streaming.py --baseline /path/to/other/checkout [--repeats 3]
+    python benchmarks/bench_streaming.py --smoke   # this checkout against itself, generated images: seconds
 
 `--baseline` is a checkout of the commit to compare with (e.g. `git worktree add ../baseline 73af352`, the last
 commit that held every split in memory); it runs with this virtual environment, its own `src` first on the path
@@ -9,7 +10,8 @@ Two jobs through the CLI, each with a cold cache and a fresh store, repetitions 
 checkout, baseline, ...): a 30-epoch frozen run (MobileNetV2 at 160 px, the shared ImageNet weights, early
 stopping off) and a fine-tuning job (frozen head 10 epochs, then 5 epochs fine-tuned from block_11_expand).
 Prints Markdown: wall medians and their ratio, peak anonymous and total resident memory (`measure.py`), and each
-run's test accuracies, which must be equal (same config, same seed).
+run's test accuracies, which must be equal (same config, same seed). `--smoke`: one round of both jobs (one epoch
+each) on generated images with random weights at 32 px, this checkout against itself; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,18 @@ def importable(checkout: Path) -> None:
         link.symlink_to(checkout / "conf", target_is_directory=True)
 
 
+SMOKE_COMMON = [
+    "backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=32", "head=gap", "batch_size=32",
+    "early_stopping.enabled=false", "seed=0",
+]  # fmt: skip
+SMOKE_JOBS = {
+    "frozen, 1 epoch": ["regimes=[frozen]", "epochs.head=1"],
+    "fine-tuning job (1 + 1 epochs, block_11_expand)": [
+        "regimes=[frozen,finetune]", "unfreeze_at=block_11_expand", "epochs.head=1", "epochs.finetune=1",
+    ],
+}  # fmt: skip
+
+
 def run_job(checkout: Path, overrides: list[str]) -> tuple[Measured, dict[str, float]]:
     """One job of `checkout`'s harness, cold cache, fresh store: what was measured, and test accuracy by regime."""
     import mlflow
@@ -65,7 +79,7 @@ def run_job(checkout: Path, overrides: list[str]) -> tuple[Measured, dict[str, f
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(checkout / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
         store = f"sqlite:///{tmp}/mlflow.db"
-        cmd = [sys.executable, "-m", "harness", *COMMON, *overrides, f"cache_dir={tmp}/cache", f"tracking_uri={store}"]
+        cmd = [sys.executable, "-m", "harness", *overrides, f"cache_dir={tmp}/cache", f"tracking_uri={store}"]
         cmd.append("study=bench_streaming")
         measured = run_measured(cmd, Path(tmp), env)
         if measured.returncode != 0:
@@ -77,23 +91,39 @@ def run_job(checkout: Path, overrides: list[str]) -> tuple[Measured, dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, required=True, help="a checkout of the commit to compare with")
+    parser.add_argument("--baseline", type=Path, help="a checkout of the commit to compare with")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="generated images, this checkout against itself")
     args = parser.parse_args()
-    if not WEIGHTS.is_file():
-        raise SystemExit(f"needs the shared MobileNetV2 weights at {WEIGHTS}")
-    checkouts = {"baseline": args.baseline.resolve(), "streaming": ROOT}
-    importable(checkouts["baseline"])
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            from harness import data
+
+            photos = data.ensure_synthetic(Path(tmp), {"train": 16, "validation": 8, "test": 8})
+            common, jobs, baseline = [*SMOKE_COMMON, "data=folder", f"data.path={photos}"], SMOKE_JOBS, ROOT
+            args.repeats = 1
+        elif args.baseline is None or not WEIGHTS.is_file():
+            raise SystemExit(f"needs --baseline and the shared MobileNetV2 weights at {WEIGHTS}")
+        else:
+            common, jobs, baseline = COMMON, JOBS, args.baseline.resolve()
+        compare(baseline, common, jobs, args.repeats)
+
+
+def compare(baseline: Path, common: list[str], jobs: dict[str, list[str]], repeats: int) -> None:
+    """Run each job `repeats` times in each checkout, interleaved, and print the table."""
+    checkouts = {"baseline": baseline, "streaming": ROOT}
+    if baseline != ROOT:
+        importable(baseline)
     results: dict[tuple[str, str], list[tuple[Measured, dict[str, float]]]] = {}
-    for repeat in range(args.repeats):
-        for job, overrides in JOBS.items():
+    for repeat in range(repeats):
+        for job, overrides in jobs.items():
             for variant, checkout in checkouts.items():
-                got = run_job(checkout, overrides)
+                got = run_job(checkout, [*common, *overrides])
                 results.setdefault((job, variant), []).append(got)
                 print(f"round {repeat + 1}: {job} / {variant}: {got[0].wall_s:.1f} s, test {got[1]}", flush=True)
     print("\n| job | checkout | wall s (runs) | median | ratio | peak RssAnon GB | peak RSS GB | test accuracy |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for job in JOBS:
+    for job in jobs:
         base = statistics.median(m.wall_s for m, _ in results[(job, "baseline")])
         for variant in checkouts:
             runs = results[(job, variant)]

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sweep.py [--seeds-epochs 30] [--out benchmarks/latest.md]
     python benchmarks/bench_sweep.py --only-speedup [--seeds-epochs 10]   # measurement 1 alone
+    python benchmarks/bench_sweep.py --smoke   # every part on 64 generated images, random weights, 32 px: seconds
 
 Each in-process measurement runs in a Python process of its own (`--only PART`, which prints JSON): in one
 process a pipeline measured first slows the ones after it (bench_augment: harness 51 s/epoch after Chollet's
@@ -53,9 +54,22 @@ from harness.training.trainer import Arrays, Trainer, compute_features  # noqa: 
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
-DATA = SHARED / "data" / "cats_and_dogs_small"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-SIZE = 160
+# `--smoke` (this script's or bench_augment's): the same code on generated images with random weights at 32 px,
+# in this process and, through the environment, in every process it starts; its numbers mean nothing
+SMOKE = "--smoke" in sys.argv or os.environ.get("HARNESS_BENCH_SMOKE") == "1"
+if SMOKE:
+    os.environ["HARNESS_BENCH_SMOKE"] = "1"
+    DATA = data.ensure_synthetic(Path(tempfile.gettempdir()) / "harness-bench-smoke", {"train": 16, "validation": 8,
+                                                                                       "test": 8})  # fmt: skip
+    DATA_OVERRIDES = ["data=folder", f"data.path={DATA}"]
+    WEIGHTS: str | None = None
+    SIZE = 32
+else:
+    DATA = SHARED / "data" / "cats_and_dogs_small"
+    DATA_OVERRIDES = ["data=cats_and_dogs_small"]  # the shared photographs (the default data is a download)
+    WEIGHTS = str(SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    SIZE = 160
+WEIGHTS_OVERRIDE = f"backbone.weights={WEIGHTS or 'null'}"
 HEAD_LR = 1e-3
 
 
@@ -64,9 +78,9 @@ def config(*overrides: str):
         return compose(
             config_name="config",
             overrides=[
-                "data=cats_and_dogs_small",  # the shared photographs (the default data is a download)
+                *DATA_OVERRIDES,
                 "backbone=mobilenetv2",
-                f"backbone.weights={WEIGHTS}",
+                WEIGHTS_OVERRIDE,
                 f"backbone.image_size={SIZE}",
                 f"head_lr={HEAD_LR}",
                 "regimes=[frozen]",
@@ -112,7 +126,7 @@ class SeedsLoader(keras.utils.PyDataset):
 
 def seeds_frozen(cfg, folder: data.ImageFolder, epochs: int) -> dict:
     keras.utils.set_random_seed(0)
-    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base = backbones.build("mobilenetv2", WEIGHTS, SIZE)
     base.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3))
     model = keras.Model(inputs, models.build_head(base.output.shape[1:], cfg.head, 2)(base(inputs, training=False)))
@@ -140,7 +154,7 @@ def harness_frozen(epochs: int, cache_root: Path, *overrides: str) -> dict:
     t0 = time.perf_counter()
     prepared = inputs.prepare(cfg)
     keras.utils.set_random_seed(0)
-    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base = backbones.build("mobilenetv2", WEIGHTS, SIZE)
     store = cache.ArrayCache(cfg.cache_dir)
     keys = features.cache_keys(prepared)
     import logging
@@ -148,7 +162,7 @@ def harness_frozen(epochs: int, cache_root: Path, *overrides: str) -> dict:
     logging.disable(logging.INFO)
     arrays = features.load_arrays(prepared, store, keys)
     trainer = Trainer(
-        2, 32, 0, "rmsprop", None, lambda r, f: [], features=features.cached_features(store, keys, cfg, base)
+        2, 32, 0, "rmsprop", None, lambda r, f: [], features=features.cached_features(store, keys, prepared.cfg, base)
     )
     result = frozen.train(Context(Recipe.from_cfg(prepared.cfg), arrays, trainer, lambda: base))
     logging.disable(logging.NOTSET)
@@ -219,9 +233,9 @@ def sweep_cost(boundaries: list[str], head_epochs: int, finetune_epochs: int) ->
     wall, log, runs = cli_sweep(
         [
             f"unfreeze_at={','.join(boundaries)}",
-            "data=cats_and_dogs_small",
+            *DATA_OVERRIDES,
             "backbone=mobilenetv2",
-            f"backbone.weights={WEIGHTS}",
+            WEIGHTS_OVERRIDE,
             f"backbone.image_size={SIZE}",
             "regimes=[frozen,finetune]",
             f"epochs.head={head_epochs}",
@@ -242,7 +256,7 @@ def sweep_cost(boundaries: list[str], head_epochs: int, finetune_epochs: int) ->
 def throughput(repeats: int = 3) -> dict:
     folder = data.scan_folder(DATA)
     x = data.load_images(folder.splits["train"].files, SIZE)
-    base = backbones.build("mobilenetv2", str(WEIGHTS), SIZE)
+    base = backbones.build("mobilenetv2", WEIGHTS, SIZE)
     stage = models.frozen_stage("mobilenetv2", SIZE, base)
     arrays = Arrays({"train": x}, {"train": folder.splits["train"].labels}, 2)
     pre = backbones.preprocess_fn("mobilenetv2")(x.astype("float32"))
@@ -286,7 +300,7 @@ def overhead(jobs: int = 4) -> dict:
             "+experiment=quickstart",
             "backbone=mobilenetv2",  # the quickstart's own backbone is VGG16; this measures MobileNetV2 at 96 px
             "backbone.image_size=96",
-            f"backbone.weights={WEIGHTS}",
+            WEIGHTS_OVERRIDE,
             "regimes=[frozen]",
             "cache=false",
         ],
@@ -382,8 +396,12 @@ def main() -> None:
     parser.add_argument("--only-overhead", action="store_true", help="measure the start-up and per-job overhead alone")
     parser.add_argument("--only-speedup", action="store_true", help="measure the two frozen pipelines alone")
     parser.add_argument("--only", choices=PARTS, help="measure one part here and print it as JSON")
+    parser.add_argument("--smoke", action="store_true", help="generated images, random weights, 1 epoch: seconds")
     args = parser.parse_args()
-    if not (DATA / "train").is_dir() or not WEIGHTS.is_file():
+    if args.smoke:  # the processes it starts get their epochs as options, and the smoke setting from the environment
+        args.seeds_epochs = args.epochs = args.finetune_epochs = 1
+        args.boundaries = ",".join(args.boundaries.split(",")[:2])
+    if not SMOKE and (not (DATA / "train").is_dir() or not Path(str(WEIGHTS)).is_file()):
         sys.exit(f"benchmark skipped: needs {DATA} and {WEIGHTS}")
     if args.only:
         print(json.dumps(PARTS[args.only](args), default=float))

@@ -13,6 +13,7 @@ Prints, per training-set size and setting, the validation accuracy of the weight
 seeds) and the epochs run, and writes a figure of the seed-mean validation loss per epoch. Needs ../shared.
 
     python benchmarks/head_convergence.py [--out benchmarks/head_convergence.png]
+    python benchmarks/head_convergence.py --smoke --out /tmp/h.png   # one seed, generated images: seconds
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ SETTINGS = {
 FRACTIONS = {"0.125": 250, "1.0": 2000}
 
 
-def sweep(store: str, study: str, extra: list[str], cwd: Path) -> None:
+FULL = ["seed=0,1,2", "data=cats_and_dogs_small", "backbone=mobilenetv2", f"backbone.weights={WEIGHTS}"]
+# --smoke: the same sweeps and table on generated images, random weights at 32 px, one seed, a few epochs at most
+SMOKE = ["seed=0", "backbone=mobilenetv2", "backbone.weights=null", "backbone.image_size=32"]
+SMOKE_EPOCHS = {"defaults": ["epochs.head=4"], "converged": ["early_stopping.patience=2", "epochs.head=6"],
+                "old defaults": ["early_stopping.enabled=false", "epochs.head=2"]}  # fmt: skip
+
+
+def sweep(store: str, study: str, extra: list[str], cwd: Path, base: list[str]) -> None:
     args = [
-        sys.executable, "-m", "harness", "-m", f"data_fraction={','.join(FRACTIONS)}", "seed=0,1,2",
-        "data=cats_and_dogs_small", "backbone=mobilenetv2", f"backbone.weights={WEIGHTS}", "regimes=[frozen]",
+        sys.executable, "-m", "harness", "-m", f"data_fraction={','.join(FRACTIONS)}", *base, "regimes=[frozen]",
         f"tracking_uri={store}", f"study={study}", f"cache_dir={cwd / 'cache'}", *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -94,16 +101,24 @@ def figure(results: dict[str, pd.DataFrame], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "head_convergence.png")
+    parser.add_argument("--smoke", action="store_true", help="generated images, one seed, a few epochs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="head-convergence-"))
     store = f"sqlite:///{work / 'mlflow.db'}"
+    base = FULL
+    if args.smoke:
+        from harness import data
+
+        photos = data.ensure_synthetic(work / "gen", {"train": 32, "validation": 8, "test": 8})
+        base = [*SMOKE, "data=folder", f"data.path={photos}"]
     results = {}
     for setting, extra in SETTINGS.items():
         study = setting.replace(" ", "_")
-        sweep(store, study, extra, work)
+        sweep(store, study, SMOKE_EPOCHS[setting] if args.smoke else extra, work, base)
         results[setting] = runs_of(store, study)
     figure(results, args.out)
-    print("| training images | setting | val acc % (mean of 3 seeds) | epochs run (per seed) | vs converged |")
+    seeds = len(results["defaults"]["seed"].unique())
+    print(f"| training images | setting | val acc % (mean of {seeds} seeds) | epochs run (per seed) | vs converged |")
     print("| --- | --- | --- | --- | --- |")
     for fraction, images in FRACTIONS.items():
         reference = results["converged"].query("fraction == @fraction")["val_acc"].mean()

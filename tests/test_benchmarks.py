@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,3 +47,49 @@ def test_the_scale_benchmark_runs_at_its_smoke_setting():
     assert row, proc.stdout[-2000:]
     anon, rss, disk = (float(row.group(i)) for i in (1, 2, 3))
     assert 0 < anon <= rss and disk > 0 and all(int(row.group(i)) > 0 for i in (4, 5, 6))
+
+
+def smoke(script: str, *args: str, timeout: int = 600) -> str:
+    """A benchmark's smoke setting run to its end: its printed output."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_the_frozen_stage_benchmark_runs_at_its_smoke_setting():
+    out = smoke("bench_frozen_stage.py")
+    assert re.search(r"^\| harness frozen stage \(batch 64\) \| \d+ \| [\d.]+x \| \d+% \|", out, re.M), out[-2000:]
+    assert re.search(r"`python -m harness` frozen, 1 epochs, cold cache .*\| [\d.]+ \([\d.]+x imports", out), out
+
+
+@pytest.mark.slow
+def test_the_sweep_benchmark_runs_every_part_at_its_smoke_setting():
+    out = smoke("bench_sweep.py")
+    for row in ("harness (cold cache)", "sweep, 2 boundaries", "harness frozen stage", "overhead per job", "bf16"):
+        assert row in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_the_augmentation_benchmark_runs_each_pipeline_at_its_smoke_setting():
+    out = smoke("bench_augment.py")
+    assert len(re.findall(r"^\| (Chollet's pipeline|harness|bare|floor)[^|]* \| [\d.]+ \| [\d.]+ \| [\d.]+x \|$", out,
+                          re.M)) == 4, out[-2000:]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_streaming_benchmark_runs_at_its_smoke_setting_with_equal_accuracies():
+    out = smoke("bench_streaming.py")
+    rows = re.findall(r"^\| (frozen|fine-tuning)[^|]* \| (baseline|streaming) \|.*\| ([^|]+) \|$", out, re.M)
+    assert len(rows) == 4, out[-2000:]
+    assert rows[0][2] == rows[1][2] and rows[2][2] == rows[3][2]  # the same checkout twice: the same accuracies
+
+
+@pytest.mark.slow
+def test_the_head_convergence_benchmark_runs_at_its_smoke_setting(tmp_path):
+    out = smoke("head_convergence.py", "--out", str(tmp_path / "h.png"))
+    assert len(re.findall(r"^\| \d+ \| (defaults|converged|old defaults) \| [\d.]+ \|", out, re.M)) == 6, out
+    assert (tmp_path / "h.png").stat().st_size > 0

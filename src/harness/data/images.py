@@ -21,8 +21,8 @@ def _decoder(image_size: int):
 
 
 def load_images(files: tuple[Path, ...], image_size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode and resize every file once, in parallel, into a uint8 array (N, size, size, 3): `out` (a
-    memory-mapped cache file, written batch by batch as they are decoded), or a new array.
+    """Decode and resize every file once, in parallel, into a uint8 array (N, size, size, 3): `out` (a cache
+    file's `NpyWriter`, written batch by batch as they are decoded), or a new array.
 
     A file can pass `image_problem` (its first and last bytes look right) and still be corrupt inside;
     then every such file is named in a HarnessError rather than failing somewhere inside tf.data.

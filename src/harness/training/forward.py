@@ -58,8 +58,8 @@ def _batches(x: np.ndarray, batch_size: int):
 def forward(
     model: keras.Model, x: np.ndarray, batch_size: int = FORWARD_BATCH, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """`model` over `x` in inference mode, as float32, written batch by batch into `out` (a memory-mapped cache
-    file, say), or a new array."""
+    """`model` over `x` in inference mode, as float32, written batch by batch into `out` (a cache file's
+    `NpyWriter`, say), or a new array."""
     call = graph_call(model, x.dtype)
     if out is None:
         out = np.empty(output_shape(model, len(x)), np.float32)

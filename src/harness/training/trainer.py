@@ -60,7 +60,7 @@ class RegimeResult:
 
 def compute_features(stage: keras.Model, arrays: Arrays, allocate: Callable | None = None) -> dict[str, np.ndarray]:
     """The frozen stage's output for every image of every split (one compiled graph, equal to `predict`'s),
-    written into the arrays `allocate` gives (`cache.Allocate`: memory-mapped files), or new ones."""
+    written into what `allocate` gives (`cache.Allocate`: cache files being written), or new arrays."""
     return forward.forward_by_split(stage, arrays.x, allocate)
 
 
