@@ -207,8 +207,10 @@ def test_the_report_schema_and_its_yaml_give_every_key_the_same_default_and_type
     from omegaconf import OmegaConf
     from omegaconf.errors import ValidationError
 
-    from harness.report.config import ReportConfig
+    from harness.report.config import Adjust, ReportConfig
+    from harness.report.stats import ADJUSTMENTS
 
+    assert {a.value for a in Adjust} == set(ADJUSTMENTS)  # the choices are the adjustments the report has
     yaml = OmegaConf.to_container(OmegaConf.load(conf_dir() / "report.yaml"), resolve=False)
     flat = {k: v for k, v in flatten_yaml(yaml).items() if not k.startswith(("defaults", "hydra."))}
     assert flat == schema_defaults(ReportConfig)

@@ -83,7 +83,7 @@ class ArrayCache:
 
     def __init__(self, root: str | Path | None, spill: str | Path | None = None):
         self.root = Path(root).expanduser() if root else None
-        # where arrays that are not stored are written (unlinked once mapped); None: in memory (small tests)
+        # where arrays that are not stored are written (unlinked once created); None: in memory (small tests)
         self.spill = Path(spill).expanduser() if spill else None
         self.stats = Stats()
 

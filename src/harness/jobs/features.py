@@ -87,7 +87,7 @@ def load_arrays(job: Prepared, store: cache.ArrayCache, keys: CacheKeys) -> trai
         shape = {s: (len(splits[s].files), size, size, 3) for s in missing}
         return {s: data.load_images(splits[s].files, size, allocate(s, shape[s], np.uint8)) for s in missing}
 
-    x = store.arrays(keys.images, decode)  # a disabled cache writes them to unlinked scratch files
+    x = store.arrays(keys.images, decode)  # a disabled cache writes them to unlinked spill files
     log.info(
         "data: %s images at %d px ready in %.1fs", {s: len(v) for s, v in x.items()}, size, time.perf_counter() - t0
     )

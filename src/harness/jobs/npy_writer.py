@@ -35,10 +35,6 @@ class NpyWriter:
     def __len__(self) -> int:
         return self.shape[0]
 
-    @property
-    def nbytes(self) -> int:
-        return self.row_bytes * self.shape[0]
-
     def __setitem__(self, index: slice, value: Any) -> None:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError(f"an NpyWriter takes row slices (out[a:b] = rows), not {index!r}")
