@@ -106,7 +106,7 @@ def test_unknown_layer_stops_before_anything_is_recorded(tmp_path, store):
 def test_quickstart_runs_offline_and_logs_loadable_models(tmp_path, store):
     import numpy as np
 
-    import harness.training.regimes  # noqa: F401 - registers the preprocessing layer the saved models use
+    import harness.training.models  # noqa: F401 - registers the preprocessing layer, as the README tells users
 
     proc = run_cli(
         "+experiment=quickstart", f"tracking_uri={store}", "regimes=[frozen,finetune]", "log_model=true", cwd=tmp_path
