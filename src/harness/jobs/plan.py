@@ -19,6 +19,7 @@ from harness.jobs.features import cache_keys
 from harness.jobs.inputs import Prepared, prepare
 from harness.training import backbones, specs
 from harness.training.regime import Recipe, Workload
+from harness.training.runtime import quiet_tensorflow
 
 # What this 2-core machine sustains, GFLOP/s: inference from benchmarks/RESULTS.md (MobileNetV2 at 160 px,
 # 48 img/s x 0.306 GFLOP), training from the tf_mobilenetv2 study's scratch epochs (forward + backward,
@@ -123,6 +124,7 @@ def temporary_bytes(job: Prepared) -> dict[str, int]:
 def check_disk(job: Prepared) -> None:
     """Refuse, before any job trains, a job whose new cache entries would not fit on the cache folder's filesystem,
     or whose temporary arrays would not fit in the temporary folder's, with what it needs and what is free."""
+    quiet_tensorflow()  # the cuts' shapes come from an unweighted Keras build: TensorFlow's start-up noise muted
     places = [(f"cache_dir={job.cfg.cache_dir!r}", job.cfg.cache_dir, bytes_to_write(job) if job.cfg.cache else {})]
     temporary = tempfile.gettempdir()
     places.append((f"the temporary folder {temporary!r} ($TMPDIR)", temporary, temporary_bytes(job)))

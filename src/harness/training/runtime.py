@@ -21,6 +21,9 @@ def quiet_tensorflow() -> None:
     study, so the console shows only the harness's lines; HARNESS_TF_LOGS=1 shows them. Python errors
     of the import are raised as usual.
     """
+    tf_logger = logging.getLogger("tensorflow")
+    if _not_model_count_tracing not in tf_logger.filters:  # also when something else imported TensorFlow first
+        tf_logger.addFilter(_not_model_count_tracing)
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what TensorFlow logs later: errors only
@@ -39,7 +42,6 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    logging.getLogger("tensorflow").addFilter(_not_model_count_tracing)
 
 
 def _not_model_count_tracing(record: logging.LogRecord) -> bool:
@@ -47,7 +49,8 @@ def _not_model_count_tracing(record: logging.LogRecord) -> bool:
 
     TensorFlow counts traces per Python code object, and every Keras model's train/test/predict step
     shares one (`TensorFlowTrainer._make_function.<locals>.multi_step_on_iterator`): each new model's
-    first trace counts as a retrace of the last model's. A job builds several models (feature extractor,
+    first trace counts as a retrace of the last model's; so does each model's inference graph
+    (`forward.graph_call.<locals>.<lambda>`). A job builds several models (feature extractor,
     head, fine-tuned model) and a sweep runs several jobs per process, so on small data the warning
     fires although no function is traced twice for the same model (the datasets have an unknown batch
     dimension, so a short last batch reuses the trace); tensorflow/tensorflow#42441 reports the same.
