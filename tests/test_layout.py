@@ -23,7 +23,7 @@ LAYERS: dict[str, set[str]] = {
     "sweep": {"config", "jobs", "tracking", "training"},
     "report": {"config", "sweep", "tracking", "training"},
 }
-SHARED = {"errors", "files", "paths", "redaction", "signals"}  # small modules every layer may use
+SHARED = {"errors", "files", "paths", "record_version", "redaction", "signals"}  # small modules every layer may use
 MAX_LINES = 400
 
 

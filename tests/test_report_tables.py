@@ -423,8 +423,6 @@ def test_each_sweeps_targets_are_judged_on_the_configurations_it_ran():
     assert judged == [["no", "scratch >= 0.7", "70.5 [69.3, 71.7]", "yes", "no"],
                       ["yes", "scratch >= 0.8", "81.5 [80.3, 82.7]", "yes", "yes"]]  # fmt: skip
     assert "changed between runs" not in section and "Each sweep's targets are judged" in section
-    # a targets.json written before targets named their configurations: every configuration, as then
-    assert report.targets.as_stated({"scratch": ">= 0.7"}) == {"targets": {"scratch": ">= 0.7"}, "configurations": None}
 
 
 # ------------------------------------------------------------------------------------ compare=<key>

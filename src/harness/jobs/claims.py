@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness import tracking
+from harness import record_version, tracking
 from harness.jobs import leases
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,8 @@ def initial_tags(lease_s: float) -> dict[str, str]:
 
 
 def ticket_of(run: Any) -> int | None:
-    """A claim's ticket; None while it is choosing; 0 for a job run from before tickets (it holds first)."""
-    value = run.data.tags.get(TICKET_TAG)
-    if value is None:
-        return 0
-    return None if value == CHOOSING else int(value)
+    """A claim's ticket; None while it is choosing; 0 for a version 1 job run from before tickets (it holds first)."""
+    return record_version.ticket(run.data.tags, TICKET_TAG, CHOOSING)
 
 
 def _order(run: Any) -> tuple[int, str]:

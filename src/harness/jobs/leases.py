@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from harness import tracking
+from harness import record_version, tracking
 from harness.errors import LostLease
 from harness.tracking import KILLED_REASON, LEASE_TAG
 from harness.tracking.owner import owner_exited
@@ -176,7 +176,8 @@ def guard() -> Any:
 
 
 def last_beat(run: Any) -> float:
-    """When a run last showed life: its heartbeat tag, else its start time (runs from before leases)."""
+    """When a run last showed life: its heartbeat tag, else its start time (no beat yet, or a version 1 run from
+    before leases)."""
     value = run.data.tags.get("heartbeat")
     try:
         return float(value) if value is not None else run.info.start_time / 1000
@@ -185,10 +186,10 @@ def last_beat(run: Any) -> float:
 
 
 def lease_of(run: Any, default_s: float) -> float:
-    """The lease a run recorded when it was created; `default_s` for runs from before runs recorded one."""
+    """The lease a run recorded when it was created (`default_s` for version 1 runs, which recorded none)."""
     try:
-        return float(run.data.tags[LEASE_TAG])
-    except (KeyError, ValueError):
+        return record_version.lease_s(run.data.tags, LEASE_TAG, default_s)
+    except ValueError:  # not a number: the lease a run without one gets
         return float(default_s)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import record_version
 from harness.errors import HarnessError
 from harness.report import evidence, targets
 from harness.report.render import (
@@ -157,14 +158,14 @@ def read_correctness(folder: Path | str) -> pd.DataFrame:
 
 
 def read(folder: Path, table: pd.DataFrame) -> Analysis:
-    """An analysis read back beside a results.csv; a results.csv from before the comparisons were written gets its
+    """An analysis read back beside a results.csv; a version 1 folder without comparisons gets its results.csv's
     recorded fine-tuned − frozen paired t-test as the only comparison (the report says which test it is)."""
     keys = row_keys_of(table)
     text = {k: str for k in [*keys, "better", "baseline"]}  # as written: "1e-05" stays a string, not a float
     frames = {name: pd.read_csv(folder / file, dtype=text, keep_default_na=False, na_values={"mean": [""]})
               if (folder / file).is_file() else pd.DataFrame() for name, file in FILES.items()}  # fmt: skip
     comparisons = frames["comparisons"]
-    if comparisons.empty and f"{DIFF}_n" in table:
+    if comparisons.empty and f"{DIFF}_n" in table and record_version.paired_t_stands_in(folder):
         comparisons = _recorded_paired_t(table, keys)
     by_key = frames["by_key"]
     numeric = ("n", "images", "mean", "ci_lo", "ci_hi", "p", "df", "sd_seeds", "seeds_for_80pct_power", "p_holm",
@@ -172,19 +173,19 @@ def read(folder: Path, table: pd.DataFrame) -> Analysis:
     for frame in (comparisons, by_key):
         for column in [c for c in numeric if c in frame]:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
-        if not frame.empty:
+        if not frame.empty and record_version.power_recomputed(folder):
             _paired_t_power(frame)
     adjusted = [c for c in comparisons.columns if c in ("p_holm", "p_bh")]
     recorded = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").is_file() else []
-    recorded = [targets.as_stated(entry) for entry in recorded]
+    recorded = [record_version.targets_entry(entry) for entry in recorded]
     adjust = adjusted[0].removeprefix("p_") if adjusted else "holm"
     return Analysis(comparisons, by_key, frames["per_class"], frames["confusion"], recorded, adjust)
 
 
 def _paired_t_power(frame: pd.DataFrame) -> None:
     """Recompute, in place, the seeds for 80% power of the rows whose test is not the crossed t (recorded paired t
-    and bootstrap rows) from their recorded difference and spread between seeds: reports before December 2026
-    computed it with a noncentral t that returned NaN at large effects and so overstated the seeds needed."""
+    and bootstrap rows) from their recorded difference and spread between seeds (version 1 folders; see
+    `harness.record_version.power_recomputed`)."""
     from harness.report import stats
 
     recorded = ~frame["method"].astype(str).str.startswith("crossed")

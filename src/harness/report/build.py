@@ -14,7 +14,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from harness import tracking
+from harness import record_version, tracking
 from harness.errors import HarnessError
 from harness.redaction import install_log_filter, redact
 from harness.report import analysis, evidence
@@ -62,16 +62,16 @@ def write_report(
     out: Path | str,
     summary: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """results.csv (every number), the analysis' CSVs, results.md, results.tex, summary.json and the figures."""
+    """results.csv (every number), the analysis' CSVs, results.md, results.tex, the figures and summary.json (with
+    the folder's record version, which `analysis.read` goes by)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
     files = [out / "results.csv", *analysis.write(out), *write_tables(table, analysis, out)]
     files += write_figures(table, analysis.comparisons, finished, curves, out)
-    if summary is not None:
-        files.append(out / "summary.json")
-        summary = {**summary, "files": [p.name for p in files]}
-        files[-1].write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    files.append(out / "summary.json")
+    summary = {**(summary or {}), record_version.TAG: record_version.CURRENT, "files": [p.name for p in files]}
+    files[-1].write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return files
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from harness import tracking
+from harness import record_version, tracking
 from harness.config import RESULT_FREE_KEYS
 from harness.errors import HarnessError
 from harness.sweep import ledger
@@ -117,9 +117,11 @@ def _logged(value: object) -> bool:
 
 def stopping_rule(runs: pd.DataFrame) -> pd.Series:
     """The early-stopping rule of each run as one cell: "val_loss, patience 5" (", min_delta 0.001" when set),
-    or "off" (also for runs recorded before the rule existed, which all ran their epochs)."""
+    or "off" (also for version 1 runs from before the rule, which all ran their epochs)."""
 
     def rule(row: pd.Series) -> str:
+        if not _logged(row["params.early_stopping.enabled"]):
+            return record_version.stopping_unlogged(row)
         if str(row["params.early_stopping.enabled"]) != "True":
             return "off"
         text = f"{row['params.early_stopping.monitor']}, patience {row['params.early_stopping.patience']}"
@@ -127,7 +129,7 @@ def stopping_rule(runs: pd.DataFrame) -> pd.Series:
         return text + (f", min_delta {delta}" if _logged(delta) and float(delta) else "")
 
     params = [f"params.early_stopping.{k}" for k in ("enabled", "monitor", "patience", "min_delta")]
-    frame = pd.DataFrame({p: _col(runs, p) for p in params}, index=runs.index)
+    frame = pd.DataFrame({p: _col(runs, p) for p in [*params, f"tags.{record_version.TAG}"]}, index=runs.index)
     return frame.apply(rule, axis=1) if len(frame) else pd.Series("off", index=runs.index, dtype=object)
 
 

@@ -65,12 +65,6 @@ def recorded(runs: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
     return [{"targets": json.loads(text), "configurations": c} for text, c in found.items()]
 
 
-def as_stated(entry: dict[str, Any]) -> dict[str, Any]:
-    """An entry of targets.json; a report written before targets named their configurations held the bare
-    {name: text}, stated for every configuration (no regime is called "targets")."""
-    return entry if "targets" in entry else {"targets": entry, "configurations": None}
-
-
 def judge(
     targets: dict[str, str],
     table: pd.DataFrame,

@@ -2,21 +2,21 @@
 
 A tag per job (not one shared value) because jobs on many machines write at once and MLflow has no
 read-modify-write. The sweep's summary and exit status and the report's "which runs belong to this sweep"
-read it back with `entries`. Sweeps recorded before the JSON form wrote "<outcome> [detail]"; both are read.
+read it back with `entries`. Version 1 sweeps wrote "<outcome> [detail]"; `harness.record_version` reads both.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+
+from harness import record_version
 
 PREFIX = "job."
 # finished: trained here; skipped: a valid FINISHED run existed (run_id names it); elsewhere: another live
 # claim held it; lost: its claim was taken while it trained (leases); failed: an error (detail says which)
 OUTCOMES = ("finished", "skipped", "elsewhere", "lost", "failed")
-_RUN_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,8 @@ class Entry:
 
     @classmethod
     def from_tag(cls, value: str) -> Entry:
-        """An entry from its tag: JSON, or the older "<outcome> [run id or detail]" text."""
-        try:
-            data = json.loads(value)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and "outcome" in data:
-            return cls(str(data["outcome"]), data.get("run_id"), str(data.get("detail", "")))
-        outcome, _, detail = value.partition(" ")
-        found = _RUN_ID.search(detail) if outcome == "skipped" else None
-        return cls(outcome, found.group(0) if found else None, detail)
+        """An entry from its tag: JSON, or version 1's "<outcome> [run id or detail]" text."""
+        return cls(*record_version.ledger_fields(value))
 
 
 def key(job_num: int) -> str:

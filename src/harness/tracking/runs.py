@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from harness import record_version
 from harness.config.schema import RUN_TAGS
 from harness.redaction import redact, redact_data
 from harness.tracking.provenance import git_commit, library_versions, package_digest, process_tags
@@ -121,6 +122,7 @@ def run_tags(cfg: Config, job_identity: str, commit: str, kind: str, regime: str
         "study": str(cfg.study),
         LEASE_TAG: f"{float(cfg.lease_s):g}",
         **process_tags(),
+        **record_version.STAMP,
     }
     if regime is not None:
         tags["regime"] = regime
@@ -232,6 +234,7 @@ def create_run(experiment_id: str, name: str, tags: dict[str, str]) -> str:
     """A RUNNING run that no `with` block owns (the sweep's parent run): ended by `end_run`."""
     import mlflow
 
+    tags = {**tags, **record_version.STAMP}
     return mlflow.MlflowClient().create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
 
 
@@ -251,6 +254,7 @@ def log_run(
     from mlflow.entities import Metric, Param
 
     client = mlflow.MlflowClient()
+    tags = {**tags, **record_version.STAMP}
     run_id = client.create_run(experiment_id, run_name=name[:MAX_RUN_NAME], tags=tags).info.run_id
     now = int(time.time() * 1000)
     client.log_batch(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from harness import record_version
 from harness.errors import HarnessError
 from harness.paths import project_root
 from harness.redaction import redact
@@ -114,7 +115,7 @@ def find_experiment(study: str) -> str | None:
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
-EXPERIMENT_TAGS = {EXPERIMENT_KIND: MODEL_TRAINING}
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: MODEL_TRAINING, **record_version.STAMP}
 
 
 def ensure_experiment(study: str, uri: str) -> str:
@@ -131,8 +132,8 @@ def ensure_experiment(study: str, uri: str) -> str:
                 experiment = mlflow.get_experiment_by_name(study)
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS" or experiment is None:
                     raise
-        if experiment.tags.get(EXPERIMENT_KIND) is None:  # a study from before the tag: the UI needs it too
-            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        for name, value in record_version.missing_experiment_tags(experiment.tags, EXPERIMENT_TAGS).items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, name, value)
         return experiment.experiment_id
     except Exception as exc:
         if isinstance(exc, HarnessError):
