@@ -9,6 +9,7 @@ Needs the [cluster] extra, PostgreSQL's binaries and root: it re-runs itself ins
 with loopback only (`unshare -n`), where the servers listen on 127.0.0.1.
 
     python benchmarks/bench_launchers.py [--jobs 4] [--repeats 1]
+    python benchmarks/bench_launchers.py --smoke   # one job per launcher, each store once (CI: it still runs)
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="one job through each launcher, each store once")
     args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.repeats = 1, 1
     if not only_loopback():
         inner = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} " + " ".join(sys.argv[1:])
         sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", inner]))
@@ -66,13 +70,17 @@ def main() -> None:
             "joblib (2 workers)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
             "Ray (local head)": ["hydra/launcher=ray", f"hydra.launcher.ray.init.address={head}"],
         }
-        sweep(["hydra/launcher=basic"], stores["SQLite"], photos, 1, work)  # creates the SQLite tables, warms caches
-        for launcher, extra in launchers.items():
-            for store_name, store in stores.items():
-                walls = [sweep(extra, store, photos, args.jobs, work) for _ in range(args.repeats)]
-                wall = statistics.median(walls)
-                rows.append((launcher, store_name, wall, wall / args.jobs))
-                print(f"{launcher:20s} {store_name:22s} {wall:7.1f} s", flush=True)
+        if not args.smoke:  # creates the SQLite tables, warms caches
+            sweep(["hydra/launcher=basic"], stores["SQLite"], photos, 1, work)
+        pairs = [(launcher, store_name) for launcher in launchers for store_name in stores]
+        if args.smoke:  # every launcher and every store once: basic on SQLite, the others on the server
+            pairs = [(launcher, "SQLite" if launcher == "basic" else "server on PostgreSQL") for launcher in launchers]
+        for launcher, store_name in pairs:
+            extra, store = launchers[launcher], stores[store_name]
+            walls = [sweep(extra, store, photos, args.jobs, work) for _ in range(args.repeats)]
+            wall = statistics.median(walls)
+            rows.append((launcher, store_name, wall, wall / args.jobs))
+            print(f"{launcher:20s} {store_name:22s} {wall:7.1f} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n| launcher | store | wall s ({args.jobs} jobs, median of {args.repeats}) | s per job |")
     print("| --- | --- | --- | --- |")

@@ -15,6 +15,7 @@ Needs the [cluster] extra, PostgreSQL's binaries and root: it re-runs itself ins
 loopback only (`unshare -n`), where the servers listen on 127.0.0.1. Not part of the test suite (minutes).
 
     python benchmarks/stress_claims.py [--rounds 20] [--jobs 4]
+    python benchmarks/stress_claims.py --smoke   # one round of two 2-job sweeps, one epoch (CI: it still runs)
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from servers import mlflow_server, only_loopback, postgresql  # noqa: E402
 from harness import data  # noqa: E402
 
 
-def start_sweep(store: str, study: str, photos: Path, jobs: int, cwd: Path) -> subprocess.Popen:
+def start_sweep(store: str, study: str, photos: Path, jobs: int, epochs: int, cwd: Path) -> subprocess.Popen:
     args = [
         sys.executable, "-m", "harness", "-m", f"seed={','.join(map(str, range(jobs)))}",
         "data=folder", f"data.path={photos}", "backbone=mobilenetv2", "backbone.weights=null",
-        "backbone.image_size=32", "regimes=[frozen]", "epochs.head=3", f"tracking_uri={store}",
+        "backbone.image_size=32", "regimes=[frozen]", f"epochs.head={epochs}", f"tracking_uri={store}",
         f"cache_dir={cwd / 'cache'}", f"study={study}", "wait_for_others=true",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -70,7 +71,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one round of two 2-job sweeps, one epoch each")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.jobs, args.epochs = 1, 2, 1
     if not only_loopback():
         inner = f"ip link set lo up && exec {sys.executable} {Path(__file__).resolve()} " + " ".join(sys.argv[1:])
         sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", inner]))
@@ -83,7 +88,7 @@ def main() -> None:
         for r in range(args.rounds):
             study = f"stress-{r}"
             t0 = time.perf_counter()
-            sweeps = [start_sweep(server.url, study, photos, args.jobs, work) for _ in range(2)]
+            sweeps = [start_sweep(server.url, study, photos, args.jobs, args.epochs, work) for _ in range(2)]
             logs = [p.communicate(timeout=1800)[0] for p in sweeps]
             codes = [p.returncode for p in sweeps]
             trained = sum(log.count("frozen   done:") for log in logs)
