@@ -95,10 +95,11 @@ def interrupt_mid_training(args: list[str], cwd: Path, sigterm: bool = False) ->
 
 
 def long_scratch(store: str) -> list[str]:
-    """A small-convnet scratch job on synthetic images that trains long enough to be stopped mid-way."""
+    """A small-convnet scratch job on synthetic images that trains long enough to be stopped mid-way (at its third
+    epoch, a dozen epochs before its end) and short enough that the resumed sweep finishes soon."""
     return [
         "data=synthetic", "backbone=vgg16", "backbone.weights=null", "regimes=[scratch]", "scratch.model=small_convnet",
-        "scratch.image_size=64", "epochs.scratch=40", "early_stopping.enabled=false", f"tracking_uri={store}",
+        "scratch.image_size=64", "epochs.scratch=15", "early_stopping.enabled=false", f"tracking_uri={store}",
     ]  # fmt: skip
 
 

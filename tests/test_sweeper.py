@@ -104,7 +104,7 @@ def test_a_search_that_would_minimise_is_refused_once_before_any_trial(tmp_path,
     assert not Path(store.removeprefix("sqlite:///")).exists()
 
 
-@pytest.mark.slow  # three quickstart trials, about a minute
+@pytest.mark.slow  # three quickstart trials without scratch (the fine-tuning rate is searched), about a minute
 def test_a_search_sweeper_reports_the_trial_with_the_best_validation_accuracy(tmp_path, store):
     """Optuna's sweeper drives the jobs and each returns its best validation accuracy: the project's sweeper config
     (hydra/sweeper=search) maximises it, so the best trial Optuna reports is the one whose jobs validated best."""
@@ -116,6 +116,7 @@ def test_a_search_sweeper_reports_the_trial_with_the_best_validation_accuracy(tm
         "hydra.sweeper.n_trials=3",
         "lr=choice(3e-5,1e-4,1e-2)",
         "+experiment=quickstart",
+        "regimes=[frozen,finetune]",  # scratch does not use the searched rate
         f"tracking_uri={store}",
     ]
     proc = run_cli("-m", "hydra/sweeper=search", *search, cwd=tmp_path)
