@@ -63,6 +63,8 @@ def test_cache_changes_cost_not_results(tmp_path, store, small_data, mobilenet_w
             for metric in ref:
                 np.testing.assert_allclose(got[metric], ref[metric], rtol=1e-5, atol=1e-6, err_msg=f"{regime} {metric}")
             assert other.loc[regime, "metrics.test_acc"] == pytest.approx(off.loc[regime, "metrics.test_acc"], abs=1e-6)
+            for estimate in ("metrics.logme", "metrics.knn_loo_acc"):  # warm: kept with the stored head phase
+                assert other.loc[regime, estimate] == pytest.approx(off.loc[regime, estimate], abs=1e-6)
 
 
 @pytest.mark.slow

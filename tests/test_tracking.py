@@ -6,6 +6,7 @@ import json
 import multiprocessing
 
 import mlflow
+import numpy as np
 from conftest import run_cli, tiny_job
 from hydra import compose, initialize_config_dir
 
@@ -82,6 +83,9 @@ def test_a_job_logs_its_splits_as_datasets_and_its_training_files(tmp_path, stor
     listed = mlflow.artifacts.load_text(f"runs:/{job.info.run_id}/data/train_files.csv").splitlines()
     assert listed[0] == "file,label,sha256" and len(listed) == 1 + 12
     assert sorted({line.split(",")[1] for line in listed[1:]}) == ["disks", "squares"]
+    # the frozen run's estimates of how its training features transfer, before the head trained on them
+    frozen = mlflow.search_runs(experiment_names=["default"], filter_string="tags.regime = 'frozen'").iloc[0]
+    assert np.isfinite(frozen["metrics.logme"]) and 0 <= frozen["metrics.knn_loo_acc"] <= 1
 
 
 def _open_study_and_log_data(store: str, photos: str, start, out) -> None:

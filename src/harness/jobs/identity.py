@@ -32,7 +32,13 @@ from harness.training import specs
 IMAGES = ("harness.data.images", "harness.jobs.cache", "harness.jobs.npy_writer")
 FEATURES = (*IMAGES, "harness.training.backbones", "harness.training.models", "harness.training.trainer",
             "harness.jobs.features")  # fmt: skip
-STATES = (*FEATURES, "harness.training.regime", "harness.training.augmentation", "harness.training.stopping")
+STATES = (
+    *FEATURES,
+    "harness.training.regime",
+    "harness.training.augmentation",
+    "harness.training.stopping",
+    "harness.training.transferability",
+)  # fmt: skip  (a stored head phase keeps its features' estimates)
 PRODUCERS = {"images": IMAGES, "features": FEATURES}
 
 

@@ -50,7 +50,7 @@ def log_regime(
     the class names), curves (raw + EMA) titled `title` and, if asked, the model, into the active regime run."""
     from harness.training import figures
 
-    log_result_metrics({"train_time_s": result.train_time_s, **(result.test or {})})
+    log_result_metrics({"train_time_s": result.train_time_s, **(result.test or {}), **(result.estimates or {})})
     if result.test_scores is not None and test_images is not None:
         log_predictions(*test_images, result.test_scores)
     log_stopping(result)

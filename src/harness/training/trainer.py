@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from harness.training import forward, stopping
+from harness.training import backbones, forward, stopping, transferability
 from harness.training.models import InferenceMode, TrainingPenalty, compile_for, dataset, score_metrics, targets
 from harness.training.progress import METRICS, ProgressLine
 
@@ -56,6 +56,8 @@ class RegimeResult:
     # per test image: the sigmoid's probability of the second class (2 classes), else the softmax scores
     test_scores: np.ndarray | None = None
     state: Any = None  # what a regime that starts from this one continues (the frozen regime's trained model)
+    # LogME and k-NN accuracy of the training features the phase trained on (pooled), when it trained on features
+    estimates: dict[str, float] | None = None
 
 
 def compute_features(stage: keras.Model, arrays: Arrays, allocate: Callable | None = None) -> dict[str, np.ndarray]:
@@ -143,8 +145,11 @@ class Trainer:
         features_in = keras.Input(stage.output.shape[1:], name="features")
         on_features = keras.Model(features_in, above(features_in), name=f"{regime}_on_features")
         compile_for(on_features, self.optimizer, phase.lr, self.num_classes)
+        estimates = None
         if self.augment is None:
             model, inputs = on_features, self.features(stage, arrays, phase.cut)
+            if phase.cut != backbones.PIXELS:  # how well these features should transfer, before training on them
+                estimates = transferability.estimates(inputs["train"], arrays.y["train"])
         else:  # new pixels every epoch for training; validation and test are never augmented: staged once
             image_in = keras.Input(stage.input.shape[1:], name="image")
             model = keras.Model(image_in, above(InferenceMode(stage, name="stage")(self.augment(image_in))))
@@ -185,5 +190,6 @@ class Trainer:
             scores = scores[:, 0] if scores.shape[1] == 1 else scores
         outcome = stopper.outcome(epochs)
         return RegimeResult(
-            regime, history, first_epoch, test, train_time, outcome=outcome, initial=initial, test_scores=scores
-        )
+            regime, history, first_epoch, test, train_time, outcome=outcome, initial=initial, test_scores=scores,
+            estimates=estimates,
+        )  # fmt: skip

@@ -85,6 +85,7 @@ def save(result: RegimeResult, folder: Path) -> None:
     record = {"history": result.history, "test": result.test, "train_time_s": result.train_time_s}
     record["outcome"] = result.outcome.as_record() if result.outcome else None  # the decision, reused as made
     record["initial"] = result.initial
+    record["estimates"] = result.estimates
     (Path(folder) / "result.json").write_text(json.dumps(record))
     if result.test_scores is not None:
         np.save(Path(folder) / "test_scores.npy", result.test_scores)
@@ -112,6 +113,7 @@ def restore(ctx: Context, folder: Path) -> RegimeResult:
     result = RegimeResult(NAME, record["history"], 0, record["test"], record["train_time_s"])
     result.outcome = stopping.Outcome(**record["outcome"]) if record.get("outcome") else None
     result.initial = record["initial"]
+    result.estimates = record.get("estimates")  # a head phase stored before the estimates has none
     if (Path(folder) / "test_scores.npy").is_file():
         result.test_scores = np.load(Path(folder) / "test_scores.npy")
     result.budget = recipe.budget(SPEC, len(arrays.y["train"]))
