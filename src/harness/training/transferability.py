@@ -6,8 +6,9 @@ depend on the cut's size:
 - **LogME** (You, Liu, Wang and Long, "LogME: Practical Assessment of Pre-trained Models for Transfer
   Learning", ICML 2021): for each class, the log evidence of a Bayesian linear model predicting its one-hot
   column from the features (prior precision alpha on the weights, noise precision beta), maximised over
-  alpha and beta by MacKay's fixed-point iteration on one SVD of the features, divided by the number of
-  images; averaged over classes. Higher is better. The iteration here runs to convergence (the paper stops at
+  alpha and beta by MacKay's fixed-point iteration, divided by the number of images; averaged over classes.
+  Higher is better. The paper takes one SVD of the features; here the eigenvalues of F'F, accumulated a block of
+  rows at a time, give the same squared singular values without holding F. The iteration here runs to convergence (the paper stops at
   1% change) so that it is the maximum, which `tests/test_transferability.py` checks against the closed form
   maximised with `scipy.optimize`.
 - **k-NN leave-one-out accuracy**: each training image classified by the majority of its k nearest other
@@ -83,12 +84,12 @@ def logme(features: np.ndarray, labels: np.ndarray, block: int = 4096) -> float:
     y = _checked(features, labels)
     classes = np.unique(y)
     onehot = (y[:, None] == classes[None, :]).astype(np.float64)
-    n, gram, projected = len(y), 0.0, 0.0
+    n, d = len(y), int(np.shape(features)[-1])
+    gram, projected = np.zeros((d, d)), np.zeros((d, len(classes)))
     for start in range(0, n, block):  # F'F and F'Y a block of rows at a time: memory does not grow with n
         x = _pooled(features, slice(start, start + block))
-        gram = gram + x.T @ x
-        projected = projected + x.T @ onehot[start : start + block]
-    d = np.shape(gram)[0]
+        gram += x.T @ x
+        projected += x.T @ onehot[start : start + block]
     sigma, v = np.linalg.eigh(gram)  # F'F = V diag(sigma) V': sigma are F's squared singular values
     keep = sigma > sigma.max() * d * np.finfo(np.float64).eps
     sigma, v = sigma[keep], v[:, keep]
