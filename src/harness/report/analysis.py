@@ -15,7 +15,7 @@ import pandas as pd
 
 from harness import record_version
 from harness.errors import HarnessError
-from harness.report import evidence, targets
+from harness.report import evidence, targets, transfer
 from harness.report.render import (
     Section,
     comparisons_section,
@@ -241,4 +241,4 @@ def sections(table: pd.DataFrame, analysis: Analysis) -> list[Section]:
         out.append(targets_section(judged, varying, [t["targets"] for t in analysis.targets]))
     if not analysis.per_class.empty:
         out.append(per_class_section(analysis.per_class, varying))
-    return out
+    return out + transfer.sections(table, varying)

@@ -89,7 +89,7 @@ def load_runs(tracking_uri: str | None, study: str, sweep: str | None = None) ->
             value = value.fillna(_col(runs, f"tags.{key}"))
         runs[key] = value
     runs["stopping"], runs["budget"] = stopping_rule(runs), step_budget(runs)
-    for metric in ("test_acc", "test_loss", "train_time_s", "epochs_run", "best_epoch"):
+    for metric in ("test_acc", "test_loss", "train_time_s", "epochs_run", "best_epoch", "logme", "knn_loo_acc"):
         runs[metric] = pd.to_numeric(_col(runs, f"metrics.{metric}"), errors="coerce")
     runs["restored"] = _col(runs, "params.early_stopping.enabled").eq("True")  # the rule put the best epoch back
     n_train = pd.to_numeric(_col(runs, "params.data.n_train"), errors="coerce")  # on job runs

@@ -27,6 +27,7 @@ log = logging.getLogger("harness.report")
 
 # How long each regime's runs trained: mean epochs run, and how many of them the early-stopping rule ended
 RUN_LENGTH = ("epochs_run", "stopped_early")
+ESTIMATES = ("logme", "knn_loo_acc")  # transferability estimates a run logged before training (report.transfer)
 # The regime whose trained state later jobs reuse (the head phase): its train_time_s counts only the runs that
 # trained it, and the last column says how many (frozen_head_phases_trained)
 REUSED = next(spec for spec in specs.REGIMES.values() if spec.reuse is not None)
@@ -145,6 +146,7 @@ def summarize(
     head_phase = finished[tag] if tag in finished else pd.Series("", index=finished.index)
     reused = finished["regime"].eq(REUSED.name) & head_phase.eq("reused")
     per = finished.assign(_own_time=finished["train_time_s"].mask(reused), _trained=~reused)
+    per = per.assign(**{e: np.nan for e in ESTIMATES if e not in per})  # runs recorded before the estimates
     per = per.groupby(group, sort=False).agg(
         n=("run_id", "size"),
         n_test=("test_acc", "count"),
@@ -154,6 +156,8 @@ def summarize(
         trained=("_trained", "sum"),
         epochs_run=("epochs_run", "mean"),
         stopped_early=("stopped_early", "sum"),
+        logme=("logme", "mean"),
+        knn_loo_acc=("knn_loo_acc", "mean"),
         seeds=("seed", lambda s: ",".join(sorted(s, key=lambda v: (len(v), v)))),
     )
     half = stats.t_half_width(per["test_acc_std"], per["n_test"])
@@ -164,7 +168,7 @@ def summarize(
         per.update(intervals.reindex(per.index))  # the crossed interval where every seed has predictions
     tested = validation_at_tested_epoch(finished, curves, keys) if curves is not None else None
     per = per.join(tested) if tested is not None else per.assign(tested_val_acc=np.nan, tested_epoch=np.nan)
-    regime_stats = [*STATS, "test_images", *CURVE_STATS, "train_time_s", *RUN_LENGTH, "seeds"]
+    regime_stats = [*STATS, "test_images", *CURVE_STATS, "train_time_s", *RUN_LENGTH, *ESTIMATES, "seeds"]
     wide = per[regime_stats].unstack("regime")
     wide = wide.reindex(columns=pd.MultiIndex.from_product([regime_stats, REGIMES]))
     wide = wide.swaplevel(axis=1).reindex(columns=pd.MultiIndex.from_product([REGIMES, regime_stats]))

@@ -8,9 +8,9 @@ depend on the cut's size:
   column from the features (prior precision alpha on the weights, noise precision beta), maximised over
   alpha and beta by MacKay's fixed-point iteration, divided by the number of images; averaged over classes.
   Higher is better. The paper takes one SVD of the features; here the eigenvalues of F'F, accumulated a block of
-  rows at a time, give the same squared singular values without holding F. The iteration here runs to convergence (the paper stops at
-  1% change) so that it is the maximum, which `tests/test_transferability.py` checks against the closed form
-  maximised with `scipy.optimize`.
+  rows at a time, give the same squared singular values without holding F. The iteration runs to convergence
+  (the paper stops at 1% change) so that it is the maximum, which `tests/test_transferability.py` checks against
+  the closed form maximised with `scipy.optimize`.
 - **k-NN leave-one-out accuracy**: each training image classified by the majority of its k nearest other
   images (cosine similarity of the features), the fraction right.
 """
