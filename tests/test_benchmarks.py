@@ -34,6 +34,11 @@ def test_the_scan_benchmark_runs_at_its_smoke_setting():
     assert "232 file(s) unchanged since an earlier scan, 0 read" in out
 
 
+def test_the_transferability_benchmark_runs_at_its_smoke_setting():
+    out = smoke("bench_transferability.py", timeout=120)
+    assert re.search(r"^\| 500 \| 64 \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.M), out
+
+
 def test_the_scale_benchmark_runs_at_its_smoke_setting():
     """One small job, measured: a row with its peak anonymous memory, disk written and rates."""
     out = smoke("bench_scale.py", timeout=600)
