@@ -67,8 +67,8 @@ def sections(table: pd.DataFrame, varying: list[str]) -> list[Section]:
             else values.map(lambda v: MISSING if pd.isna(v) else f"{v:.3f}")
         )
 
-    measured = {f"{REGIME_LABELS[r]} test acc %": table[f"{r}_test_acc_mean"].map(pct)
-                for r in MEASURED if f"{r}_test_acc_mean" in table}  # fmt: skip
+    ran = [r for r in MEASURED if f"{r}_test_acc_mean" in table and table[f"{r}_test_acc_mean"].notna().any()]
+    measured = {f"{REGIME_LABELS[r]} test acc %": table[f"{r}_test_acc_mean"].map(pct) for r in ran}
     beside = pd.DataFrame(
         {**{k: table[k].map(key_value) for k in varying}, **{_label(c): cell(c) for c in columns}, **measured}
     )
