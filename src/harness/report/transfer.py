@@ -13,9 +13,11 @@ import pandas as pd
 
 from harness.report.render import Section, key_value, p_value, pct
 from harness.report.runs import MISSING, REGIME_LABELS
+from harness.training import specs
 
 ESTIMATES = {"logme": "LogME", "knn_loo_acc": "k-NN LOO acc %"}  # tables.ESTIMATES, labelled
-MEASURED = ("frozen", "finetune")  # whose mean test accuracy the estimates are ranked against
+# whose mean test accuracy the estimates are ranked against: every regime on the pretrained backbone
+MEASURED = tuple(s.name for s in specs.REGIMES.values() if s.pretrained)
 MIN_CONFIGURATIONS = 3  # fewer give no ranking worth a tau
 
 
@@ -49,7 +51,7 @@ def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
 
 def _label(column: str) -> str:
     regime, estimate = next((column.removesuffix(f"_{e}"), e) for e in ESTIMATES if column.endswith(f"_{e}"))
-    where = "top" if regime == "frozen" else "cut"
+    where = "cut" if regime in specs.REGIMES and specs.spec(regime).unfreezes else "top"
     return f"{ESTIMATES[estimate].removesuffix(' %')} ({REGIME_LABELS.get(regime, regime)}, {where})"
 
 
