@@ -9,7 +9,7 @@ from harness.errors import HarnessError
 from harness.training import backbones
 
 
-@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+@pytest.mark.parametrize("name", ["mobilenetv2", "vgg16"])  # every architecture: tests/test_catalog.py
 def test_boundaries_are_real_layers_in_network_order(name):
     base = backbones.build(name, None, 64)
     order = [layer.name for layer in base.layers]
@@ -34,10 +34,19 @@ def test_cut_at_the_first_layer_has_no_lower_part():
 
 def test_unknown_boundary_lists_the_valid_ones():
     with pytest.raises(HarnessError) as info:
-        backbones.check_boundary("vgg16", "block5_pool")
+        backbones.check_boundary("vgg16", "fc1")
     message = str(info.value)
-    assert "unfreeze_at='block5_pool' is not a layer of backbone vgg16" in message
-    assert "block1_conv1, block1_conv2" in message and "block5_conv3" in message
+    assert "unfreeze_at='fc1' is not a layer of backbone vgg16" in message
+    assert "block1_conv1, block1_conv2" in message and "block5_conv3" in message and "default block5_conv1" in message
+
+
+def test_a_long_list_of_boundaries_names_each_blocks_first_and_counts_the_rest():
+    with pytest.raises(HarnessError) as info:
+        backbones.check_boundary("resnet50", "block5_conv1")
+    message = str(info.value)
+    assert "('block5_conv1' is a vgg16 layer)" in message
+    assert "conv4_block6_1_conv, conv5_block1_1_conv" in message and "conv4_block6_out" not in message
+    assert f"and {len(backbones.get_spec('resnet50').boundaries) - 18} more inside the blocks" in message
 
 
 def test_real_mobilenet_weights_load_and_differ_from_random(mobilenet_weights):

@@ -74,7 +74,7 @@ MOBILENET = ["backbone=mobilenetv2", "backbone.weights=null", "backbone.image_si
     [
         (["unfreeze_at=block9_conv1"], "unfreeze_at='block9_conv1' is not a layer of backbone vgg16"),
         ([*MOBILENET, "unfreeze_at=block5_conv1"], "('block5_conv1' is a vgg16 layer). Valid mobilenetv2 boundaries"),
-        (["backbone.name=resnet"], "backbone='resnet' is not known; choose one of ['mobilenetv2', 'vgg16']"),
+        (["backbone.name=resnet"], "backbone='resnet' is not known; choose one of ['convnext_base', 'convnext_large'"),
         (["lr=0"], "lr=0.0 must be > 0"),
         (["head_lr=-0.1"], "head_lr=-0.1 must be > 0"),
         (["data_fraction=0"], "data_fraction=0.0 must be in (0, 1]"),

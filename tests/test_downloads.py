@@ -53,6 +53,9 @@ def test_offline_the_headline_command_stops_at_once_naming_what_it_could_not_fet
     assert "could not download what this job needs" in proc.log
     assert "storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip" in proc.log  # the data
     assert "could not download vgg16's ImageNet weights" in proc.log  # and the weights, in the same message
+    home = tmp_path / "empty_keras_home" / "models"
+    assert "Keras fetches vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 from https://" in proc.log
+    assert f"into {home}: put it there" in proc.log  # the file, and where Keras looks for it
     assert "data.path=/path/to/images" in proc.log and "backbone.weights=null" in proc.log  # what to do instead
     assert "nothing was started" in proc.log
     assert not Path(store.removeprefix("sqlite:///")).exists()  # nothing recorded

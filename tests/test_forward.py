@@ -21,7 +21,7 @@ def predicted(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np.nda
     return model.predict(models.dataset(x, np.zeros(len(x), np.int32), batch_size), verbose=0).astype("float32")
 
 
-@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+@pytest.mark.parametrize("name", ["mobilenetv2", "vgg16"])
 @pytest.mark.parametrize("pool", [False, True])
 def test_frozen_stage_features_equal_predicts(name, pool):
     keras.utils.set_random_seed(0)

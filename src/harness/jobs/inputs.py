@@ -115,7 +115,13 @@ def _download_weights(name: str, image_size: int) -> str | None:
         backbones.build_once(name, "imagenet", image_size)
     except Exception as exc:  # noqa: BLE001 - Keras reports a failed download as a bare Exception
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"backbone.weights=imagenet: could not download {name}'s ImageNet weights ({first})"
+        spec = backbones.get_spec(name)
+        home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+        return (
+            f"backbone.weights=imagenet: could not download {name}'s ImageNet weights ({first}); Keras fetches "
+            f"{spec.weights_file} from {spec.weights_url} into {home / 'models'}: put it there from a machine "
+            "with network, or pass its path as backbone.weights"
+        )
     return None
 
 

@@ -39,13 +39,13 @@ def estimate_seconds(job: Prepared, build_features: set[str], trains_states: set
     n_all, n_train = sum(n.values()), n["train"]
     recipe = Recipe.from_cfg(cfg)
     staged = n_all - n_train if cfg.augment else n_all  # augmented: only the held-out splits are staged once
-    forward = sum(staged * per_image * depth(spec.boundaries, cut) for cut in build_features)
+    forward = sum(staged * per_image * depth(spec, cut) for cut in build_features)
     seconds = forward / FORWARD_GFLOPS
     for regime in specs.chosen(cfg.regimes):
         work = Workload(
             recipe=recipe,
             per_image_gflop=per_image,
-            below_cut=depth(spec.boundaries, cfg.unfreeze_at),
+            below_cut=depth(spec, cfg.unfreeze_at),
             n_train=n_train,
             n_val=n["validation"],
             epochs=recipe.budget(regime, n_train).epochs,
@@ -57,9 +57,9 @@ def estimate_seconds(job: Prepared, build_features: set[str], trains_states: set
     return seconds
 
 
-def depth(boundaries: tuple[str, ...], cut: str) -> float:
-    """The share of the backbone's forward pass below a cut (the top cuts: all of it)."""
-    return 1.0 if cut in backbones.TOP_CUTS else boundaries.index(cut) / len(boundaries)
+def depth(spec: backbones.BackboneSpec, cut: str) -> float:
+    """The share of the backbone's forward pass below a cut (the top cuts: all of it), counted from its graph."""
+    return 1.0 if cut in backbones.TOP_CUTS else spec.cost_below[cut]
 
 
 def feature_cuts(cfg: Config) -> list[str]:

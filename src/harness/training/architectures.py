@@ -1,12 +1,17 @@
 """The backbones the harness knows, as data: one `BackboneSpec` per keras.applications architecture.
 
-Kept apart from the code that builds and cuts them (`harness.training.backbones`), which cache keys hash: a
+The data are read from Keras by `harness.training.catalog` and shipped as `architectures.json`, so that a config
+is checked against them (a known name, a boundary of it, an accepted size) before TensorFlow is imported. Kept
+apart from the code that builds and cuts the backbones (`harness.training.backbones`), which cache keys hash: a
 feature's key names the architecture it used, so adding one here leaves every other backbone's keys as they were.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,21 +26,28 @@ class BackboneSpec:
     gflop_224: float  # forward cost of one image at 224 px in GFLOP (2 x multiply-adds): the dry run's estimate
     # measured faster in bf16 than fp32 on a CPU with native bf16 (2-core x86, AVX512-BF16): precision=auto uses it
     bf16_faster_on_cpu: bool = False
+    after: tuple[str, ...] = ()  # boundaries named by the layer below the cut (its output is the cut)
+    blocks: dict[str, str] = field(default_factory=dict)  # block -> its first boundary: the listed choices
+    default_boundary: str = ""
+    default_image_size: int = 224
+    preprocessing_in_model: bool = False  # rescales inside the model; its preprocess_input passes pixels through
+    normalization: tuple[str, ...] = ()  # the normalisation layer classes it has
+    cost_below: dict[str, float] = field(default_factory=dict)  # boundary -> share of the forward below it
+    weights_file: str | None = None  # what Keras downloads for weights='imagenet' (include_top=False)
+    weights_url: str | None = None
 
 
-_VGG16_CONVS = tuple(
-    f"block{block}_conv{i}" for block, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)
-)
-_MOBILENETV2_BLOCKS = (
-    "Conv1",
-    "expanded_conv_depthwise",
-    *(f"block_{i}_expand" for i in range(1, 17)),
-    "Conv_1",
-)
+def _spec(entry: dict[str, Any]) -> BackboneSpec:
+    return BackboneSpec(
+        **{
+            **entry,
+            "boundaries": tuple(entry["boundaries"]),
+            "after": tuple(entry["after"]),
+            "normalization": tuple(entry["normalization"]),
+        }
+    )
+
 
 BACKBONES: dict[str, BackboneSpec] = {
-    # VGG16 at 150 px: 12 -> 29 images/s in bf16 (2.4x)
-    "vgg16": BackboneSpec("vgg16", "VGG16", "vgg16", _VGG16_CONVS, 32, 30.7, bf16_faster_on_cpu=True),
-    # MobileNetV2 at 160 px: 121 -> 100 images/s in bf16 (slower: depthwise convolutions and the casts around them)
-    "mobilenetv2": BackboneSpec("mobilenetv2", "MobileNetV2", "mobilenet_v2", _MOBILENETV2_BLOCKS, 32, 0.6),
+    name: _spec(entry) for name, entry in json.loads(Path(__file__).with_name("architectures.json").read_text()).items()
 }

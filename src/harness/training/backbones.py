@@ -2,7 +2,8 @@
 
 A backbone is cut at a *boundary* layer: everything below it is the frozen part (whose output can be
 computed once and cached), the boundary and everything above it is trained. Boundaries are the layers
-where such a cut leaves no skip connection crossing it: VGG16's conv layers, MobileNetV2's block inputs.
+where such a cut leaves no skip connection crossing it (VGG16's conv layers, MobileNetV2's block inputs), read
+from each architecture's graph by `harness.training.catalog`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 def check_boundary(name: str, layer: str) -> None:
-    """Raise unless `layer` is a valid `unfreeze_at` of backbone `name`, listing the valid ones."""
+    """Raise unless `layer` is a valid `unfreeze_at` of backbone `name`, listing each block's first boundary."""
     spec = get_spec(name)
     if layer not in spec.boundaries:
         owners = [b for b, s in BACKBONES.items() if layer in s.boundaries]
         hint = f" ({layer!r} is a {owners[0]} layer)" if owners else ""
+        starts = list(spec.blocks.values()) or list(spec.boundaries)
+        others = len(spec.boundaries) - len(starts)
+        inside = f" (and {others} more inside the blocks: harness.training.backbones.BACKBONES)" if others > 0 else ""
         raise HarnessError(
             f"unfreeze_at={layer!r} is not a layer of backbone {name}{hint}. "
-            f"Valid {name} boundaries, bottom to top: {', '.join(spec.boundaries)}"
+            f"Valid {name} boundaries, bottom to top, each block's first: {', '.join(starts)}{inside}; "
+            f"default {spec.default_boundary}"
         )
 
 
@@ -123,13 +128,20 @@ def pretrained(name: str, weights: str | None, image_size: int):
     return model
 
 
+def cut_tensor(base, layer: str):
+    """The tensor at which a boundary cuts a built backbone: the layer's input, or, for a layer of several inputs
+    (a concatenation, which has no cut at its input: InceptionV3's `mixed8`), its output."""
+    boundary = base.get_layer(layer)
+    return boundary.output if isinstance(boundary.input, list) else boundary.input
+
+
 @functools.lru_cache(maxsize=8)
 def _shapes(name: str, image_size: int) -> dict[str, tuple[int, ...]]:
     import keras
 
     constructor = getattr(keras.applications, get_spec(name).application)
     model = constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
-    out = {b: tuple(model.get_layer(b).input.shape[1:]) for b in get_spec(name).boundaries}
+    out = {b: tuple(cut_tensor(model, b).shape[1:]) for b in get_spec(name).boundaries}
     out[TOP] = tuple(model.output.shape[1:])
     out[POOLED] = out[TOP][-1:]
     return out
@@ -147,11 +159,11 @@ def split_at(base, layer: str):
     """
     import keras
 
-    boundary = base.get_layer(layer)
-    if boundary.input is base.input:
+    tensor = cut_tensor(base, layer)
+    if tensor is base.input:
         return None, base
-    lower = keras.Model(base.input, boundary.input, name=f"{base.name}_below_{layer}")
-    upper = keras.Model(boundary.input, base.output, name=f"{base.name}_from_{layer}")
+    lower = keras.Model(base.input, tensor, name=f"{base.name}_below_{layer}")
+    upper = keras.Model(tensor, base.output, name=f"{base.name}_from_{layer}")
     return lower, upper
 
 
@@ -163,8 +175,8 @@ def segment(base, start: str, end: str | None):
     """
     import keras
 
-    outputs = base.output if end is None else base.get_layer(end).input
-    return keras.Model(base.get_layer(start).input, outputs, name=f"{base.name}_{start}_to_{end or 'top'}")
+    outputs = base.output if end is None else cut_tensor(base, end)
+    return keras.Model(cut_tensor(base, start), outputs, name=f"{base.name}_{start}_to_{end or 'top'}")
 
 
 def set_trainable(model, trainable: bool) -> None:
