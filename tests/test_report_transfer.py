@@ -22,6 +22,7 @@ def table(n: int = 5) -> pd.DataFrame:
             "finetune_n": 3,
             "frozen_test_acc_mean": 0.9 + rng.uniform(0, 0.01, n),
             "finetune_test_acc_mean": np.linspace(0.91, 0.97, n),
+            "finetune_test_acc_std": 0.002,  # three seeds, a spread far below the gaps between boundaries
             "frozen_logme": [-0.5] * n,  # one top for every boundary: no ranking
             "frozen_knn_loo_acc": [0.93] * n,
             "finetune_logme": np.linspace(-0.9, -0.4, n),
@@ -54,3 +55,16 @@ def test_the_report_shows_the_estimates_and_the_rank_agreement():
 def test_fewer_than_three_configurations_or_no_estimates_give_no_tau():
     assert transfer.rank_agreement(table(2)).empty
     assert transfer.sections(table().drop(columns=transfer.estimate_columns(table())), ["unfreeze_at"]) == []
+
+
+def test_taus_interval_from_the_seeds_spread_narrows_with_it():
+    """Means 1.5 points apart: seeds spread 0.2 points keep the order (tau near 1); spread 5 points, it is noise."""
+    found = transfer.rank_agreement(table()).set_index(["estimate", "measured"])
+    low, high = found.loc[("finetune_logme", "finetune"), ["tau_lo", "tau_hi"]]
+    assert low >= 0.6 and high == pytest.approx(1.0)
+    noisy = transfer.rank_agreement(table().assign(finetune_test_acc_std=0.05)).set_index(["estimate", "measured"])
+    low, high = noisy.loc[("finetune_logme", "finetune"), ["tau_lo", "tau_hi"]]
+    assert low < 0 < high
+    assert np.isnan(found.loc[("finetune_logme", "frozen"), "tau_lo"])  # no spread recorded: no interval
+    md = to_markdown(transfer.sections(table(), ["unfreeze_at"]))
+    assert "tau 95% (seeds)" in md and f"[{found.loc[('finetune_logme', 'finetune'), 'tau_lo']:+.2f}, +1.00]" in md

@@ -9,6 +9,7 @@ Holm-adjusted over the pairs shown. Read from results.csv's columns alone, so a 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from harness.report.render import Section, key_value, p_value, pct
@@ -19,6 +20,7 @@ ESTIMATES = {"logme": "LogME", "knn_loo_acc": "k-NN LOO acc %"}  # tables.ESTIMA
 # whose mean test accuracy the estimates are ranked against: every regime on the pretrained backbone
 MEASURED = tuple(s.name for s in specs.REGIMES.values() if s.pretrained)
 MIN_CONFIGURATIONS = 3  # fewer give no ranking worth a tau
+DRAWS = 1000  # redraws of the measured means for tau's interval from the seeds' spread
 
 
 def estimate_columns(table: pd.DataFrame) -> list[str]:
@@ -43,10 +45,33 @@ def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
             if len(both) < MIN_CONFIGURATIONS:
                 continue
             tau, p = scipy_stats.kendalltau(both[column], both[measured])
-            rows.append({"estimate": column, "measured": regime, "n": len(both), "tau": tau, "p": p})
-    frame = pd.DataFrame(rows, columns=["estimate", "measured", "n", "tau", "p"])
+            low, high = seed_interval(table.loc[both.index], column, regime)
+            rows.append({"estimate": column, "measured": regime, "n": len(both), "tau": tau, "p": p,
+                         "tau_lo": low, "tau_hi": high})  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["estimate", "measured", "n", "tau", "p", "tau_lo", "tau_hi"])
     frame["p_holm"] = stats.holm(frame["p"].to_numpy()) if len(frame) else []
     return frame
+
+
+def seed_interval(table: pd.DataFrame, column: str, regime: str, draws: int = DRAWS) -> tuple[float, float]:
+    """A 95% interval of tau from the seeds' spread: each configuration's mean accuracy drawn again from a normal
+    with its standard error (the seeds' standard deviation over the square root of their count; none with one
+    seed), tau recomputed per draw (seeded), its 2.5th and 97.5th percentiles. The estimates do not depend on
+    the seed; how much the measured order itself is noise is what this says."""
+    from scipy import stats as scipy_stats
+
+    mean = pd.to_numeric(table[f"{regime}_test_acc_mean"], errors="coerce").to_numpy(float)
+    std = pd.to_numeric(table.get(f"{regime}_test_acc_std", pd.Series(0.0, table.index)), errors="coerce")
+    count = pd.to_numeric(table.get(f"{regime}_n", pd.Series(1, table.index)), errors="coerce")  # seeds
+    error = (std.fillna(0.0) / np.sqrt(count.clip(lower=1))).to_numpy(float)
+    estimate = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+    if not error.any():
+        return np.nan, np.nan
+    rng = np.random.default_rng(0)
+    drawn = [scipy_stats.kendalltau(estimate, mean + error * rng.standard_normal(len(mean)))[0] for _ in range(draws)]
+    taus = np.asarray(drawn, float)
+    taus = taus[~np.isnan(taus)]
+    return (float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))) if len(taus) else (np.nan, np.nan)
 
 
 def _label(column: str) -> str:
@@ -89,6 +114,10 @@ def sections(table: pd.DataFrame, varying: list[str]) -> list[Section]:
                 "ranked against": agreement["measured"].map(lambda r: f"{REGIME_LABELS[r]} test acc"),
                 "configurations": agreement["n"].astype(str),
                 "Kendall's tau": agreement["tau"].map(lambda t: MISSING if pd.isna(t) else f"{t:+.2f}"),
+                "tau 95% (seeds)": [
+                    MISSING if pd.isna(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+                    for lo, hi in zip(agreement["tau_lo"], agreement["tau_hi"], strict=True)
+                ],
                 "p": agreement["p"].map(p_value),
                 "p (Holm)": agreement["p_holm"].map(lambda p: p_value(p, adjusted=True)),
             }
@@ -96,7 +125,8 @@ def sections(table: pd.DataFrame, varying: list[str]) -> list[Section]:
         notes = [
             "Kendall's tau-b between each estimate and the measured mean test accuracy over the configurations "
             "(1: the same order; 0: unrelated), scipy.stats.kendalltau; p-values Holm-adjusted over these rows. "
-            "Seeds enter only through the means."
+            f"The interval is tau's spread when each configuration's mean is drawn again ({DRAWS} times) from a "
+            "normal with its standard error over seeds: how much of the measured order is the seeds' noise."
         ]
         out.append(Section("Do the estimates rank the configurations?", frame, "", notes, 2))
     return out
