@@ -97,6 +97,12 @@ def test_boundary_sweep_trains_the_head_phase_once(tmp_path, store, small_data, 
     )
     assert plan.returncode == 0, plan.log[-3000:]
     assert plan.stdout.count("head phase reuse") == 3 and "build" not in plan.stdout
+    # with the features cached, the plan shows the estimates each run logged before it trained
+    tuned = df.loc[["finetune"]].set_index("tags.unfreeze_at")
+    for cut in ("block_14_expand", "block_16_expand"):
+        logme = float(tuned.loc[cut, "metrics.logme"])
+        knn = 100 * float(tuned.loc[cut, "metrics.knn_loo_acc"])
+        assert f"estimates@{cut} LogME {logme:.3f}, k-NN LOO acc {knn:.1f}%" in plan.stdout, plan.stdout
 
 
 @pytest.mark.slow

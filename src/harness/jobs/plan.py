@@ -151,6 +151,18 @@ def gb(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
 
 
+def cached_estimates(store: cache.ArrayCache, key: str, job: Prepared) -> str | None:
+    """The transferability estimates of training features already in the cache (what the run would log before
+    it trains, on the same pooled features), or None when they are not there yet."""
+    from harness.training import transferability
+
+    features = store.load(key)
+    if features is None:
+        return None
+    found = transferability.estimates(features, job.train.labels)
+    return f"LogME {found['logme']:.3f}, k-NN LOO acc {100 * found['knn_loo_acc']:.1f}%"
+
+
 def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
     """The dry-run listing: each job, what it would reuse or build (cache entries, head phase), its cost."""
     uri = tracking.connect(jobs[0][1].tracking_uri) if jobs else None
@@ -176,6 +188,8 @@ def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
         states = {regime: state(key, "") for regime, key in keys.states.items()}
         reused_cuts = {c for r, v in states.items() if v == "reuse" for c in specs.spec(r).cuts(Recipe.from_cfg(cfg))}
         for cut, by_split in keys.features.items():
+            if estimated := cached_estimates(store, by_split["train"], job):
+                lines.append(f"estimates@{cut} {estimated}")
             if cut in reused_cuts and cut in backbones.TOP_CUTS:
                 continue  # a reused head phase needs no top features
             cut_states = {s: state(k) for s, k in by_split.items() if s in staged_splits(job)}
