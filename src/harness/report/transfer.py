@@ -30,7 +30,8 @@ def estimate_columns(table: pd.DataFrame) -> list[str]:
 
 def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (estimate column, measured regime) with at least MIN_CONFIGURATIONS configurations holding
-    both: n, Kendall's tau-b, its p and the Holm-adjusted p."""
+    both, neither constant over them: n, Kendall's tau-b, its p, the Holm-adjusted p and tau's interval from
+    the seeds' spread."""
     from scipy import stats as scipy_stats
 
     from harness.report import stats
@@ -45,6 +46,8 @@ def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
             if len(both) < MIN_CONFIGURATIONS:
                 continue
             tau, p = scipy_stats.kendalltau(both[column], both[measured])
+            if np.isnan(tau):
+                continue  # a constant side (one top for every cut, one head phase for every cut) ranks nothing
             low, high = seed_interval(table.loc[both.index], column, regime)
             rows.append({"estimate": column, "measured": regime, "n": len(both), "tau": tau, "p": p,
                          "tau_lo": low, "tau_hi": high})  # fmt: skip
@@ -124,7 +127,8 @@ def sections(table: pd.DataFrame, varying: list[str]) -> list[Section]:
         )
         notes = [
             "Kendall's tau-b between each estimate and the measured mean test accuracy over the configurations "
-            "(1: the same order; 0: unrelated), scipy.stats.kendalltau; p-values Holm-adjusted over these rows. "
+            "(1: the same order; 0: unrelated), scipy.stats.kendalltau; p-values Holm-adjusted over these rows; "
+            "pairs where either side is the same for every configuration rank nothing and are left out. "
             f"The interval is tau's spread when each configuration's mean is drawn again ({DRAWS} times) from a "
             "normal with its standard error over seeds: how much of the measured order is the seeds' noise."
         ]
