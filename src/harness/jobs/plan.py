@@ -151,22 +151,28 @@ def gb(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
 
 
-def cached_estimates(store: cache.ArrayCache, key: str, job: Prepared) -> str | None:
+def cached_estimates(store: cache.ArrayCache, key: str, job: Prepared, seen: dict[str, str | None]) -> str | None:
     """The transferability estimates of training features already in the cache (what the run would log before
-    it trains, on the same pooled features), or None when they are not there yet."""
+    it trains, on the same pooled features), or None when they are not there yet; computed once per entry in
+    `seen` (the seeds of a sweep share their pretrained features)."""
     from harness.training import transferability
 
+    if key in seen:
+        return seen[key]
+    seen[key] = None
     features = store.load(key)
     if features is None:
         return None
     found = transferability.estimates(features, job.train.labels)
-    return f"LogME {found['logme']:.3f}, k-NN LOO acc {100 * found['knn_loo_acc']:.1f}%"
+    seen[key] = f"LogME {found['logme']:.3f}, k-NN LOO acc {100 * found['knn_loo_acc']:.1f}%"
+    return seen[key]
 
 
 def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
     """The dry-run listing: each job, what it would reuse or build (cache entries, head phase), its cost."""
     uri = tracking.connect(jobs[0][1].tracking_uri) if jobs else None
     built: set[str] = set()  # entries an earlier job of this sweep will have written
+    estimated: dict[str, str | None] = {}  # cached training features -> their estimates
     total = 0.0
     for i, (overrides, cfg) in enumerate(jobs):
         job = prepare(cfg)
@@ -188,8 +194,8 @@ def print_plan(jobs: list[tuple[list[str], Config]]) -> None:
         states = {regime: state(key, "") for regime, key in keys.states.items()}
         reused_cuts = {c for r, v in states.items() if v == "reuse" for c in specs.spec(r).cuts(Recipe.from_cfg(cfg))}
         for cut, by_split in keys.features.items():
-            if estimated := cached_estimates(store, by_split["train"], job):
-                lines.append(f"estimates@{cut} {estimated}")
+            if estimates := cached_estimates(store, by_split["train"], job, estimated):
+                lines.append(f"estimates@{cut} {estimates}")
             if cut in reused_cuts and cut in backbones.TOP_CUTS:
                 continue  # a reused head phase needs no top features
             cut_states = {s: state(k) for s, k in by_split.items() if s in staged_splits(job)}

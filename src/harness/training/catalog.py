@@ -123,12 +123,6 @@ def named_cuts(model: Any) -> tuple[list[str], list[str]]:
     return names, after
 
 
-def cut_tensor(model: Any, name: str, after: tuple[str, ...] | list[str]) -> Any:
-    """The tensor a named cut stands for: the layer's input, or its output for a cut named from below."""
-    layer = model.get_layer(name)
-    return layer.output if name in after else layer.input  # the same rule as harness.training.backbones.cut_tensor
-
-
 def blocks(names: list[str], pattern: str) -> dict[str, str]:
     """Block -> its first cut, in network order; cuts matching no block belong to none (not listed)."""
     out: dict[str, str] = {}
@@ -193,9 +187,9 @@ def _last_downsampling_block(model: Any, block: str) -> str | None:
     return None
 
 
-def default_boundary(model: Any, names: list[str], family: Family, override: str | None) -> str:
-    """The start of the last stage (or the block holding the last downsampling), unless the registry names one."""
-    listed = blocks(names, family.block)
+def default_boundary(model: Any, listed: dict[str, str], family: Family, override: str | None) -> str:
+    """The start of the last stage (or the block holding the last downsampling), unless the registry names one;
+    `listed` is `blocks` of the model's cuts."""
     if override:
         return override
     if family.stage:
@@ -250,6 +244,7 @@ def read(name: str) -> dict[str, Any]:
             include_top=False, weights="imagenet", input_shape=(COST_SIZE, COST_SIZE, 3)
         )
     names, after = named_cuts(model)
+    listed = blocks(names, family.block)
     gflop, shares = cost_below(model, names, after)
     preprocess = getattr(keras.applications, family.module).preprocess_input
     probe = np.linspace(0, 255, 2 * 4 * 4 * 3, dtype="float32").reshape(2, 4, 4, 3)
@@ -260,8 +255,8 @@ def read(name: str) -> dict[str, Any]:
         "module": family.module,
         "boundaries": names,
         "after": after,
-        "blocks": blocks(names, family.block),
-        "default_boundary": default_boundary(model, names, family, override),
+        "blocks": listed,
+        "default_boundary": default_boundary(model, listed, family, override),
         "default_image_size": int(seen.get("default_size") or COST_SIZE),
         "min_image_size": int(seen.get("min_size") or 32),
         "preprocessing_in_model": bool(np.array_equal(np.asarray(preprocess(probe.copy())), probe)),
