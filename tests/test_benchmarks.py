@@ -39,6 +39,7 @@ def test_the_transferability_benchmark_runs_at_its_smoke_setting():
     assert re.search(r"^\| 500 \| 64 \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.M), out
 
 
+@pytest.mark.slow
 def test_the_scale_benchmark_runs_at_its_smoke_setting():
     """One small job, measured: a row with its peak anonymous memory, disk written and rates."""
     out = smoke("bench_scale.py", timeout=600)
@@ -77,8 +78,8 @@ def test_the_augmentation_benchmark_runs_each_pipeline_at_its_smoke_setting():
 def test_the_streaming_benchmark_runs_at_its_smoke_setting_with_equal_accuracies():
     out = smoke("bench_streaming.py")
     rows = re.findall(r"^\| (frozen|fine-tuning)[^|]* \| (baseline|streaming) \|.*\| ([^|]+) \|$", out, re.M)
-    assert len(rows) == 4, out[-2000:]
-    assert rows[0][2] == rows[1][2] and rows[2][2] == rows[3][2]  # the same checkout twice: the same accuracies
+    assert len(rows) == 2, out[-2000:]
+    assert rows[0][2] == rows[1][2]  # the same checkout twice: the same accuracies
 
 
 @pytest.mark.slow

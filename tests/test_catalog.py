@@ -152,12 +152,14 @@ def test_batchnorm_statistics_stay_in_inference_mode_while_its_scale_and_shift_t
     assert all(np.array_equal(before[v.path], v.numpy()) for v in lower.weights)
 
 
-@pytest.mark.slow  # four architectures, one epoch each phase at 32 px, twice: about two minutes
+@pytest.mark.slow  # two architectures of two families, one epoch each phase at 32 px, twice: about a minute
 def test_a_sweep_over_architectures_records_each_and_keeps_their_cache_entries_apart(tmp_path, store):
+    """Wiring, not learning: two architectures of different families, each recorded with its default boundary
+    and estimates, and their cache entries kept apart (every architecture's cuts are composed above)."""
     from conftest import run_cli
 
-    four = ["resnet50v2", "efficientnetv2b0", "convnext_tiny", "densenet121"]
-    args = ["-m", f"backbone={','.join(four)}", "backbone.weights=null", "backbone.image_size=32", "data=synthetic",
+    two = ["resnet50v2", "efficientnetv2b0"]
+    args = ["-m", f"backbone={','.join(two)}", "backbone.weights=null", "backbone.image_size=32", "data=synthetic",
             "regimes=[frozen,finetune]", "epochs.head=1", "epochs.finetune=1", f"tracking_uri={store}"]  # fmt: skip
     for study in ("cold", "warm"):
         proc = run_cli(*args, f"study={study}", cwd=tmp_path)
@@ -167,8 +169,8 @@ def test_a_sweep_over_architectures_records_each_and_keeps_their_cache_entries_a
     mlflow.set_tracking_uri(store)
     runs = mlflow.search_runs(experiment_names=["cold", "warm"])
     runs = runs[runs["tags.run_kind"] == "regime"]
-    assert len(runs) == 16
-    for name in four:
+    assert len(runs) == 8
+    for name in two:
         mine = runs[runs["tags.backbone"] == name]
         assert set(mine["tags.unfreeze_at"]) == {BACKBONES[name].default_boundary}
         assert mine[["metrics.logme", "metrics.knn_loo_acc"]].notna().all().all()
@@ -178,5 +180,5 @@ def test_a_sweep_over_architectures_records_each_and_keeps_their_cache_entries_a
             assert by_regime["metrics.test_acc"].nunique() == 1 and by_regime["metrics.logme"].nunique() == 1, name
     frozen = runs[runs["tags.regime"] == "frozen"]
     assert frozen.groupby("tags.backbone")["tags.head_phase_key"].nunique().eq(1).all()  # one head phase each,
-    assert frozen["tags.head_phase_key"].nunique() == 4  # none shared between architectures
-    assert sorted(frozen["tags.head_phase"]) == ["reused"] * 4 + ["trained"] * 4
+    assert frozen["tags.head_phase_key"].nunique() == 2  # none shared between architectures
+    assert sorted(frozen["tags.head_phase"]) == ["reused"] * 2 + ["trained"] * 2
