@@ -118,6 +118,7 @@ def test_truncated_imagenet_weights_in_keras_cache_are_not_loaded(tmp_path, stor
     assert not Path(store.removeprefix("sqlite:///")).exists()
 
 
+@pytest.mark.slow  # trains a job
 @pytest.mark.loopback_only
 def test_a_data_path_given_with_the_default_data_is_used_and_nothing_is_downloaded(tmp_path, store, monkeypatch):
     """`python -m harness data.path=/my/photos` keeps the default data group (the tutorial's archive): the path

@@ -111,6 +111,7 @@ def test_cache_keys_change_with_the_producing_code(tmp_path, monkeypatch):
     identity.code_identity.cache_clear()
 
 
+@pytest.mark.slow  # three CLI jobs
 def test_resume_follows_content_across_paths_and_edits(tmp_path, store):
     """Through the CLI: a copy of the data elsewhere is skipped as FINISHED; an edited photo trains again."""
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})

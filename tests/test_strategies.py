@@ -61,6 +61,7 @@ def job_context(cfg, arrays: Arrays) -> Context:
     return Context(Recipe.from_cfg(cfg), arrays, Trainer(2, 4, 0, "rmsprop", None, lambda r, f: []), pristine)
 
 
+@pytest.mark.slow  # fine-tunes twice
 def test_l2sp_at_zero_strength_is_finetuning_from_the_same_head_even_after_finetuning_ran(arrays):
     """Both start from the frozen regime's trained state; fine-tuning trains the backbone in place, so l2sp must get
     the state back as the head phase left it. With alpha = beta = 0 it is fine-tuning itself, number for number."""
@@ -76,6 +77,7 @@ def test_l2sp_at_zero_strength_is_finetuning_from_the_same_head_even_after_finet
     assert penalised.test == pytest.approx(tuned.test, rel=1e-6)
 
 
+@pytest.mark.slow  # fine-tunes twice
 def test_the_l2sp_penalty_pulls_the_trained_weights_toward_their_start(arrays):
     """A strong alpha keeps the unfrozen layers nearer the weights fine-tuning started from than no penalty does."""
     distance = {}
@@ -210,6 +212,7 @@ def test_the_strategies_study_is_fair_as_its_config_states():
     }  # fmt: skip
 
 
+@pytest.mark.slow  # trains every strategy
 def test_each_strategy_has_its_own_learning_rate_following_finetunings_unless_set(arrays):
     """One job trains every strategy at the rate chosen for it: `finetune_direct.lr` and `l2sp.lr` follow `lr`
     unless set, are checked like it, and are the rates the phases train at."""

@@ -68,6 +68,7 @@ def job_runs_by_status(db: Path) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.slow  # a two-job sweep trains
 def test_a_job_whose_worker_dies_is_counted_missing_and_fails_the_sweep(tmp_path, store, photos):
     """A joblib worker killed mid-job (as the kernel's OOM killer would) leaves no outcome in the ledger."""
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1"]

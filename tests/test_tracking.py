@@ -7,6 +7,7 @@ import multiprocessing
 
 import mlflow
 import numpy as np
+import pytest
 from conftest import run_cli, tiny_job
 from hydra import compose, initialize_config_dir
 
@@ -100,6 +101,7 @@ def _open_study_and_log_data(store: str, photos: str, start, out) -> None:
     out.put(experiment_id)
 
 
+@pytest.mark.slow  # parallel processes, each importing the harness
 def test_parallel_jobs_opening_one_new_study_and_logging_one_new_dataset_all_succeed(tmp_path, store):
     """MLflow's SQL store looks an experiment or dataset up, then inserts it: parallel first users collide."""
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 2, "validation": 1, "test": 1})
