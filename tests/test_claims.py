@@ -1,6 +1,6 @@
 """The claim protocol under chosen interleavings of two claimants' store operations, on a real SQLite store.
 
-Each claimant runs the real protocol (`harness.claims.claim`), then, if it won, "trains" and finishes as a job
+Each claimant runs the real protocol (`harness.jobs.claims.claim`), then, if it won, "trains" and finishes as a job
 does (`leases.confirm`, then FINISHED). An `Interleaving` lets the claimants' threads touch the store one
 operation at a time, in the order a schedule names them, so every schedule is one exact interleaving: all
 those with at most two switches between the claimants (either starting), the two reported from real sweeps
