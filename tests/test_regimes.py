@@ -53,6 +53,7 @@ def test_block4_boundary_unfreezes_six_convs():
     assert models.count_trainable(upper) == 12
 
 
+@pytest.mark.slow  # fine-tunes MobileNetV2
 def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
     """The TensorFlow tutorial's rule: BatchNorm stays in inference mode while fine-tuning. Random weights
     and generated images suffice to see whether the moving statistics move."""
@@ -90,6 +91,7 @@ def test_finetuning_mobilenet_leaves_batchnorm_statistics_unchanged(tmp_path):
     assert any(not np.array_equal(gamma[n], base.get_layer(n).get_weights()[0]) for n in gamma)
 
 
+@pytest.mark.slow  # the shared photographs and weights, trained twice
 def test_mixed_precision_keeps_the_output_float32_and_matches_fp32(cats_dogs, mobilenet_weights):
     import keras
 
@@ -199,6 +201,7 @@ def test_scratch_inference_statistics_follow_training_with_its_bn_momentum(tmp_p
     assert spread["null"] < 1e-3 < spread["0.9"], spread
 
 
+@pytest.mark.slow  # trains on pixels and on features
 def test_augmented_training_validates_on_staged_features_as_on_pixels(tmp_path):
     """With augmentation only the training images go through the frozen stage every epoch: validation and test
     are staged once, and their numbers are those of the whole classifier evaluated on their pixels."""

@@ -193,6 +193,7 @@ def test_stop_reason_best_epoch_and_budget_are_recorded(tmp_path, store):
         assert listed[0] == "file,label,sha256" and sorted(line.split(",")[0] for line in listed[1:]) == expected
 
 
+@pytest.mark.slow  # trains a job twice
 def test_a_rerun_and_a_cached_head_phase_reach_the_same_decision(tmp_path):
     """Resume after a kill re-runs a phase from its start, or reuses the cached whole head phase: both must end
     where the uninterrupted run ended (same epochs, best epoch, reason, weights, epoch fine-tuning continues at)."""

@@ -112,6 +112,7 @@ def test_a_training_penalty_leaves_validation_and_test_losses_alone():
     assert trained == pytest.approx(evaluated + 5.0, rel=1e-5)
 
 
+@pytest.mark.slow  # fine-tunes
 def test_finetune_direct_trains_a_new_head_and_the_upper_backbone_from_the_first_step(arrays):
     """No head phase: epochs from 0 (the curves start with a validation before training), as many as the head and
     fine-tuning phases together; the layers below the boundary and every BatchNorm statistic stay as loaded."""

@@ -70,6 +70,7 @@ def test_job_run_names_leave_out_stores_and_shorten_paths_to_fit_postgresql():
     assert len(long) == tracking.MAX_RUN_NAME and long.endswith("…")
 
 
+@pytest.mark.slow  # trains a job through the CLI
 def test_a_job_logs_its_splits_as_datasets_and_its_training_files(tmp_path, store):
     photos = data.ensure_synthetic(tmp_path / "gen", {"train": 6, "validation": 3, "test": 3})
     proc = run_cli(*tiny_job(store, photos), cwd=tmp_path)
