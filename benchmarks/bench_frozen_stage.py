@@ -182,7 +182,6 @@ def report(setting: Setting, args: argparse.Namespace) -> None:
     for _ in range(args.repeats):  # interleaved
         measured.append(frozen_run(setting, args.epochs))
         existing.append(frozen_run(setting, args.epochs, existing_store=True))
-    runs = [wall for wall, _ in measured]
     floor = together + predict_s
     print(f"\n### A {args.epochs}-epoch frozen run through the CLI, cold cache, against imports + predict\n")
     print("| measurement | seconds |")
@@ -192,14 +191,14 @@ def report(setting: Setting, args: argparse.Namespace) -> None:
     print(f"| import {libraries} together | {together:.1f} |")
     print(f"| predict over the {n} {what} (median of part 1) | {predict_s:.1f} |")
     print(f"| imports + predict | {floor:.1f} |")
-    each = " / ".join(f"{r:.1f}" for r in runs)
-    median = statistics.median(runs)
-    label = f"`python -m harness` frozen, {args.epochs} epochs, cold cache (median of {each})"
-    print(f"| {label} | {median:.1f} ({median / floor:.2f}x imports + predict) |")
-    walls = [wall for wall, _ in existing]
-    median = statistics.median(walls)
-    label = f"the same into an existing store (median of {' / '.join(f'{r:.1f}' for r in walls)})"
-    print(f"| {label} | {median:.1f} ({median / floor:.2f}x imports + predict) |")
+    for label, runs in (
+        (f"`python -m harness` frozen, {args.epochs} epochs, cold cache", measured),
+        ("the same into an existing store", existing),
+    ):
+        walls = [wall for wall, _ in runs]
+        median = statistics.median(walls)
+        each = " / ".join(f"{w:.1f}" for w in walls)
+        print(f"| {label} (median of {each}) | {median:.1f} ({median / floor:.2f}x imports + predict) |")
     accuracies = " / ".join(f"{acc:.4f}" for _, acc in [*measured, *existing])
     print(f"\nTest accuracy of the frozen runs (new stores, then existing ones): {accuracies}")
 

@@ -157,14 +157,13 @@ def cached_estimates(store: cache.ArrayCache, key: str, job: Prepared, seen: dic
     `seen` (the seeds of a sweep share their pretrained features)."""
     from harness.training import transferability
 
-    if key in seen:
-        return seen[key]
-    seen[key] = None
-    features = store.load(key)
-    if features is None:
-        return None
-    found = transferability.estimates(features, job.train.labels)
-    seen[key] = f"LogME {found['logme']:.3f}, k-NN LOO acc {100 * found['knn_loo_acc']:.1f}%"
+    if key not in seen:
+        features = store.load(key)
+        if features is None:
+            seen[key] = None
+        else:
+            found = transferability.estimates(features, job.train.labels)
+            seen[key] = f"LogME {found['logme']:.3f}, k-NN LOO acc {100 * found['knn_loo_acc']:.1f}%"
     return seen[key]
 
 
