@@ -54,20 +54,20 @@ class Skipped:
 def run(cfg: Config, overrides: list[str], name: str) -> dict[str, RegimeResult] | Skipped | Elsewhere:
     """Run one job end to end; returns the results by regime, or Skipped naming the run that has them."""
     job = prepare(cfg)  # bad config or data: an error in a second or two, before TensorFlow is imported
-    plan.check_disk(job)  # as a sweep's pre-check does for each of its jobs: a single run too
     fetch(cfg)  # then the downloads (ImageNet weights): a clear error offline, not a traceback in the job
     quiet_tensorflow()
     import keras
 
+    threads = configure_runtime(cfg.precision, cfg.backbone.name, cfg.threads)  # before the first model is built
+    pretrained = None
+    if needs_pretrained(cfg):  # a weights file that does not fit fails here, before the store is touched
+        keras.utils.set_random_seed(cfg.seed)  # weights=null: the "pretrained" init follows the seed
+        pretrained = backbones.pretrained(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
+    plan.check_disk(job)  # as a sweep's pre-check does for each of its jobs (cut shapes from the build above)
     uri = tracking.connect(cfg.tracking_uri)
     experiment_id = tracking.ensure_experiment(str(cfg.study), uri)
     if cfg.sweep_run is None:
         leases.reap(experiment_id, cfg.lease_s)  # a sweep did it once for all its jobs
-    threads = configure_runtime(cfg.precision, cfg.backbone.name, cfg.threads)
-    pretrained = None
-    if needs_pretrained(cfg):  # a weights file that does not fit fails here, before any run is opened
-        keras.utils.set_random_seed(cfg.seed)  # weights=null: the "pretrained" init follows the seed
-        pretrained = backbones.pretrained(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.image_size)
     outcome = claim(cfg, job.identity, name, experiment_id)
     if isinstance(outcome, claims.Held):
         log.info(

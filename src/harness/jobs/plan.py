@@ -124,7 +124,7 @@ def temporary_bytes(job: Prepared) -> dict[str, int]:
 def check_disk(job: Prepared) -> None:
     """Refuse, before any job trains, a job whose new cache entries would not fit on the cache folder's filesystem,
     or whose temporary arrays would not fit in the temporary folder's, with what it needs and what is free."""
-    quiet_tensorflow()  # the cuts' shapes come from an unweighted Keras build: TensorFlow's start-up noise muted
+    quiet_tensorflow()  # the cuts' shapes come from a Keras build (the job's own, else an unweighted one)
     places = [(f"cache_dir={job.cfg.cache_dir!r}", job.cfg.cache_dir, bytes_to_write(job) if job.cfg.cache else {})]
     temporary = tempfile.gettempdir()
     places.append((f"the temporary folder {temporary!r} ($TMPDIR)", temporary, temporary_bytes(job)))

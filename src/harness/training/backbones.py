@@ -74,13 +74,15 @@ def build(name: str, weights: str | None, image_size: int):
     resolved = str(Path(weights).expanduser()) if weights not in (None, "imagenet") else weights
     constructor = getattr(keras.applications, spec.application)
     try:
-        return constructor(include_top=False, weights=resolved, input_shape=(image_size, image_size, 3))
+        model = constructor(include_top=False, weights=resolved, input_shape=(image_size, image_size, 3))
     except (ValueError, OSError) as exc:
         if resolved in (None, "imagenet"):
             raise
         raise HarnessError(
             f"backbone.weights={weights!r} does not fit backbone {name} (include_top=False): {exc}"
         ) from exc
+    _SHAPES.setdefault((name, image_size), _cut_shapes(name, model))
+    return model
 
 
 # The cuts that are not a layer of the architecture: the decoded images themselves (a network trained whole),
@@ -135,12 +137,12 @@ def cut_tensor(base, layer: str):
     return boundary.output if isinstance(boundary.input, list) else boundary.input
 
 
-@functools.lru_cache(maxsize=8)
-def _shapes(name: str, image_size: int) -> dict[str, tuple[int, ...]]:
-    import keras
+# (backbone, image size) -> cut -> one image's feature shape, recorded by every build: the disk check reads the
+# shapes of the backbone the job has built (weights do not change them) instead of building one more (a second).
+_SHAPES: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
 
-    constructor = getattr(keras.applications, get_spec(name).application)
-    model = constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+
+def _cut_shapes(name: str, model) -> dict[str, tuple[int, ...]]:
     out = {b: tuple(cut_tensor(model, b).shape[1:]) for b in get_spec(name).boundaries}
     out[TOP] = tuple(model.output.shape[1:])
     out[POOLED] = out[TOP][-1:]
@@ -148,8 +150,11 @@ def _shapes(name: str, image_size: int) -> dict[str, tuple[int, ...]]:
 
 
 def cut_shape(name: str, image_size: int, cut: str) -> tuple[int, ...]:
-    """The shape of one image's features at a cut (a boundary, `top` or `pooled`), from an unweighted build."""
-    return _shapes(name, image_size)[cut]
+    """The shape of one image's features at a cut (a boundary, `top` or `pooled`): from any build of the backbone
+    at that size in this process, else from an unweighted one."""
+    if (name, image_size) not in _SHAPES:
+        build(name, None, image_size)
+    return _SHAPES[(name, image_size)][cut]
 
 
 def split_at(base, layer: str):
