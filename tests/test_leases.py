@@ -16,6 +16,7 @@ from conftest import compose, job_runs, run_cli, start_cli, tiny_job
 from servers import wait_until
 
 from harness import data
+from harness.errors import LostLease
 from harness.jobs import job as jobs
 from harness.jobs import leases
 from harness.tracking import owner as processes
@@ -193,6 +194,24 @@ def test_a_job_in_another_pid_namespace_is_reaped_only_when_its_lease_expires(tm
 
 def wait_for(condition, timeout_s: float = 300, what: str = "") -> None:
     wait_until(condition, timeout_s, what)
+
+
+def test_epoch_ends_beat_at_most_once_a_second_and_still_find_a_taken_claim(experiment):
+    run = new_run(experiment)
+    client = mlflow.MlflowClient()
+    beats = leases.Heartbeat()  # no thread: only the epoch ends beat
+    beats.runs.add(run)
+    beats.fenced.add(run)
+    beats.beat_and_check()  # the first epoch's end beats
+    first = client.get_run(run).data.tags["heartbeat"]
+    beats.beat_and_check()  # the next, a tenth of a second later: no store request
+    assert client.get_run(run).data.tags["heartbeat"] == first
+    client.set_terminated(run, "KILLED")  # another process took the claim
+    beats.beat_and_check()  # not seen yet: no beat went out
+    time.sleep(leases.EPOCH_BEAT_S)
+    with pytest.raises(LostLease, match="marked KILLED by another process"):
+        beats.beat_and_check()
+    assert float(client.get_run(run).data.tags["heartbeat"]) > float(first)
 
 
 @pytest.mark.slow  # a job stopped past its lease, another trained meanwhile: about a minute
