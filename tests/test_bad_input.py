@@ -262,6 +262,7 @@ def test_weights_that_do_not_fit_the_backbone(tmp_path, store, mobilenet_weights
         ["data=synthetic", "backbone.image_size=32", f"backbone.weights={mobilenet_weights}"],
         "does not fit backbone vgg16",
     )
+    assert not Path(store.removeprefix("sqlite:///")).exists()  # refused before the store was even created
 
 
 def test_store_that_cannot_be_written(tmp_path):

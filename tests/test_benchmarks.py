@@ -89,3 +89,10 @@ def test_the_head_convergence_benchmark_runs_at_its_smoke_setting(tmp_path):
     out = smoke("head_convergence.py", "--out", str(tmp_path / "h.png"))
     assert len(re.findall(r"^\| \d+ \| (defaults|converged|old defaults) \| [\d.]+ \|", out, re.M)) == 6, out
     assert (tmp_path / "h.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_forward_feed_benchmark_runs_both_feeds_at_its_smoke_setting():
+    out = smoke("bench_forward_feed.py")
+    rows = re.findall(r"^\| (tf\.data|read-ahead thread) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| \d of 2 \|$", out, re.M)
+    assert rows == ["tf.data", "read-ahead thread"], out[-2000:]
