@@ -57,7 +57,7 @@ def test_the_scale_benchmark_runs_at_its_smoke_setting():
 def test_the_frozen_stage_benchmark_runs_at_its_smoke_setting():
     out = smoke("bench_frozen_stage.py")
     assert re.search(r"^\| harness frozen stage \(batch 64\) \| \d+ \| [\d.]+x \| \d+% \|", out, re.M), out[-2000:]
-    round_row = r"^\| 1 \| (?:[\d.]+ \| ){7}[\d.]+ \([\d.]+x\) \| [\d.]+ \([\d.]+x\) \| [\d.]+ \([\d.]+x\) \|$"
+    round_row = r"^\| 1 \| (?:[\d.]+ \| ){8}[\d.]+ \([\d.]+x\) \| [\d.]+ \([\d.]+x\) \| [\d.]+ \([\d.]+x\) \|$"
     assert re.search(round_row, out, re.M), out[-3000:]  # floor, the least work's parts, the two CLI runs
     assert re.search(r"^Median ratio to the floor over 1 rounds: the least any run needs [\d.]+x", out, re.M), out
 
