@@ -1,10 +1,12 @@
 """Inference passes (frozen stage, segments between cached cuts, test scores) as one compiled graph call per batch.
 
-Keras' `predict` wraps every call in its data adapter, callbacks and step function. For a model that only
-runs forward, a `tf.function` over `model(batch, training=False)` does the same arithmetic on the same
-batches, so its outputs equal `predict`'s bit for bit (tested), and it is faster on this CPU: 1.25x over
-the 4,000 shared photographs with MobileNetV2 at 160 px, the same as a bare graph call (keras-team/keras#18062
-reports the same overhead); benchmarks/RESULTS.md has the side-by-side table (`benchmarks/bench_frozen_stage.py`).
+Keras' `predict` wraps every call in its data adapter, callbacks and step function, and feeds it through
+tf.data. For a model that only runs forward, a `tf.function` over `model(batch, training=False)` does the same
+arithmetic on the same batches, so its outputs equal `predict`'s bit for bit (tested), at the speed of a bare
+graph call (keras-team/keras#18062 reports `predict`'s overhead). On this CPU `predict`'s pass over the 4,000
+shared photographs (MobileNetV2, 160 px) took either about 11 s, as this path does, or 21 s: its tf.data feed
+(`_batches` says why this path has none); benchmarks/RESULTS.md has the side-by-side tables
+(`benchmarks/bench_frozen_stage.py`, `benchmarks/bench_forward_feed.py`).
 
 The graph function is traced once per model and input dtype (its batch dimension is left open, so the last
 short batch does not retrace) and kept as long as the model lives. XLA is not used: on this CPU
