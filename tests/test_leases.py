@@ -6,9 +6,11 @@ import os
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -230,7 +232,7 @@ def test_a_job_stopped_past_its_lease_learns_it_lost_the_claim_and_stops(tmp_pat
 
     wait_for(training, what="the first job never started training")
     time.sleep(1)
-    os.killpg(first.pid, signal.SIGSTOP)
+    stop_outside_a_transaction(first.pid, Path(store.removeprefix("sqlite:///")))
     try:
         time.sleep(6 + 2)
         second = run_cli(*args, cwd=tmp_path)
@@ -248,6 +250,28 @@ def test_a_job_stopped_past_its_lease_learns_it_lost_the_claim_and_stops(tmp_pat
     regimes = mlflow.search_runs(experiment_names=["default"], filter_string="tags.run_kind = 'regime'")
     assert sorted(regimes.status) == ["FINISHED", "KILLED"]
     assert client.get_run(killed.run_id).info.status == "KILLED"
+
+
+def stop_outside_a_transaction(pgid: int, db: Path) -> None:
+    """SIGSTOP a process group at a moment none of it is inside a transaction on the SQLite store `db`.
+
+    A process stopped inside one keeps its lock on the whole file until it resumes, so every other process's
+    writes fail ("database is locked"): a limit of SQLite (a server store has no file lock), not of leases,
+    which this test is about. Stopped, the group is probed with an exclusive transaction; while one of its
+    locks is there, it is resumed for a moment and stopped again."""
+    for _ in range(100):
+        os.killpg(pgid, signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0)
+        try:
+            probe.execute("BEGIN EXCLUSIVE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            os.killpg(pgid, signal.SIGCONT)
+            time.sleep(0.02)
+        finally:
+            probe.close()
+    raise AssertionError(f"the job was inside a transaction on {db} at each of 100 tries")
 
 
 def identity_of(store: str, photos, *extra: str, cwd) -> str:
