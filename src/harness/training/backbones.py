@@ -81,7 +81,8 @@ def build(name: str, weights: str | None, image_size: int):
         raise HarnessError(
             f"backbone.weights={weights!r} does not fit backbone {name} (include_top=False): {exc}"
         ) from exc
-    _SHAPES.setdefault((name, image_size), _cut_shapes(name, model))
+    if (name, image_size) not in _SHAPES:
+        _SHAPES[(name, image_size)] = _cut_shapes(name, model)
     return model
 
 

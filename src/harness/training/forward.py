@@ -52,14 +52,13 @@ def _batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     Not tf.data: fed through `Dataset.from_generator(...).prefetch(2)`, the pass over the 4,000 shared photographs
     in a fresh process just after their decoding took 20.5 s instead of about 11 s in 4 of 10 processes, and
     never in 10 with this loop (RESULTS.md, 2026-12-07); no copy of the whole array is made either way."""
-    starts = range(0, len(x), batch_size)
     with ThreadPoolExecutor(1, thread_name_prefix="harness-read-ahead") as reader:
-        pending = [reader.submit(np.array, x[start : start + batch_size]) for start in starts[:1]]
-        for i in range(len(starts)):
-            batch = pending.pop().result()
-            if i + 1 < len(starts):
-                pending.append(reader.submit(np.array, x[starts[i + 1] : starts[i + 1] + batch_size]))
-            yield batch
+        reads = (reader.submit(np.array, x[start : start + batch_size]) for start in range(0, len(x), batch_size))
+        pending = next(reads, None)
+        while pending is not None:
+            following = next(reads, None)  # submitted before this batch is handed over: read while the graph runs
+            yield pending.result()
+            pending = following
 
 
 def forward(
