@@ -43,8 +43,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_sweep import DATA, SIZE, SMOKE, WEIGHTS, WEIGHTS_OVERRIDE, SeedsLoader, in_own_process  # noqa: E402 (same data, weights, loader)
+from bench_sweep import DATA, SIZE, SMOKE, WEIGHTS, WEIGHTS_OVERRIDE, SeedsLoader  # noqa: E402 (same data, weights, loader)
 from hydra import compose, initialize_config_dir  # noqa: E402
+from measure import in_own_process  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from harness import data  # noqa: E402

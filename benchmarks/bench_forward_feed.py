@@ -18,36 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared").resolve()
-DATA = SHARED / "data" / "cats_and_dogs_small"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+from bench_frozen_stage import FULL, Setting, photographs, smoke  # the same photographs, weights and smoke images
+from measure import in_own_process
+
 FEEDS = ("tf.data", "read-ahead thread")
 SLOW = 1.5  # a pass this many times the median of all passes of its size counts as slow
 
 
-def child(given: str) -> None:
-    """One process: decode, build, two timed passes through one feed; prints a JSON list of seconds."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
+def child(feed: str, given: str) -> None:
+    """One process: decode, build, two timed passes through `feed`; prints one JSON line of seconds."""
     import tensorflow as tf
 
-    from harness import data
     from harness.training import backbones, forward, models
 
     spec = json.loads(given)
-    folder = data.scan_folder(spec["folder"])
-    x = np.concatenate([data.load_images(v.files, spec["size"]) for v in folder.splits.values()])
-    base = backbones.build("mobilenetv2", spec["weights"], spec["size"])
-    stage = models.frozen_stage("mobilenetv2", spec["size"], base, pool=True)
+    s = Setting(Path(spec["folder"]), spec["weights"], spec["size"], ())
+    x = photographs(s)
+    stage = models.frozen_stage("mobilenetv2", s.size, backbones.build("mobilenetv2", s.weights, s.size), pool=True)
     call = forward.graph_call(stage, x.dtype)
 
     def through_tf_data() -> None:
@@ -59,39 +50,34 @@ def child(given: str) -> None:
         for batch in tf.data.Dataset.from_generator(slices, output_signature=signature).prefetch(2):
             call(batch).numpy()
 
-    run = through_tf_data if spec["feed"] == FEEDS[0] else lambda: forward.forward(stage, x)
+    run = through_tf_data if feed == FEEDS[0] else lambda: forward.forward(stage, x)
     seconds = []
     for _ in range(2):
         t0 = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - t0)
-    print(json.dumps(seconds))
+    print(json.dumps({"seconds": seconds}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=5, help="fresh processes per feed")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=FEEDS, help=argparse.SUPPRESS)  # one process's feed
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child)
+    if args.only:
+        child(args.only, args.spec)
         return
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:
-            from harness import data
-
             args.processes = 1
-            folder = data.ensure_synthetic(Path(tmp), {"train": 32, "validation": 8, "test": 8})
-            setting = {"folder": str(folder), "weights": None, "size": 32}
-        else:
-            setting = {"folder": str(DATA), "weights": str(WEIGHTS), "size": 160}
+        s = smoke(Path(tmp)) if args.smoke else FULL
+        spec = json.dumps({"folder": str(s.folder), "weights": s.weights, "size": s.size})
         passes: dict[str, list[list[float]]] = {feed: [] for feed in FEEDS}
         for _ in range(args.processes):
             for feed in FEEDS:
-                cmd = [sys.executable, __file__, "--child", json.dumps({**setting, "feed": feed})]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                passes[feed].append(json.loads(out.strip().splitlines()[-1]))
+                passes[feed].append(in_own_process(__file__, feed, "--spec", spec)["seconds"])
     median = statistics.median(s for runs in passes.values() for pair in runs for s in pair)
     print(f"### The frozen stage's first two passes in fresh processes, by feed ({args.processes} processes each)\n")
     print("| feed | first pass, each process (s) | second pass (s) | median first pass | slow passes |")

@@ -8,16 +8,16 @@ harness caches from (preprocessing, trunk, pooling):
 
 1. throughput, interleaved repetitions, medians: `model.predict(x, batch_size=64)`; a bare
    `tf.function(lambda b: model(b, training=False))` called per batch on arrays already in memory; the
-   harness's frozen stage (`trainer.compute_features`: tf.data, one traced graph, written into one array);
+   harness's frozen stage (`trainer.compute_features`: a read-ahead thread, one traced graph, written into one array);
    and the graph path at other batch sizes, which is how `forward.FORWARD_BATCH` was chosen;
 2. a 30-epoch frozen run through the CLI (`python -m harness`, cold cache, early stopping off), into a new store
    and into an existing one, against the floor (imports + predict): importing TensorFlow, Keras, MLflow and Hydra,
-   plus `predict` over the same 4,000 images, timed in a fresh process in the same round (this VM's speed can
-   switch by 2x between minutes, so each round's ratio compares neighbours). That process also times what any
-   frozen run must do besides: decode the JPEGs (the harness's decoder, the same pixels), build the backbone with
-   its weights, open a new SQLite store, and a bare Keras `fit` of the head for the same epochs on the features;
-   the imports, a bare graph call over the images (the fastest forward pass measured) and these are the least a
-   run can take, whatever its code;
+   plus `predict` over the same 4,000 images, timed in a fresh process in the same round (`predict`'s pass
+   sometimes takes twice as long, through its tf.data feed: RESULTS.md, 2026-12-07; each round's ratios compare
+   neighbours). That process also times what any frozen run must do besides: scan the folder and decode the
+   JPEGs (the harness's decoder, the same pixels), build the backbone with its weights, open a new SQLite store,
+   and a bare Keras `fit` of the head for the same epochs on the features; the imports, a bare graph call over
+   the images (the fastest forward pass measured) and these are the least a run can take, whatever its code;
 3. the imports that run before the first job, each alone in a fresh process.
 
 `--smoke`: 96 generated images, random weights at 32 px, one round, one epoch, Hydra's import alone: checks the
@@ -40,6 +40,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from measure import in_own_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
@@ -56,11 +57,6 @@ class Setting:
     weights: str | None
     size: int
     imports: tuple[str, ...]
-
-    def folder_split(self, split: str) -> tuple[Path, ...]:
-        from harness import data
-
-        return data.scan_folder(self.folder).splits[split].files
 
     @property
     def data(self) -> list[str]:
@@ -150,9 +146,7 @@ def frozen_run(s: Setting, epochs: int, existing_store: bool = False) -> tuple[f
 def least_work(s: Setting, epochs: int) -> dict[str, float]:
     """Seconds of each part of the least a frozen run must do, in a fresh process (the floor's imports first)."""
     spec = json.dumps({"folder": str(s.folder), "weights": s.weights, "size": s.size, "epochs": epochs})
-    cmd = [sys.executable, __file__, "--least-work", spec]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return in_own_process(__file__, "least-work", "--spec", spec)
 
 
 def least_work_child(given: str) -> None:
@@ -173,13 +167,14 @@ def least_work_child(given: str) -> None:
         seconds[part] = time.perf_counter() - t
         return value
 
+    from harness import data
     from harness.training import backbones, models
 
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         timed("new store", mlflow.search_experiments)
     base = timed("backbone build", lambda: backbones.build("mobilenetv2", s.weights, s.size))
-    x = timed("decoding", lambda: photographs(s))
+    x = timed("scan and decoding", lambda: photographs(s))
     stage = models.frozen_stage("mobilenetv2", s.size, base, pool=True)
     stage.predict(x[:64], batch_size=64, verbose=0)  # traced before the clock starts, as in part 1
     features = timed("predict", lambda: stage.predict(x, batch_size=64, verbose=0))
@@ -190,7 +185,8 @@ def least_work_child(given: str) -> None:
     # the head as the harness trains it (Dense 256, dropout 0.5, RMSprop, batch 32, its 64 steps per call) on the
     # training split's features, validated on the validation split's each epoch: the least its epochs can cost
     y = np.random.default_rng(0).integers(0, 2, len(x)).reshape(-1, 1).astype("float32")
-    n_train, n_val = (len(s.folder_split(k)) for k in ("train", "validation"))
+    splits = data.scan_folder(s.folder).splits
+    n_train, n_val = len(splits["train"]), len(splits["validation"])
     train = tf.data.Dataset.from_tensor_slices((features[:n_train], y[:n_train])).shuffle(n_train, seed=0).batch(32)
     held_out = slice(n_train, n_train + n_val)
     validation = tf.data.Dataset.from_tensor_slices((features[held_out], y[held_out])).batch(32)
@@ -220,10 +216,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--smoke", action="store_true", help="generated images, random weights at 32 px, one round")
-    parser.add_argument("--least-work", help=argparse.SUPPRESS)  # the fresh process of part 2's floor
+    parser.add_argument("--only", choices=["least-work"], help=argparse.SUPPRESS)  # part 2's fresh process
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.least_work:
-        least_work_child(args.least_work)
+    if args.only:
+        least_work_child(args.spec)
         return
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:
@@ -252,7 +249,7 @@ def report(setting: Setting, args: argparse.Namespace) -> None:
         least = least_work(setting, args.epochs)
         rounds.append((least, frozen_run(setting, args.epochs), frozen_run(setting, args.epochs, existing_store=True)))
     print(f"\n### A {args.epochs}-epoch frozen run through the CLI, cold cache, against imports + predict, by round\n")
-    extras = ("decoding", "backbone build", "new store", "head fit")
+    extras = ("scan and decoding", "backbone build", "new store", "head fit")
     print("| round | imports | predict | floor: imports + predict | graph call | " + " | ".join(extras)
           + " | least: imports + graph call + these | CLI, new store | CLI, existing store |")  # fmt: skip
     print("| --- " * (8 + len(extras)) + "|")

@@ -41,6 +41,7 @@ import keras  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from measure import in_own_process  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from harness import data  # noqa: E402
@@ -340,14 +341,6 @@ PARTS = {
     "throughput": lambda args: throughput(),
     "precision": lambda args: precision_effect(),
 }
-
-
-def in_own_process(script: str, part: str, *options: str) -> dict:
-    """`script --only PART *options` in a fresh Python process, its last line of output read as JSON: nothing
-    a measurement run before it (threads, memory, traced functions) can slow it. bench_augment uses it too."""
-    cmd = [sys.executable, script, "--only", part, *options]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def isolated(part: str, args: argparse.Namespace) -> dict:

@@ -1,5 +1,6 @@
-"""What the scale benchmarks measure of a running command: wall time, peak anonymous resident memory (the job's
-process and its children, sampled about twice a second) and peak total resident memory.
+"""What the benchmarks measure of a running command: wall time, peak anonymous resident memory (the job's
+process and its children, sampled about twice a second) and peak total resident memory (the scale benchmarks);
+and a part of a benchmark run in a fresh interpreter, read back as JSON (`in_own_process`).
 
 Anonymous memory (`RssAnon` in /proc/<pid>/status) is what the process itself holds. File pages of a
 memory-mapped cache are `RssFile`: the kernel may drop them, so they count in the total only.
@@ -8,7 +9,9 @@ memory-mapped cache are `RssFile`: the kernel may drop them, so they count in th
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -75,3 +78,11 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, e
     done.set()
     sampler.join()
     return Measured(proc.returncode, wall, peaks[0], peaks[1], output)
+
+
+def in_own_process(script: str, part: str, *options: str) -> dict:
+    """`script --only PART *options` in a fresh Python process, its last line of output read as JSON: nothing
+    a measurement run before it (threads, memory, traced functions) can slow it."""
+    cmd = [sys.executable, script, "--only", part, *options]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
